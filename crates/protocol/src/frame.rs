@@ -1,0 +1,288 @@
+//! Typed v1 frames.
+
+use crate::{FrameError, json, reason::sanitize_reason, schema};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The eight permissions Deno asks a broker about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Read,
+    Write,
+    Net,
+    Env,
+    Sys,
+    Run,
+    Ffi,
+    Import,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 8] = [
+        Permission::Read,
+        Permission::Write,
+        Permission::Net,
+        Permission::Env,
+        Permission::Sys,
+        Permission::Run,
+        Permission::Ffi,
+        Permission::Import,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Net => "net",
+            Permission::Env => "env",
+            Permission::Sys => "sys",
+            Permission::Run => "run",
+            Permission::Ffi => "ffi",
+            Permission::Import => "import",
+        }
+    }
+
+    /// Position in [`Permission::ALL`], for tables indexed by permission.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Permission {
+    type Err = UnknownPermission;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Permission::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownPermission(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown permission `{0}` (expected one of read, write, net, env, sys, run, ffi, import)")]
+pub struct UnknownPermission(pub String);
+
+/// A decision as it travels on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+impl Effect {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One permission check, as Deno sends it. Field order is Deno's, so a serialised request is
+/// byte-for-byte what Deno would write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub v: u32,
+    /// Absent from Deno 2.5.3 and 2.5.4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub id: u32,
+    pub datetime: String,
+    pub permission: Permission,
+    /// `None` is JSON `null`: the whole permission.
+    pub value: Option<String>,
+}
+
+/// Parses and validates one request line (without its `\n`).
+///
+/// Validation is layered: UTF-8, then JSON without duplicate keys, then the strict v1 schema, then
+/// the typed conversion (which additionally refuses numbers that JSON Schema counts as integers but
+/// are written as floats, such as `1.0`).
+pub fn parse_request(line: &[u8]) -> Result<Request, FrameError> {
+    let value = parse_json(line)?;
+    schema::request_schema().validate(&value)?;
+    Request::deserialize(&value).map_err(|e| FrameError::Schema {
+        kind: "request",
+        path: String::new(),
+        message: e.to_string(),
+    })
+}
+
+fn parse_json(line: &[u8]) -> Result<serde_json::Value, FrameError> {
+    let text = std::str::from_utf8(line).map_err(|e| FrameError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    if text.trim().is_empty() {
+        return Err(FrameError::Blank);
+    }
+    json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))
+}
+
+/// A broker's answer. Built only through [`Response::allow`] and [`Response::deny`], so a reason
+/// is sanitised by construction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Response {
+    id: u32,
+    result: Effect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl Response {
+    pub fn allow(id: u32) -> Self {
+        Response {
+            id,
+            result: Effect::Allow,
+            reason: None,
+        }
+    }
+
+    /// A deny; the reason is reduced to one printable line (see [`sanitize_reason`]). An empty
+    /// reason is omitted, so Deno prints its own message.
+    pub fn deny(id: u32, reason: &str) -> Self {
+        let reason = sanitize_reason(reason);
+        Response {
+            id,
+            result: Effect::Deny,
+            reason: (!reason.is_empty()).then_some(reason),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn result(&self) -> Effect {
+        self.result
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// Appends the response as one `\n`-terminated line.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        // Serialising a struct of integers, a fixed enum and a string into a Vec cannot fail.
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            out.extend_from_slice(br#"{"id":0,"result":"deny"}"#);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// The fields of a response as a client reads them. Like Deno, unknown fields are ignored and a
+/// reason may be missing or null; unlike [`Response`], this is what came off the wire.
+#[derive(Debug, Deserialize)]
+struct WireResponse {
+    id: u32,
+    result: Effect,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Parses a response line the way Deno does: surrounding whitespace (and so CRLF) is ignored,
+/// unknown fields are ignored, duplicate keys, a blank line, an id that is not a u32 and any
+/// `result` other than exactly `allow` or `deny` are faults.
+pub fn parse_response(line: &[u8]) -> Result<Response, FrameError> {
+    let value = parse_json(line)?;
+    let wire = WireResponse::deserialize(&value).map_err(|e| FrameError::Schema {
+        kind: "response",
+        path: String::new(),
+        message: e.to_string(),
+    })?;
+    Ok(match wire.result {
+        Effect::Allow => Response::allow(wire.id),
+        Effect::Deny => Response::deny(wire.id, wire.reason.as_deref().unwrap_or("")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_in_denos_field_order() {
+        let line = br#"{"v":1,"pid":6937,"id":2,"datetime":"2026-11-23T16:30:45.262660275+00:00","permission":"read","value":"./scratch.txt"}"#;
+        let request = parse_request(line).unwrap();
+        assert_eq!(request.pid, Some(6937));
+        assert_eq!(request.permission, Permission::Read);
+        assert_eq!(request.value.as_deref(), Some("./scratch.txt"));
+        assert_eq!(serde_json::to_vec(&request).unwrap(), line.to_vec());
+    }
+
+    #[test]
+    fn null_value_is_the_whole_permission() {
+        let line = br#"{"v":1,"id":1,"datetime":"2026-11-23T16:30:45.262660+00:00","permission":"env","value":null}"#;
+        let request = parse_request(line).unwrap();
+        assert_eq!(request.value, None);
+        assert_eq!(request.pid, None, "Deno 2.5.3 frames carry no pid");
+        assert!(
+            String::from_utf8(serde_json::to_vec(&request).unwrap())
+                .unwrap()
+                .ends_with(r#""value":null}"#)
+        );
+    }
+
+    #[test]
+    fn deny_reasons_are_sanitised_and_allow_has_none() {
+        let mut out = Vec::new();
+        Response::allow(7).write_line(&mut out);
+        Response::deny(8, "no\n\x1b[31mway\x1b[0m").write_line(&mut out);
+        Response::deny(9, "").write_line(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"id\":7,\"result\":\"allow\"}\n{\"id\":8,\"result\":\"deny\",\"reason\":\"no way\"}\n{\"id\":9,\"result\":\"deny\"}\n"
+        );
+    }
+
+    #[test]
+    fn responses_are_read_like_deno_reads_them() {
+        let r = parse_response(b"  {\"id\":3,\"result\":\"deny\",\"reason\":null,\"extra\":1}\r\n")
+            .unwrap();
+        assert_eq!((r.id(), r.result(), r.reason()), (3, Effect::Deny, None));
+        for bad in [
+            &b""[..],
+            b"   ",
+            b"{\"id\":3,\"result\":\"Allow\"}",
+            b"{\"id\":-1,\"result\":\"allow\"}",
+            b"{\"id\":4294967296,\"result\":\"allow\"}",
+            b"{\"id\":3}",
+            b"{\"result\":\"allow\"}",
+            b"{\"id\":3,\"id\":3,\"result\":\"allow\"}",
+            b"{\"id\":3,\"result\":\"allow\"",
+            b"{\"id\":3,\"result\":\"allow\xff\"}",
+        ] {
+            assert!(
+                parse_response(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn permissions_parse_and_print() {
+        for p in Permission::ALL {
+            assert_eq!(p.as_str().parse::<Permission>().unwrap(), p);
+            assert_eq!(Permission::ALL[p.index()], p);
+        }
+        assert!("Read".parse::<Permission>().is_err());
+    }
+}

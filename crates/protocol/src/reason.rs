@@ -1,0 +1,105 @@
+//! Deny reasons reach the user's terminal raw: Deno prints `NotCapable: <reason>` without
+//! escaping. A reason must therefore be one line of printable text.
+
+/// Longest reason sent, in characters; longer ones are cut and end in `…`.
+pub const MAX_REASON_CHARS: usize = 512;
+
+/// Reduces `reason` to one printable line: ANSI escape sequences (CSI, OSC and two-byte escapes)
+/// are removed, line breaks and tabs become spaces, every other control character and the Unicode
+/// bidirectional overrides (which can reorder what a terminal shows) are dropped, and the result
+/// is trimmed and bounded to [`MAX_REASON_CHARS`].
+pub fn sanitize_reason(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(MAX_REASON_CHARS));
+    let mut chars = reason.chars().peekable();
+    let mut count = 0;
+    while let Some(c) = chars.next() {
+        let kept = match c {
+            '\u{1b}' => {
+                skip_escape(&mut chars);
+                None
+            }
+            // C1 CSI introducer: the same as ESC [.
+            '\u{9b}' => {
+                skip_csi(&mut chars);
+                None
+            }
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() || is_bidi_control(c) => None,
+            c => Some(c),
+        };
+        if let Some(c) = kept {
+            if count == MAX_REASON_CHARS {
+                out.push('…');
+                break;
+            }
+            out.push(c);
+            count += 1;
+        }
+    }
+    out.trim().to_owned()
+}
+
+fn skip_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    match chars.next() {
+        Some('[') => skip_csi(chars),
+        // OSC, DCS, SOS, PM, APC: a string terminated by BEL or ESC \.
+        Some(']' | 'P' | 'X' | '^' | '_') => {
+            while let Some(c) = chars.next() {
+                if c == '\u{7}' {
+                    break;
+                }
+                if c == '\u{1b}' {
+                    chars.next_if_eq(&'\\');
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    // Parameter and intermediate bytes, then one final byte in @..~.
+    for c in chars.by_ref() {
+        if ('\u{40}'..='\u{7e}').contains(&c) {
+            break;
+        }
+    }
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cases() {
+        let cases: &[(&str, &str)] = &[
+            ("plain reason", "plain reason"),
+            ("two\nlines", "two lines"),
+            ("crlf\r\nend\t!", "crlf  end !"),
+            ("\x1b[31mred\x1b[0m text", "red text"),
+            ("\x1b]0;title\x07after", "after"),
+            ("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link"),
+            ("bell\x07 nul\0 del\x7f", "bell nul del"),
+            ("\u{9b}2Jcleared", "cleared"),
+            ("abc\u{202e}fed", "abcfed"),
+            ("  padded  ", "padded"),
+            ("ünïcödé ✓", "ünïcödé ✓"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(sanitize_reason(input), *expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn long_reasons_are_bounded() {
+        let long = "x".repeat(10_000);
+        let out = sanitize_reason(&long);
+        assert_eq!(out.chars().count(), MAX_REASON_CHARS + 1);
+        assert!(out.ends_with('…'));
+    }
+}
