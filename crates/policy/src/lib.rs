@@ -1,1 +1,29 @@
+//! The policy language (shared/design/policy-v1.md): what the security team writes, compiled into
+//! indexed matchers, and a pure [`Policy::decide`].
+//!
+//! This crate does no IO. The daemon reads files and facts about the peer from the kernel and
+//! hands them in as [`Source`]s and a [`Subject`]; everything here is a function of its inputs,
+//! which is what lets `check`, `explain`, `test` and the daemon agree exactly.
+//!
+//! Flow: [`Policy::compile`] parses each source (with spans), validates it, and either returns a
+//! [`Policy`] plus warnings or every error it found as [`Diagnostic`]s (`file:line:column: message`).
+//! [`Policy::decide`] looks the request's value up in per-permission indexes (a path trie, a host
+//! map, name maps), never scanning rules, and applies deny-overrides.
 
+mod compile;
+mod decide;
+mod diagnostic;
+mod host;
+mod model;
+mod name;
+mod path;
+
+pub use compile::{Policy, Rule, RuleIndex};
+pub use decide::{DecidedBy, Decision, Resolved, Subject, needs_cwd};
+pub use diagnostic::{Diagnostic, Diagnostics, Severity, Source};
+pub use host::{HostPort, NetTarget, parse_host};
+pub use path::normalize_absolute;
+pub use permission_broker_protocol::{Effect, Permission};
+
+/// Reason sent on a default deny when the policy does not set `defaults.reason`.
+pub const DEFAULT_REASON: &str = "not permitted by the permission broker policy";

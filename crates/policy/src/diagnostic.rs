@@ -1,0 +1,146 @@
+//! Load errors and warnings, located in the file the security team edits.
+
+use std::fmt;
+use std::ops::Range;
+
+/// One policy file's name (as it should appear in messages) and text.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    /// The text a span covers, cut to one line and a readable length, for quoting in messages.
+    pub fn excerpt(&self, span: &Range<usize>) -> &str {
+        let start = floor_char_boundary(&self.text, span.start.min(self.text.len()));
+        let end = floor_char_boundary(&self.text, span.end.min(self.text.len())).max(start);
+        let text = &self.text[start..end];
+        let text = text.split('\n').next().unwrap_or("");
+        match text.char_indices().nth(80) {
+            Some((cut, _)) => &text[..cut],
+            None => text,
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// `file:line:column: message`, the form compilers and editors understand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn at(source: &Source, span: &Range<usize>, severity: Severity, message: String) -> Self {
+        let (line, column) = source.line_column(span.start);
+        Diagnostic {
+            severity,
+            file: source.name.clone(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity {
+            Severity::Warning => "warning: ",
+            Severity::Error => "",
+        };
+        write!(
+            f,
+            "{}:{}:{}: {severity}{}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every problem found in one load, errors and warnings in file and line order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter().filter(|d| d.severity == Severity::Warning)
+    }
+
+    pub(crate) fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        let s = Source::new("p.toml", "a = 1\nbé = 2\n\nc");
+        assert_eq!(s.line_column(0), (1, 1));
+        assert_eq!(s.line_column(4), (1, 5));
+        assert_eq!(s.line_column(6), (2, 1));
+        assert_eq!(
+            s.line_column(9),
+            (2, 3),
+            "columns count characters, not bytes"
+        );
+        assert_eq!(s.line_column(15), (4, 1));
+        assert_eq!(s.line_column(1000), (4, 2));
+        assert_eq!(s.excerpt(&(6..20)), "bé = 2");
+    }
+}
