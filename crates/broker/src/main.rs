@@ -1,1 +1,330 @@
-fn main() {}
+//! `permission-broker`: the daemon (`serve`) and the operators' tools (`check`, `ask`).
+
+mod connection;
+mod peer;
+mod policy_files;
+mod server;
+#[cfg(unix)]
+mod unix_socket;
+
+use clap::{Parser, Subcommand};
+use permission_broker_protocol::{DEFAULT_MAX_FRAME_BYTES, Permission};
+use policy_files::LoadError;
+use server::{Limits, Shared};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit code for a bad configuration or policy (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+/// Exit code when the socket cannot be taken: in use, or a path that must not be replaced
+/// (sysexits EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+
+#[cfg(unix)]
+const DEFAULT_SOCKET: &str = "/tmp/perm.sock";
+#[cfg(windows)]
+const DEFAULT_SOCKET: &str = r"\\.\pipe\permission-broker";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "permission-broker",
+    version,
+    about = "The out-of-process permission broker for Deno"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker: listen on the socket and answer Deno's permission checks from the policy.
+    Serve(ServeArgs),
+    /// Validate a policy file or directory: exit 0 if it loads, 1 (with file:line:column
+    /// messages) if not.
+    Check {
+        /// A policy file, or a directory whose `*.toml` files are read in lexical order.
+        policy: PathBuf,
+    },
+    /// Send one permission check to a running broker and print the answer (exit 0 allow,
+    /// 1 deny, 87 on a protocol fault).
+    Ask {
+        /// The broker's socket [default: $DENO_PERMISSION_BROKER_PATH, else the serve default].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// read, write, net, env, sys, run, ffi or import.
+        permission: Permission,
+        /// The value to ask about; omitted, the whole permission (null).
+        value: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Socket path to listen on (a filesystem path; on Windows a named pipe).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Policy file, or directory whose `*.toml` files are read in lexical order.
+    #[arg(long, default_value = "/etc/permission-broker/policy.toml")]
+    policy: PathBuf,
+    /// Permissions of the socket file, in octal. Connecting needs write permission.
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Longest request line accepted, in bytes; a longer one is a protocol fault.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    max_frame_bytes: usize,
+    /// Seconds a peer may take to finish a frame it has started (idle connections never time out).
+    #[arg(long, default_value_t = 10.0)]
+    frame_timeout: f64,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal file mode such as 600 or 660"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            serve(args)
+        }
+        Command::Check { policy } => check(&policy),
+        Command::Ask {
+            socket,
+            permission,
+            value,
+        } => ask(socket, permission, value),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match policy_files::load(path) {
+        Ok(loaded) => {
+            for warning in loaded.warnings.warnings() {
+                eprintln!("{warning}");
+            }
+            eprintln!(
+                "{}: ok ({} rules from {} file(s))",
+                path.display(),
+                loaded.policy.rules().len(),
+                loaded.files.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn ask(socket: Option<PathBuf>, permission: Permission, value: Option<String>) -> ExitCode {
+    let client = match socket {
+        Some(path) => permission_broker_client::Client::connect(path),
+        None => permission_broker_client::Client::from_env()
+            .unwrap_or_else(|| permission_broker_client::Client::connect(DEFAULT_SOCKET)),
+    };
+    let decision = client.check(permission, value.as_deref());
+    match (decision.is_allowed(), decision.reason) {
+        (true, _) => {
+            println!("allow");
+            ExitCode::SUCCESS
+        }
+        (false, Some(reason)) => {
+            println!("deny: {reason}");
+            ExitCode::FAILURE
+        }
+        (false, None) => {
+            println!("deny");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let limits = match limits(&args) {
+        Ok(limits) => limits,
+        Err(message) => {
+            tracing::error!("{message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // Everything is validated before anything is bound.
+    let loaded = match policy_files::load(&args.policy) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let what = match e {
+                LoadError::Read(_) => "cannot read the policy",
+                LoadError::Invalid(_) => "the policy does not load",
+            };
+            tracing::error!("{what}; not starting");
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for warning in loaded.warnings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        rules = loaded.policy.rules().len(),
+        files = loaded.files.len(),
+        policy = %args.policy.display(),
+        "policy loaded"
+    );
+    let shared = Arc::new(Shared {
+        policy: loaded.policy,
+        limits,
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve_on_socket(&args.socket, args.socket_mode, shared))
+}
+
+fn limits(args: &ServeArgs) -> Result<Limits, String> {
+    if args.max_frame_bytes < 256 {
+        return Err(format!(
+            "--max-frame-bytes {} is too small for any real frame (at least 256)",
+            args.max_frame_bytes
+        ));
+    }
+    if !(args.frame_timeout.is_finite() && args.frame_timeout > 0.0) {
+        return Err(format!(
+            "--frame-timeout {} must be a positive number of seconds",
+            args.frame_timeout
+        ));
+    }
+    if args.max_connections == 0 {
+        return Err("--max-connections must be at least 1".to_owned());
+    }
+    Ok(Limits {
+        max_frame_bytes: args.max_frame_bytes,
+        frame_timeout: Duration::from_secs_f64(args.frame_timeout),
+        max_connections: args.max_connections,
+    })
+}
+
+#[cfg(unix)]
+async fn serve_on_socket(path: &std::path::Path, mode: u32, shared: Arc<Shared>) -> ExitCode {
+    raise_fd_limit();
+    let bound = match unix_socket::bind(path, mode) {
+        Ok(bound) => bound,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let listener = match bound
+        .listener
+        .try_clone()
+        .and_then(tokio::net::UnixListener::from_std)
+    {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot listen on `{}`: {e}", path.display());
+            bound.remove();
+            return ExitCode::FAILURE;
+        }
+    };
+    announce_ready(bound.path());
+    server::run(listener, shared, stop_signal()).await;
+    bound.remove();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+#[cfg(windows)]
+async fn serve_on_socket(path: &std::path::Path, _mode: u32, shared: Arc<Shared>) -> ExitCode {
+    let name = path.to_string_lossy();
+    let listener = match server::windows::bind(&name) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot create named pipe `{name}`: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    announce_ready(path);
+    server::run(listener, shared, stop_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// The one line on stdout that says the broker accepts connections, and how to use it.
+#[allow(clippy::print_stdout)]
+fn announce_ready(path: &std::path::Path) {
+    tracing::info!(socket = %path.display(), "ready");
+    println!(
+        "permission-broker ready on {0}; run Deno with: DENO_PERMISSION_BROKER_PATH={0} deno run app.ts",
+        path.display()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C on Windows).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    #[cfg(windows)]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Each connection is a descriptor; the default soft limit (1024) would cap the broker far below
+/// `--max-connections`. Raise the soft limit to the hard one.
+#[cfg(unix)]
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("cannot raise the open-file limit from {soft}: {e}");
+    }
+}

@@ -1,5 +1,7 @@
 //! Data-driven decision tests: one policy, many one-line cases.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use permission_broker_policy::{DecidedBy, Effect, Permission, Policy, Source, Subject};
 
 const POLICY: &str = r#"

@@ -1,5 +1,7 @@
 //! Every load error is `file:line:column: message`, and one run reports every error it can.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use permission_broker_policy::{Policy, Source};
 
 /// Compiles `text` as `p.toml` and returns its error lines.

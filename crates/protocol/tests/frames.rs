@@ -1,5 +1,7 @@
 //! The v1 request schema against real Deno frames and against junk.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use permission_broker_protocol::{
     FrameError, Permission, Response, parse_request, request_schema, response_schema,
 };

@@ -1,0 +1,169 @@
+//! One connection: read a frame, validate it, decide, answer; any protocol fault closes the
+//! connection without an answer (Deno then exits 87: fail closed).
+
+use crate::peer::Peer;
+use crate::server::Shared;
+use permission_broker_policy::{DecidedBy, Effect, Subject, needs_cwd};
+use permission_broker_protocol::{FrameError, IdSequence, OutOfOrder, Response, parse_request};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+/// Why a connection was closed without an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("frame exceeds {max} bytes")]
+    Oversize { max: usize },
+    #[error("frame not finished within {0:?}")]
+    Timeout(Duration),
+    #[error("connection closed in the middle of a frame ({0} bytes unread)")]
+    Truncated(usize),
+    #[error("{0}")]
+    OutOfOrder(#[from] OutOfOrder),
+    #[error("pid mismatch: {0}")]
+    Pid(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Connection<R, W> {
+    id: u64,
+    peer: Peer,
+    reader: BufReader<R>,
+    writer: W,
+    ids: IdSequence,
+    /// The frame being read; reused so a connection allocates once, not per request.
+    line: Vec<u8>,
+    out: Vec<u8>,
+    shared: Arc<Shared>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
+    pub fn new(id: u64, peer: Peer, reader: R, writer: W, shared: Arc<Shared>) -> Self {
+        Connection {
+            id,
+            peer,
+            reader: BufReader::with_capacity(8 * 1024, reader),
+            writer,
+            ids: IdSequence::new(),
+            line: Vec::with_capacity(512),
+            out: Vec::with_capacity(256),
+            shared,
+        }
+    }
+
+    /// Serves requests until the peer hangs up, a fault occurs, or shutdown is signalled while
+    /// the connection is idle. A request already read is always answered.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        tracing::debug!(conn = self.id, peer = %self.peer, "connection opened");
+        loop {
+            let read = tokio::select! {
+                read = self.read_frame() => read,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    tracing::debug!(conn = self.id, "closing idle connection for shutdown");
+                    return;
+                }
+            };
+            let outcome = match read {
+                Ok(false) => {
+                    tracing::debug!(conn = self.id, peer = %self.peer, "connection closed by peer");
+                    return;
+                }
+                Ok(true) => self.answer().await,
+                Err(fault) => Err(fault),
+            };
+            if let Err(fault) = outcome {
+                tracing::warn!(
+                    conn = self.id,
+                    pid = self.peer.pid,
+                    uid = self.peer.uid,
+                    gid = self.peer.gid,
+                    last_id = self.ids.last(),
+                    %fault,
+                    "protocol fault; closing connection without an answer"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Reads one `\n`-terminated frame into `self.line` (without the `\n`). Returns `false` on a
+    /// clean end of stream between frames. Waiting for a frame to start is unbounded (idle
+    /// connections are normal); once it has started it must end within `frame_timeout`.
+    async fn read_frame(&mut self) -> Result<bool, Fault> {
+        self.line.clear();
+        if self.reader.fill_buf().await?.is_empty() {
+            return Ok(false);
+        }
+        let max = self.shared.limits.max_frame_bytes;
+        let timeout = self.shared.limits.frame_timeout;
+        let mut bounded = (&mut self.reader).take(max as u64 + 1);
+        let line = &mut self.line;
+        match tokio::time::timeout(timeout, bounded.read_until(b'\n', line)).await {
+            Err(_) => return Err(Fault::Timeout(timeout)),
+            Ok(read) => read?,
+        };
+        match self.line.last() {
+            Some(b'\n') => {
+                self.line.pop();
+                Ok(true)
+            }
+            _ if self.line.len() > max => Err(Fault::Oversize { max }),
+            _ => Err(Fault::Truncated(self.line.len())),
+        }
+    }
+
+    async fn answer(&mut self) -> Result<(), Fault> {
+        let started = Instant::now();
+        let request = parse_request(&self.line)?;
+        self.ids.advance(request.id)?;
+        if let Some(claimed) = request.pid {
+            self.peer.check_claimed_pid(claimed).map_err(Fault::Pid)?;
+        }
+        let value = request.value.as_deref();
+        let cwd = if needs_cwd(request.permission, value) {
+            self.peer
+                .cwd()
+                .inspect_err(|e| tracing::warn!(conn = self.id, peer = %self.peer, "{e}"))
+                .ok()
+        } else {
+            None
+        };
+        let subject = Subject {
+            pid: self.peer.pid.unwrap_or(0),
+            uid: self.peer.uid.unwrap_or(u32::MAX),
+            gid: self.peer.gid.unwrap_or(u32::MAX),
+            cwd: cwd.as_deref(),
+        };
+        let policy = &self.shared.policy;
+        let decision = policy.decide(request.permission, value, &subject);
+        let response = match decision.effect {
+            Effect::Allow => Response::allow(request.id),
+            Effect::Deny => Response::deny(request.id, decision.reason.as_deref().unwrap_or("")),
+        };
+        self.out.clear();
+        response.write_line(&mut self.out);
+        self.writer.write_all(&self.out).await?;
+        self.writer.flush().await?;
+        tracing::debug!(
+            conn = self.id,
+            pid = self.peer.pid,
+            uid = self.peer.uid,
+            id = request.id,
+            permission = %request.permission,
+            value = ?value,
+            decision = %decision.effect,
+            rule = match decision.decided_by {
+                DecidedBy::Rule(i) => policy.rule(i).id.as_str(),
+                DecidedBy::Default => "default",
+                DecidedBy::Unresolvable => "unresolvable",
+            },
+            micros = started.elapsed().as_micros() as u64,
+            "decision"
+        );
+        Ok(())
+    }
+}

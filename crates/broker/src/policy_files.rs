@@ -1,0 +1,85 @@
+//! Reading policy files from disk: one file, or every `*.toml` in a directory in lexical order.
+
+use permission_broker_policy::{Diagnostics, Policy, Source};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A policy compiled from files, with the warnings it produced.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    pub policy: Policy,
+    pub files: Vec<PathBuf>,
+    pub warnings: Diagnostics,
+}
+
+#[derive(Debug)]
+pub enum LoadError {
+    /// The files could not be read (missing, unreadable, an empty directory).
+    Read(String),
+    /// The files were read but do not compile.
+    Invalid(Diagnostics),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read(message) => f.write_str(message),
+            LoadError::Invalid(diagnostics) => write!(f, "{}", diagnostics.to_string().trim_end()),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads and compiles the policy at `path` (a file, or a directory of `*.toml` files).
+pub fn load(path: &Path) -> Result<LoadedPolicy, LoadError> {
+    let files = policy_files(path).map_err(LoadError::Read)?;
+    let mut sources = Vec::with_capacity(files.len());
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            LoadError::Read(format!("{}: cannot read policy file: {e}", file.display()))
+        })?;
+        sources.push(Source::new(file.display().to_string(), text));
+    }
+    let (policy, warnings) = Policy::compile(&sources).map_err(LoadError::Invalid)?;
+    Ok(LoadedPolicy {
+        policy,
+        files,
+        warnings,
+    })
+}
+
+/// The files that make up the policy at `path`. In a directory: regular files (or links to
+/// them) named `*.toml` and not hidden, sorted by name. Hidden entries are skipped so that
+/// editors' swap files and Kubernetes' `..data` machinery are never read as policy.
+fn policy_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| format!("{}: cannot read policy: {e}", path.display()))?;
+    if !metadata.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| format!("{}: cannot list policy directory: {e}", path.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| format!("{}: cannot list policy directory: {e}", path.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with(".toml") {
+            continue;
+        }
+        let file = entry.path();
+        if std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+            files.push(file);
+        }
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "{}: policy directory has no `*.toml` files",
+            path.display()
+        ));
+    }
+    files.sort();
+    Ok(files)
+}

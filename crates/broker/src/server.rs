@@ -1,0 +1,170 @@
+//! The accept loop: a bounded number of connections, each served by its own task, and a graceful
+//! stop that lets every request already read be answered.
+
+use crate::connection::Connection;
+use crate::peer::Peer;
+use permission_broker_policy::Policy;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Semaphore, watch};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub frame_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// What every connection shares: read-only during a connection's life.
+#[derive(Debug)]
+pub struct Shared {
+    pub policy: Policy,
+    pub limits: Limits,
+}
+
+/// How long a stop waits for connections to finish the request in hand.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Something that yields connections with their kernel-reported peer.
+pub trait Accept {
+    type Read: tokio::io::AsyncRead + Unpin + Send + 'static;
+    type Write: tokio::io::AsyncWrite + Unpin + Send + 'static;
+
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = std::io::Result<(Peer, Self::Read, Self::Write)>> + Send;
+}
+
+/// Serves connections from `listener` until `stop` resolves, then stops accepting, closes idle
+/// connections, and waits (bounded) for the others to answer what they have read.
+pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Future<Output = ()>) {
+    let max = shared.limits.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let next_id = AtomicU64::new(1);
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        match accepted {
+            Ok((peer, reader, writer)) => {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let connection = Connection::new(id, peer, reader, writer, shared.clone());
+                let shutdown = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    connection.run(shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Typically EMFILE/ENFILE: back off instead of spinning; connections that end
+                // free descriptors.
+                tracing::error!(error = %e, "accept failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    tracing::info!("stopping: no new connections; answering requests in hand");
+    let _ = shutdown_tx.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
+    }
+}
+
+#[cfg(unix)]
+pub mod unix {
+    use super::Accept;
+    use crate::peer::Peer;
+    use tokio::net::UnixListener;
+    use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+    impl Accept for UnixListener {
+        type Read = OwnedReadHalf;
+        type Write = OwnedWriteHalf;
+
+        async fn accept(&mut self) -> std::io::Result<(Peer, OwnedReadHalf, OwnedWriteHalf)> {
+            loop {
+                let (stream, _) = UnixListener::accept(self).await?;
+                // SO_PEERCRED: the credentials of the process that connected, from the kernel.
+                match stream.peer_cred() {
+                    Ok(cred) => {
+                        let peer = Peer {
+                            pid: cred
+                                .pid()
+                                .and_then(|p| u32::try_from(p).ok())
+                                .filter(|p| *p != 0),
+                            uid: Some(cred.uid()),
+                            gid: Some(cred.gid()),
+                        };
+                        let (read, write) = stream.into_split();
+                        return Ok((peer, read, write));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read peer credentials; dropping connection");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Windows: Deno connects to a named pipe. Compile-gated and NOT tested here (only Linux runs in
+/// this project's CI); the pid check uses the pipe's client process id from the kernel.
+#[cfg(windows)]
+pub mod windows {
+    use super::Accept;
+    use crate::peer::Peer;
+    use interprocess::os::windows::named_pipe::tokio::{
+        DuplexPipeStream, PipeListener, PipeListenerOptionsExt,
+    };
+    use interprocess::os::windows::named_pipe::{PipeListenerOptions, PipeMode, pipe_mode};
+    use tokio::io::{ReadHalf, WriteHalf};
+
+    type Stream = DuplexPipeStream<pipe_mode::Bytes>;
+
+    pub struct NamedPipe(PipeListener<pipe_mode::Bytes, pipe_mode::Bytes>);
+
+    impl std::fmt::Debug for NamedPipe {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("NamedPipe")
+        }
+    }
+
+    pub fn bind(name: &str) -> std::io::Result<NamedPipe> {
+        PipeListenerOptions::new()
+            .path(name)
+            .mode(PipeMode::Bytes)
+            .create_tokio_duplex::<pipe_mode::Bytes>()
+            .map(NamedPipe)
+    }
+
+    impl Accept for NamedPipe {
+        type Read = ReadHalf<Stream>;
+        type Write = WriteHalf<Stream>;
+
+        async fn accept(&mut self) -> std::io::Result<(Peer, Self::Read, Self::Write)> {
+            let stream = self.0.accept().await?;
+            let peer = Peer {
+                pid: stream.client_process_id().ok(),
+                uid: None,
+                gid: None,
+            };
+            let (read, write) = tokio::io::split(stream);
+            Ok((peer, read, write))
+        }
+    }
+}

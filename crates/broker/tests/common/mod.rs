@@ -1,0 +1,128 @@
+//! Test support: a real `permission-broker serve` on a temporary socket, and the pinned Deno
+//! binaries installed by `scripts/install-deno.sh`.
+
+#![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BROKER: &str = env!("CARGO_BIN_EXE_permission-broker");
+
+/// A daemon process with its socket, policy and captured log; killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts a daemon on `policy` (TOML text) with extra `serve` flags and waits for its ready
+    /// line.
+    pub fn start(policy: &str, extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let policy_path = dir.path().join("policy.toml");
+        std::fs::write(&policy_path, policy).unwrap();
+        Daemon::start_in(dir, &policy_path, extra)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, policy_path: &Path, extra: &[&str]) -> Daemon {
+        let socket = dir.path().join("broker.sock");
+        let mut child = Command::new(BROKER)
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(policy_path)
+            .args(extra)
+            .env("RUST_LOG", "permission_broker=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).unwrap();
+        assert!(
+            ready.starts_with("permission-broker ready on "),
+            "daemon did not become ready: {ready:?}\nlog:\n{}",
+            log.lock().unwrap().join("\n")
+        );
+        Daemon {
+            child,
+            dir,
+            socket,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains every one of `needles`; returns it.
+    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self
+                .log()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?} in:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The Deno releases the end-to-end tests run against.
+pub const DENO_VERSIONS: &[&str] = &["2.9.6", "2.5.3"];
+
+/// The pinned Deno binary. A missing binary fails the test: the test command installs it, and a
+/// suite that quietly skipped its real client would prove nothing.
+pub fn deno(version: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tools/deno/node_modules")
+        .join(format!("deno-{version}"))
+        .join("deno");
+    assert!(
+        path.is_file(),
+        "Deno {version} is not installed at {}: run scripts/install-deno.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}

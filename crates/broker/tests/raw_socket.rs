@@ -1,0 +1,246 @@
+//! Raw bytes against the real daemon: every protocol fault closes only the offending connection,
+//! without an answer, and is logged; other connections keep being answered.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Daemon;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+const POLICY: &str = r#"
+version = 1
+[defaults]
+reason = "nope"
+[[rule]]
+id = "tmp"
+effect = "allow"
+permissions = ["read"]
+paths = ["/tmp"]
+"#;
+
+fn frame(id: u32, pid: Option<u32>, value: &str) -> String {
+    let pid = pid.map(|p| format!(r#""pid":{p},"#)).unwrap_or_default();
+    format!(
+        r#"{{"v":1,{pid}"id":{id},"datetime":"2026-11-23T16:30:45.262660275+00:00","permission":"read","value":"{value}"}}"#
+    ) + "\n"
+}
+
+/// The frame with the `x` of its value replaced by the byte 0xff, which is never valid UTF-8.
+fn invalid_utf8(frame: String) -> Vec<u8> {
+    let mut bytes = frame.into_bytes();
+    let at = bytes.len() - 4; // `x"}\n`
+    assert_eq!(bytes[at], b'x');
+    bytes[at] = 0xff;
+    bytes
+}
+
+/// A client connection that reads answers line by line.
+struct Conn {
+    reader: BufReader<UnixStream>,
+}
+
+impl Conn {
+    fn open(daemon: &Daemon) -> Conn {
+        let stream = UnixStream::connect(&daemon.socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Conn {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).unwrap();
+    }
+
+    fn answer(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        line
+    }
+
+    fn ask(&mut self, id: u32, value: &str) -> String {
+        self.send(frame(id, Some(std::process::id()), value).as_bytes());
+        self.answer()
+    }
+
+    /// The daemon closed the connection without writing anything.
+    fn assert_closed_unanswered(&mut self, what: &str) {
+        let mut rest = Vec::new();
+        let read = self.reader.read_to_end(&mut rest);
+        assert!(
+            matches!(read, Ok(0))
+                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{what}: expected a close without an answer, got {read:?} {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+}
+
+#[test]
+fn answers_in_order_with_reasons() {
+    let daemon = Daemon::start(POLICY, &[]);
+    let mut conn = Conn::open(&daemon);
+    assert_eq!(conn.ask(1, "/tmp/x"), "{\"id\":1,\"result\":\"allow\"}\n");
+    assert_eq!(
+        conn.ask(2, "/etc/passwd"),
+        "{\"id\":2,\"result\":\"deny\",\"reason\":\"nope\"}\n"
+    );
+    assert_eq!(
+        conn.ask(7, "/tmp/../etc"),
+        "{\"id\":7,\"result\":\"deny\",\"reason\":\"nope\"}\n"
+    );
+    // A frame without pid (Deno 2.5.3/2.5.4) is answered.
+    conn.send(frame(8, None, "/tmp").as_bytes());
+    assert_eq!(conn.answer(), "{\"id\":8,\"result\":\"allow\"}\n");
+    // Several frames in one write are answered one by one, in order.
+    let pid = Some(std::process::id());
+    conn.send(format!("{}{}", frame(9, pid, "/tmp/a"), frame(10, pid, "/etc")).as_bytes());
+    assert_eq!(conn.answer(), "{\"id\":9,\"result\":\"allow\"}\n");
+    assert_eq!(
+        conn.answer(),
+        "{\"id\":10,\"result\":\"deny\",\"reason\":\"nope\"}\n"
+    );
+    // A frame split across writes is one frame.
+    let f = frame(11, pid, "/tmp/b");
+    conn.send(&f.as_bytes()[..20]);
+    std::thread::sleep(Duration::from_millis(50));
+    conn.send(&f.as_bytes()[20..]);
+    assert_eq!(conn.answer(), "{\"id\":11,\"result\":\"allow\"}\n");
+}
+
+#[test]
+fn each_fault_closes_only_its_own_connection() {
+    let daemon = Daemon::start(POLICY, &["--max-frame-bytes", "4096"]);
+    let me = Some(std::process::id());
+    let mut bystander = Conn::open(&daemon);
+    let mut next_bystander_id = 1;
+    let oversize = format!("{}\n", "x".repeat(5000));
+    let cases: Vec<(&str, Vec<Vec<u8>>, &str)> = vec![
+        (
+            "non-increasing id",
+            vec![
+                frame(5, me, "/tmp").into_bytes(),
+                frame(5, me, "/tmp").into_bytes(),
+            ],
+            "request id 5 is not greater than the previous id 5",
+        ),
+        (
+            "decreasing id",
+            vec![
+                frame(5, me, "/tmp").into_bytes(),
+                frame(4, me, "/tmp").into_bytes(),
+            ],
+            "request id 4 is not greater",
+        ),
+        (
+            "schema-invalid frame",
+            vec![b"{\"v\":1}\n".to_vec()],
+            "does not match the v1 request schema",
+        ),
+        (
+            "v = 2",
+            vec![
+                frame(1, me, "/tmp")
+                    .replace("\"v\":1", "\"v\":2")
+                    .into_bytes(),
+            ],
+            "at `/v`",
+        ),
+        (
+            "pid mismatch",
+            vec![frame(1, Some(std::process::id() + 1), "/tmp").into_bytes()],
+            "pid mismatch",
+        ),
+        (
+            "oversize line",
+            vec![oversize.into_bytes()],
+            "frame exceeds 4096 bytes",
+        ),
+        (
+            "non-UTF-8",
+            vec![invalid_utf8(frame(1, me, "/tmp/x"))],
+            "not valid UTF-8",
+        ),
+        ("not JSON", vec![b"hello\n".to_vec()], "not valid JSON"),
+        ("blank line", vec![b"\n".to_vec()], "frame is blank"),
+    ];
+    for (what, frames, logged) in cases {
+        let mut conn = Conn::open(&daemon);
+        let (last, first) = frames.split_last().unwrap();
+        for f in first {
+            conn.send(f);
+            assert!(
+                conn.answer().contains("\"result\""),
+                "{what}: setup frame answered"
+            );
+        }
+        conn.send(last);
+        conn.assert_closed_unanswered(what);
+        daemon.wait_for_log(&["protocol fault", logged]);
+        // The connection that behaves is still answered, and new ones are accepted.
+        assert!(
+            bystander
+                .ask(next_bystander_id, "/tmp/ok")
+                .contains("allow"),
+            "{what}: bystander"
+        );
+        next_bystander_id += 1;
+        assert!(
+            Conn::open(&daemon).ask(1, "/tmp").contains("allow"),
+            "{what}: new connection"
+        );
+    }
+    let faults = daemon
+        .log()
+        .iter()
+        .filter(|l| l.contains("protocol fault"))
+        .count();
+    assert_eq!(faults, 9, "one logged fault per bad connection");
+}
+
+#[test]
+fn a_started_frame_must_finish_but_idle_is_fine() {
+    let mut daemon = Daemon::start(POLICY, &["--frame-timeout", "0.3"]);
+    let mut idle = Conn::open(&daemon);
+    let mut slow = Conn::open(&daemon);
+    slow.send(b"{\"v\":1,");
+    std::thread::sleep(Duration::from_millis(800));
+    slow.assert_closed_unanswered("slowloris");
+    daemon.wait_for_log(&["protocol fault", "frame not finished within 300ms"]);
+    // The idle connection waited just as long and is still served.
+    assert!(idle.ask(1, "/tmp").contains("allow"));
+    // A peer that hangs up mid-frame is a fault of its own kind.
+    let mut half = Conn::open(&daemon);
+    half.send(b"{\"v\":1,\"id\":1");
+    half.reader
+        .get_mut()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    half.assert_closed_unanswered("closed mid-frame");
+    daemon.wait_for_log(&[
+        "protocol fault",
+        "connection closed in the middle of a frame",
+    ]);
+    assert!(daemon.is_running());
+}
+
+#[test]
+fn stops_on_sigterm_and_removes_its_socket() {
+    let mut daemon = Daemon::start(POLICY, &[]);
+    let mut conn = Conn::open(&daemon);
+    assert!(conn.ask(1, "/tmp").contains("allow"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = daemon.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    conn.assert_closed_unanswered("connection after stop");
+    assert!(!daemon.socket.exists(), "socket file removed on stop");
+}
