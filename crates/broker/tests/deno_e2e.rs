@@ -1,0 +1,291 @@
+//! Real Deno processes against the real daemon, for every supported Deno release we pin.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{DENO_VERSIONS, Daemon, deno};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A project directory `<root>/app` with data, a secret and a file outside it, and a daemon whose
+/// policy allows the app directory only.
+struct World {
+    daemon: Daemon,
+    root: PathBuf,
+    app: PathBuf,
+}
+
+const DENY_REASON: &str = "blocked by the e2e policy";
+const SECRET_REASON: &str = "secrets stay put";
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let app = root.join("app");
+        std::fs::create_dir_all(app.join("data")).unwrap();
+        std::fs::write(app.join("data/x.txt"), "inside\n").unwrap();
+        std::fs::write(app.join("secret.txt"), "s3cr3t\n").unwrap();
+        std::fs::write(root.join("outside.txt"), "outside\n").unwrap();
+        let policy = format!(
+            r#"
+version = 1
+[defaults]
+decision = "deny"
+reason = "{DENY_REASON}"
+
+[[rule]]
+id = "app"
+effect = "allow"
+permissions = ["read", "write"]
+paths = ["{app}"]
+
+[[rule]]
+id = "secret"
+effect = "deny"
+permissions = ["read"]
+paths = ["{app}/secret.txt"]
+reason = "{SECRET_REASON}"
+
+[[rule]]
+id = "app-env"
+effect = "allow"
+permissions = ["env"]
+names = ["APP_*"]
+
+[[rule]]
+id = "ls-only"
+effect = "allow"
+permissions = ["run"]
+names = ["ls"]
+"#,
+            app = app.display()
+        );
+        let policy_path = root.join("policy.toml");
+        std::fs::write(&policy_path, policy).unwrap();
+        let daemon = Daemon::start_in(dir, &policy_path, &[]);
+        World { daemon, root, app }
+    }
+
+    /// A `deno run` of `script` (written to the app directory), with the app directory as cwd.
+    fn deno(&self, version: &str, name: &str, script: &str) -> Command {
+        std::fs::write(self.app.join(name), script).unwrap();
+        let mut cmd = Command::new(deno(version));
+        cmd.arg("run")
+            .arg("--no-config")
+            .arg(name)
+            .current_dir(&self.app)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.root)
+            .env("DENO_DIR", self.root.join("deno-dir"))
+            .env("NO_COLOR", "1")
+            .env("DENO_NO_UPDATE_CHECK", "1")
+            .env("APP_MODE", "production")
+            .env("DENO_PERMISSION_BROKER_PATH", &self.daemon.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn run(&self, version: &str, name: &str, script: &str) -> Output {
+        let child = self.deno(version, name, script).spawn().unwrap();
+        wait_with_timeout(child, Duration::from_secs(60))
+    }
+}
+
+fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("deno did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: deno failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn reads_allowed_denied_and_relative() {
+    let world = World::new();
+    let script = format!(
+        r#"
+const attempt = (label, f) => {{
+  try {{ console.log(label + " ok " + f()); }} catch (e) {{ console.log(label + " " + e); }}
+}};
+attempt("relative-inside", () => Deno.readTextFileSync("./data/x.txt").trim());
+attempt("relative-outside", () => Deno.readTextFileSync("../outside.txt").trim());
+attempt("absolute-inside", () => Deno.readTextFileSync("{app}/data/x.txt").trim());
+attempt("absolute-outside", () => Deno.readTextFileSync("/etc/hostname").trim());
+attempt("secret", () => Deno.readTextFileSync("secret.txt").trim());
+attempt("write", () => {{ Deno.writeTextFileSync("./data/out.txt", "w"); return "written"; }});
+"#,
+        app = world.app.display()
+    );
+    for version in DENO_VERSIONS {
+        let output = world.run(version, "reads.ts", &script);
+        assert_success(&output, version);
+        let lines = stdout_lines(&output);
+        let expected = [
+            "relative-inside ok inside".to_owned(),
+            format!("relative-outside NotCapable: {DENY_REASON}"),
+            "absolute-inside ok inside".to_owned(),
+            format!("absolute-outside NotCapable: {DENY_REASON}"),
+            format!("secret NotCapable: {SECRET_REASON}"),
+            "write ok written".to_owned(),
+        ];
+        assert_eq!(lines, expected, "Deno {version}");
+        assert_eq!(
+            std::fs::read_to_string(world.app.join("data/out.txt")).unwrap(),
+            "w"
+        );
+    }
+}
+
+#[test]
+fn a_denied_read_fails_the_script_with_our_reason() {
+    let world = World::new();
+    for version in DENO_VERSIONS {
+        let output = world.run(
+            version,
+            "throws.ts",
+            "Deno.readTextFileSync('../outside.txt');\n",
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "Deno {version}: uncaught deny exits 1"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("NotCapable: {DENY_REASON}")),
+            "Deno {version} stderr:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn env_null_denied_named_variable_allowed() {
+    let world = World::new();
+    let script = r#"
+try { Deno.env.toObject(); console.log("toObject allowed"); } catch (e) { console.log("toObject " + e); }
+console.log("APP_MODE=" + Deno.env.get("APP_MODE"));
+try { Deno.env.get("HOME"); console.log("HOME allowed"); } catch (e) { console.log("HOME " + e); }
+"#;
+    for version in DENO_VERSIONS {
+        let output = world.run(version, "env.ts", script);
+        assert_success(&output, version);
+        assert_eq!(
+            stdout_lines(&output),
+            [
+                format!("toObject NotCapable: {DENY_REASON}"),
+                "APP_MODE=production".to_owned(),
+                format!("HOME NotCapable: {DENY_REASON}"),
+            ],
+            "Deno {version}"
+        );
+    }
+}
+
+#[test]
+fn run_null_denied_then_the_allowed_command_runs_and_another_is_refused() {
+    let world = World::new();
+    let script = r#"
+const ls = new Deno.Command("ls", { args: ["data"] }).outputSync();
+console.log("ls: " + new TextDecoder().decode(ls.stdout).trim());
+try {
+  new Deno.Command("cat", { args: ["data/x.txt"] }).outputSync();
+  console.log("cat ran");
+} catch (e) { console.log("cat " + e); }
+"#;
+    for version in DENO_VERSIONS {
+        let output = world.run(version, "run.ts", script);
+        assert_success(&output, version);
+        assert_eq!(
+            stdout_lines(&output),
+            [
+                "ls: x.txt".to_owned(),
+                format!("cat NotCapable: {DENY_REASON}")
+            ],
+            "Deno {version}"
+        );
+    }
+    // Deno asked "may I run anything?" (null) first, and was told no.
+    world
+        .daemon
+        .wait_for_log(&["decision", "permission=run", "value=None", "decision=deny"]);
+    world.daemon.wait_for_log(&[
+        "decision",
+        "permission=run",
+        "value=Some(\"ls\")",
+        "decision=allow",
+        "rule=\"ls-only\"",
+    ]);
+}
+
+#[test]
+fn killing_the_daemon_makes_a_connected_deno_exit_87() {
+    for version in DENO_VERSIONS {
+        let mut world = World::new();
+        let script = r#"
+while (true) {
+  Deno.readTextFileSync("./data/x.txt");
+  console.log("tick");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}
+"#;
+        let mut child = world.deno(version, "loop.ts", script).spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert_eq!(first, "tick\n", "Deno {version} is brokered and running");
+        world.daemon.kill();
+        let output = wait_with_timeout(child, Duration::from_secs(30));
+        assert_eq!(
+            output.status.code(),
+            Some(87),
+            "Deno {version} must stop, not continue unbrokered; stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn deno_cannot_start_without_a_broker() {
+    let world = World::new();
+    for version in DENO_VERSIONS {
+        let missing: &Path = &world.root.join("no-such.sock");
+        let output = wait_with_timeout(
+            world
+                .deno(version, "hello.ts", "console.log('hello');\n")
+                .env("DENO_PERMISSION_BROKER_PATH", missing)
+                .spawn()
+                .unwrap(),
+            Duration::from_secs(30),
+        );
+        assert_eq!(output.status.code(), Some(87), "Deno {version}");
+        assert!(stdout_lines(&output).is_empty());
+    }
+}
