@@ -1,0 +1,214 @@
+//! Startup: configuration is validated before anything is bound, and the socket path is taken
+//! only when it is safe to.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{BROKER, Daemon};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const GOOD: &str = "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n";
+
+/// Runs `serve` expecting it to exit (it must not become ready).
+fn serve_fails(socket: &Path, policy: &Path, extra: &[&str]) -> Output {
+    let mut child = Command::new(BROKER)
+        .arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--policy")
+        .arg(policy)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    panic!("serve kept running; expected it to refuse to start");
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_invalid_policy_stops_startup_with_exit_64_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n\n[[rule]]\nid = \"a\"\neffect = \"allow\"\npermissions = [\"reed\"]\n",
+    )
+    .unwrap();
+    let socket = dir.path().join("s.sock");
+    let output = serve_fails(&socket, &policy, &[]);
+    assert_eq!(output.status.code(), Some(64));
+    let expected = format!("{}:6:16: unknown permission `reed`", policy.display());
+    assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+    assert!(!socket.exists(), "nothing bound");
+    assert!(output.stdout.is_empty(), "never announced ready");
+}
+
+#[test]
+fn a_missing_policy_or_bad_limits_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let output = serve_fails(&socket, &dir.path().join("absent.toml"), &[]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        stderr(&output).contains("absent.toml: cannot read policy"),
+        "{}",
+        stderr(&output)
+    );
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let output = serve_fails(&socket, &policy, &["--frame-timeout", "0"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_live_daemon_on_the_path_is_not_replaced() {
+    let first = Daemon::start(GOOD, &[]);
+    let policy = first.dir.path().join("policy.toml");
+    let output = serve_fails(&first.socket, &policy, &[]);
+    assert_eq!(output.status.code(), Some(69));
+    assert!(
+        stderr(&output).contains("a broker is already listening on"),
+        "{}",
+        stderr(&output)
+    );
+    // The first daemon still serves.
+    let ask = Command::new(BROKER)
+        .arg("ask")
+        .arg("--socket")
+        .arg(&first.socket)
+        .args(["read", "/tmp"])
+        .output()
+        .unwrap();
+    assert_eq!(ask.status.code(), Some(0));
+}
+
+#[test]
+fn a_non_socket_at_the_path_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let squatter = dir.path().join("perm.sock");
+    std::fs::write(&squatter, "not a socket").unwrap();
+    let output = serve_fails(&squatter, &policy, &[]);
+    assert_eq!(output.status.code(), Some(69));
+    assert!(
+        stderr(&output).contains("exists and is not a socket"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read_to_string(&squatter).unwrap(), "not a socket");
+    // A symlink is not followed either.
+    let link = dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&policy, &link).unwrap();
+    assert_eq!(serve_fails(&link, &policy, &[]).status.code(), Some(69));
+}
+
+#[test]
+fn a_socket_owned_by_another_user_is_refused() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test creates a socket owned by another uid and needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let foreign = dir.path().join("perm.sock");
+    drop(std::os::unix::net::UnixListener::bind(&foreign).unwrap());
+    nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let output = serve_fails(&foreign, &policy, &[]);
+    assert_eq!(output.status.code(), Some(69));
+    assert!(
+        stderr(&output).contains("owned by uid 65534"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(&foreign).unwrap().uid(),
+        65534,
+        "left in place"
+    );
+}
+
+#[test]
+fn a_stale_socket_of_ours_is_replaced_and_the_mode_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("broker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let daemon = Daemon::start_in(dir, &policy, &[]);
+    let mode = std::fs::metadata(&daemon.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "default mode");
+    daemon.wait_for_log(&["replacing stale socket"]);
+    let group = Daemon::start(GOOD, &["--socket-mode", "660"]);
+    let mode = std::fs::metadata(&group.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[test]
+fn check_accepts_every_shipped_example_and_rejects_a_bad_one() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&config).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") || path.is_dir() {
+            let output = Command::new(BROKER)
+                .arg("check")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                stderr(&output)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "config/ has examples");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "version = 1\n[[rule]]\nid = \"a\"\neffect = \"permit\"\npermissions = [\"read\"]\npaths = [\"rel\"]\n").unwrap();
+    let output = Command::new(BROKER)
+        .arg("check")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("{}:4:10: unknown effect `permit`", bad.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}:6:10: path `rel` is relative", bad.display())),
+        "{text}"
+    );
+}
