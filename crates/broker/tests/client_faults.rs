@@ -77,81 +77,59 @@ fn fault_no_daemon() {
     );
 }
 
-#[test]
-fn fault_wrong_id() {
+/// Runs `ask` against a broker following `script` and asserts it faults with `expected`.
+fn assert_client_faults(script: Script, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("b.sock");
-    let broker = scripted_broker(
-        &socket,
+    let broker = scripted_broker(&socket, script);
+    assert_fault(&ask(&socket, &["read", "/x"]), expected);
+    broker.join().unwrap();
+}
+
+#[test]
+fn fault_wrong_id() {
+    assert_client_faults(
         Script::Reply(b"{\"id\":99,\"result\":\"allow\"}\n"),
-    );
-    assert_fault(
-        &ask(&socket, &["read", "/x"]),
         "answer carries id 99 but request 1 is outstanding",
     );
-    broker.join().unwrap();
 }
 
 #[test]
 fn fault_unknown_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("b.sock");
-    let broker = scripted_broker(&socket, Script::ReplySameId("\"result\":\"Allow\""));
-    assert_fault(
-        &ask(&socket, &["read", "/x"]),
+    assert_client_faults(
+        Script::ReplySameId("\"result\":\"Allow\""),
         "invalid answer to request 1",
     );
-    broker.join().unwrap();
 }
 
 #[test]
 fn fault_malformed_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("b.sock");
-    let broker = scripted_broker(&socket, Script::Reply(b"{\"id\":1,\"result\":\n"));
-    assert_fault(&ask(&socket, &["read", "/x"]), "not valid JSON");
-    broker.join().unwrap();
+    assert_client_faults(Script::Reply(b"{\"id\":1,\"result\":\n"), "not valid JSON");
 }
 
 #[test]
 fn fault_non_utf8() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("b.sock");
-    let broker = scripted_broker(
-        &socket,
+    assert_client_faults(
         Script::Reply(b"{\"id\":1,\"result\":\"deny\",\"reason\":\"\xff\"}\n"),
+        "not valid UTF-8",
     );
-    assert_fault(&ask(&socket, &["read", "/x"]), "not valid UTF-8");
-    broker.join().unwrap();
 }
 
 #[test]
 fn fault_closed_mid_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("b.sock");
-    let broker = scripted_broker(&socket, Script::CloseWithoutAnswer);
-    assert_fault(
-        &ask(&socket, &["read", "/x"]),
+    assert_client_faults(
+        Script::CloseWithoutAnswer,
         "closed the connection before answering request 1",
     );
-    broker.join().unwrap();
 }
 
 #[test]
 fn fault_duplicate_keys_and_blank_line() {
-    for reply in [&b"{\"id\":1,\"id\":1,\"result\":\"allow\"}\n"[..], b"\n"] {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("b.sock");
-        let broker = scripted_broker(&socket, Script::Reply(reply));
-        let output = ask(&socket, &["read", "/x"]);
-        assert_eq!(
-            output.status.code(),
-            Some(87),
-            "{:?}",
-            String::from_utf8_lossy(reply)
-        );
-        broker.join().unwrap();
-    }
+    assert_client_faults(
+        Script::Reply(b"{\"id\":1,\"id\":1,\"result\":\"allow\"}\n"),
+        "duplicate key `id`",
+    );
+    assert_client_faults(Script::Reply(b"\n"), "frame is blank");
 }
 
 #[test]

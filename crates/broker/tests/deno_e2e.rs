@@ -289,3 +289,38 @@ fn deno_cannot_start_without_a_broker() {
         assert!(stdout_lines(&output).is_empty());
     }
 }
+
+#[test]
+fn a_deno_in_its_own_pid_namespace_is_recognised_by_its_nspid() {
+    // Deno 2.9.6 sends the pid it sees (1 inside the namespace); the kernel reports the daemon
+    // its pid in the daemon's namespace, and /proc/<pid>/status NSpid links the two.
+    let world = World::new();
+    let script = "console.log('pid ' + Deno.pid);\nconsole.log(Deno.readTextFileSync('./data/x.txt').trim());\n";
+    std::fs::write(world.app.join("ns.ts"), script).unwrap();
+    let inner = world.deno("2.9.6", "ns.ts", script);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(&world.app)
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60));
+    assert_success(
+        &output,
+        "deno in a pid namespace (needs root for unshare --pid)",
+    );
+    assert_eq!(stdout_lines(&output), ["pid 1", "inside"]);
+    assert!(
+        !world
+            .daemon
+            .log()
+            .iter()
+            .any(|l| l.contains("protocol fault")),
+        "{:#?}",
+        world.daemon.log()
+    );
+}
