@@ -1,9 +1,9 @@
 //! One connection: read a frame, validate it, decide, answer; any protocol fault closes the
 //! connection without an answer (Deno then exits 87: fail closed).
 
-use crate::peer::Peer;
+use crate::peer::{Facts, Peer};
 use crate::server::Shared;
-use permission_broker_policy::{DecidedBy, Effect, Subject, needs_cwd};
+use permission_broker_policy::{DecidedBy, Effect, Mode, Subject, needs_cwd};
 use permission_broker_protocol::{FrameError, IdSequence, OutOfOrder, Response, parse_request};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ pub struct Connection<R, W> {
     reader: BufReader<R>,
     writer: W,
     ids: IdSequence,
+    /// Read from /proc the first time a policy with `when` rules needs them.
+    facts: Option<Facts>,
     /// The frame being read; reused so a connection allocates once, not per request.
     line: Vec<u8>,
     out: Vec<u8>,
@@ -49,6 +51,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             reader: BufReader::with_capacity(8 * 1024, reader),
             writer,
             ids: IdSequence::new(),
+            facts: None,
             line: Vec::with_capacity(512),
             out: Vec::with_capacity(256),
             shared,
@@ -132,15 +135,29 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         } else {
             None
         };
+        let policy = &self.shared.policy;
+        if policy.uses_subject() && self.facts.is_none() {
+            self.facts = Some(self.peer.facts());
+        }
+        let facts = self.facts.as_ref();
         let subject = Subject {
             pid: self.peer.pid.unwrap_or(0),
-            uid: self.peer.uid.unwrap_or(u32::MAX),
-            gid: self.peer.gid.unwrap_or(u32::MAX),
+            uid: self.peer.uid,
+            gid: self.peer.gid,
+            groups: facts.and_then(|f| f.groups.as_deref()),
+            exe: facts.and_then(|f| f.exe.as_deref()),
+            unit: facts.and_then(|f| f.unit.as_deref()),
             cwd: cwd.as_deref(),
         };
-        let policy = &self.shared.policy;
-        let decision = policy.decide(request.permission, value, &subject);
-        let response = match decision.effect {
+        let peer = self.peer;
+        let mut resolve = |path: &str| peer.resolve_symlinks(path);
+        let decision = policy.decide(request.permission, value, &subject, &mut resolve);
+        // Audit mode: the verdict is recorded, and the answer is allow.
+        let answered = match policy.mode() {
+            Mode::Audit => Effect::Allow,
+            Mode::Enforce => decision.effect,
+        };
+        let response = match answered {
             Effect::Allow => Response::allow(request.id),
             Effect::Deny => Response::deny(request.id, decision.reason.as_deref().unwrap_or("")),
         };
@@ -156,6 +173,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             permission = %request.permission,
             value = ?value,
             decision = %decision.effect,
+            mode = policy.mode().as_str(),
             rule = match decision.decided_by {
                 DecidedBy::Rule(i) => policy.rule(i).id.as_str(),
                 DecidedBy::Default => "default",

@@ -4,6 +4,8 @@ mod connection;
 mod peer;
 mod policy_files;
 mod server;
+mod symlinks;
+mod tools;
 #[cfg(unix)]
 mod unix_socket;
 
@@ -48,6 +50,17 @@ enum Command {
         /// A policy file, or a directory whose `*.toml` files are read in lexical order.
         policy: PathBuf,
     },
+    /// Show how a policy decides one request: the decision, the deciding rule, every rule that
+    /// applied, and the value as normalised and resolved (exit 0 allow, 1 deny).
+    Explain(ExplainArgs),
+    /// Run policy unit tests: a TOML file of requests and the decisions they must get. Prints
+    /// each failing case with expected and actual; exit 1 on any mismatch.
+    Test {
+        /// A policy file, or a directory whose `*.toml` files are read in lexical order.
+        policy: PathBuf,
+        /// The case file (format: docs/policy.md, "Testing a policy").
+        cases: PathBuf,
+    },
     /// Send one permission check to a running broker and print the answer (exit 0 allow,
     /// 1 deny, 87 on a protocol fault).
     Ask {
@@ -59,6 +72,46 @@ enum Command {
         /// The value to ask about; omitted, the whole permission (null).
         value: Option<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    /// A policy file, or a directory whose `*.toml` files are read in lexical order.
+    #[arg(long)]
+    policy: PathBuf,
+    /// read, write, net, env, sys, run, ffi or import.
+    #[arg(long)]
+    permission: Permission,
+    /// The value as Deno would send it; omitted, the whole permission (null).
+    #[arg(long)]
+    value: Option<String>,
+    /// Working directory of the asking process, for relative paths.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Pid of the asking process (only shown in messages).
+    #[arg(long, default_value_t = 1)]
+    pid: u32,
+    /// Uid of the asking process.
+    #[arg(long, conflicts_with = "user")]
+    uid: Option<u32>,
+    /// User name of the asking process (resolved to its uid).
+    #[arg(long)]
+    user: Option<String>,
+    /// Primary gid of the asking process.
+    #[arg(long)]
+    gid: Option<u32>,
+    /// Supplementary gids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    groups: Option<Vec<u32>>,
+    /// Executable of the asking process.
+    #[arg(long)]
+    exe: Option<String>,
+    /// systemd unit of the asking process.
+    #[arg(long)]
+    unit: Option<String>,
+    /// Do not resolve symlinks on this machine's filesystem (take paths as written).
+    #[arg(long)]
+    lexical: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +151,8 @@ fn main() -> ExitCode {
             serve(args)
         }
         Command::Check { policy } => check(&policy),
+        Command::Explain(args) => tools::explain(args),
+        Command::Test { policy, cases } => tools::test(&policy, &cases),
         Command::Ask {
             socket,
             permission,

@@ -55,6 +55,80 @@ impl Peer {
     }
 }
 
+/// Facts about a peer beyond its credentials, for `when` conditions. Read once per connection,
+/// when a policy first needs them. `None`: could not be read (rules fail closed on it).
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub exe: Option<String>,
+    pub unit: Option<String>,
+    pub groups: Option<Vec<u32>>,
+}
+
+impl Peer {
+    pub fn facts(&self) -> Facts {
+        match self.pid {
+            Some(pid) => read_facts(pid),
+            None => Facts::default(),
+        }
+    }
+
+    /// Resolves the symlinks of `path` as the peer sees it: inside its root directory
+    /// (`/proc/<pid>/root`, which differs for a peer in a container or chroot).
+    pub fn resolve_symlinks(&self, path: &str) -> Result<String, String> {
+        let pid = self
+            .pid
+            .ok_or_else(|| "the kernel did not report the peer's pid".to_owned())?;
+        crate::symlinks::resolve_in_root(std::path::Path::new(&format!("/proc/{pid}/root")), path)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn read_facts(pid: u32) -> Facts {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.into_os_string().into_string().ok())
+        .filter(|p| !p.ends_with(" (deleted)"));
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Groups:"))
+                .map(|list| {
+                    list.split_whitespace()
+                        .filter_map(|g| g.parse().ok())
+                        .collect()
+                })
+        });
+    let unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .map(|cgroup| systemd_unit(&cgroup));
+    Facts { exe, unit, groups }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_facts(_pid: u32) -> Facts {
+    Facts::default()
+}
+
+/// The systemd unit of a process from its `/proc/<pid>/cgroup`: the innermost `.service` or
+/// `.scope` in the unified (`0::`) hierarchy, or in the v1 `name=systemd` one. Empty if none.
+pub fn systemd_unit(cgroup: &str) -> String {
+    let path = cgroup
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .or_else(|| {
+            cgroup
+                .lines()
+                .find_map(|line| line.split_once(":name=systemd:").map(|(_, p)| p))
+        })
+        .unwrap_or("");
+    path.rsplit('/')
+        .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
+        .unwrap_or("")
+        .to_owned()
+}
+
 #[cfg(target_os = "linux")]
 fn namespace_pids(pid: u32) -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -103,6 +177,37 @@ fn process_cwd(pid: u32) -> Result<String, String> {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_from_cgroup_files() {
+        assert_eq!(
+            systemd_unit("0::/system.slice/reports.service\n"),
+            "reports.service"
+        );
+        assert_eq!(
+            systemd_unit(
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-foo.scope\n"
+            ),
+            "app-foo.scope"
+        );
+        assert_eq!(
+            systemd_unit("12:pids:/x\n1:name=systemd:/system.slice/cron.service\n"),
+            "cron.service"
+        );
+        assert_eq!(systemd_unit("0::/\n"), "");
+        assert_eq!(systemd_unit(""), "");
+    }
+
+    #[test]
+    fn own_facts() {
+        let facts = me().facts();
+        assert_eq!(
+            facts.exe.as_deref(),
+            std::env::current_exe().unwrap().to_str()
+        );
+        assert!(facts.groups.is_some());
+        assert!(facts.unit.is_some());
+    }
 
     fn me() -> Peer {
         Peer {

@@ -1,6 +1,6 @@
 //! Reading policy files from disk: one file, or every `*.toml` in a directory in lexical order.
 
-use permission_broker_policy::{Diagnostics, Policy, Source};
+use permission_broker_policy::{Diagnostics, Directory, Policy, Source};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -41,7 +41,8 @@ pub fn load(path: &Path) -> Result<LoadedPolicy, LoadError> {
         })?;
         sources.push(Source::new(file.display().to_string(), text));
     }
-    let (policy, warnings) = Policy::compile(&sources).map_err(LoadError::Invalid)?;
+    let (policy, warnings) =
+        Policy::compile(&sources, &SystemDirectory).map_err(LoadError::Invalid)?;
     Ok(LoadedPolicy {
         policy,
         files,
@@ -82,4 +83,37 @@ fn policy_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     }
     files.sort();
     Ok(files)
+}
+
+/// User and group names from the system's databases (NSS), resolved when a policy loads.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemDirectory;
+
+#[cfg(unix)]
+impl Directory for SystemDirectory {
+    fn user(&self, name: &str) -> Option<u32> {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    }
+
+    fn group(&self, name: &str) -> Option<u32> {
+        nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+    }
+}
+
+/// Windows has no uids: `users` and `groups` in a policy are load errors there.
+#[cfg(windows)]
+impl Directory for SystemDirectory {
+    fn user(&self, _: &str) -> Option<u32> {
+        None
+    }
+
+    fn group(&self, _: &str) -> Option<u32> {
+        None
+    }
 }

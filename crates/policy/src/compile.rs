@@ -2,10 +2,12 @@
 //! the per-permission indexes that `decide` uses.
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity, Source};
-use crate::host::{HostIndex, HostPort, parse_host};
-use crate::model::{FileSpec, RuleSpec, Text};
+use crate::host::{HostIndex, HostPattern, parse_host_pattern};
+use crate::lint;
+use crate::model::{self, DefaultsSpec, RuleSpec, Text, TextList, WhenSpec};
 use crate::name::{NameIndex, parse_name};
-use crate::path::{PathIndex, components, normalize_absolute};
+use crate::path::{PathIndex, compile_glob, components, is_glob, join};
+use crate::subject::{Directory, When};
 use permission_broker_protocol::{Effect, Permission, sanitize_reason};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -26,8 +28,37 @@ pub struct Rule {
     pub reason: Option<String>,
     /// `false` for a rule without a value matcher (it matches every value, null included).
     pub scoped: bool,
+    pub when: Option<When>,
     pub file: String,
     pub line: usize,
+    pub column: usize,
+}
+
+/// `defaults.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Decisions are answered as made.
+    Enforce,
+    /// Every would-deny is recorded and answered with allow: observe before enforcing.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// `defaults.symlinks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// A path that exists is also resolved; the lexical and the resolved path must both pass.
+    Resolve,
+    /// Only the path as written (made absolute and normalised) counts.
+    Lexical,
 }
 
 /// Which value matcher a permission takes.
@@ -82,7 +113,11 @@ pub struct Policy {
     pub(crate) rules: Vec<Rule>,
     pub(crate) default_effect: Effect,
     pub(crate) default_reason: String,
+    pub(crate) mode: Mode,
+    pub(crate) symlinks: Symlinks,
     pub(crate) tables: [Table; 8],
+    /// Whether any rule has a `when`: if not, subject facts are never consulted.
+    pub(crate) uses_subject: bool,
 }
 
 impl Policy {
@@ -92,19 +127,31 @@ impl Policy {
             rules: Vec::new(),
             default_effect: Effect::Deny,
             default_reason: sanitize_reason(reason),
+            mode: Mode::Enforce,
+            symlinks: Symlinks::Lexical,
             tables: Default::default(),
+            uses_subject: false,
         }
     }
 
     /// Compiles the given files, in the order given (the daemon passes a directory's `*.toml`
-    /// files in lexical order). On success returns the policy and its warnings; otherwise every
-    /// error and warning found.
-    pub fn compile(sources: &[Source]) -> Result<(Policy, Diagnostics), Diagnostics> {
-        let mut compiler = Compiler::default();
-        for source in sources {
-            compiler.file(source);
+    /// files in lexical order). `directory` resolves `users` and `groups` names. On success returns
+    /// the policy and its warnings; otherwise every error and warning found.
+    pub fn compile(
+        sources: &[Source],
+        directory: &dyn Directory,
+    ) -> Result<(Policy, Diagnostics), Diagnostics> {
+        let mut compiler = Compiler {
+            directory,
+            diagnostics: Diagnostics::default(),
+            defaults: None,
+            ids: HashMap::new(),
+            rules: Vec::new(),
+        };
+        for (index, source) in sources.iter().enumerate() {
+            compiler.file(index, source);
         }
-        compiler.finish()
+        compiler.finish(sources)
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -122,33 +169,71 @@ impl Policy {
     pub fn default_reason(&self) -> &str {
         &self.default_reason
     }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn symlinks(&self) -> Symlinks {
+        self.symlinks
+    }
+
+    /// Whether decisions depend on who asks (some rule has a `when`).
+    pub fn uses_subject(&self) -> bool {
+        self.uses_subject
+    }
 }
 
 /// A value matcher entry, checked and ready to index.
-enum Entry {
-    /// Normalised absolute path.
-    Path(String),
-    Host(HostPort),
+#[derive(Debug, Clone)]
+pub(crate) enum Entry {
+    /// A normalised absolute path; with a glob when some component is a pattern.
+    Path {
+        path: String,
+        glob: Option<globset::Glob>,
+    },
+    Host(HostPattern),
     /// A validated `names` entry.
     Name(String),
 }
 
-struct PendingRule {
-    rule: Rule,
-    entries: Vec<Entry>,
+impl Entry {
+    pub(crate) fn kind(&self) -> MatcherKind {
+        match self {
+            Entry::Path { .. } => MatcherKind::Paths,
+            Entry::Host(_) => MatcherKind::Hosts,
+            Entry::Name(_) => MatcherKind::Names,
+        }
+    }
 }
 
-#[derive(Default)]
-struct Compiler {
+/// A rule that passed validation, with what the lints need to point at it.
+#[derive(Debug)]
+pub(crate) struct PendingRule {
+    pub rule: Rule,
+    pub source: usize,
+    pub span: Range<usize>,
+    pub entries: Vec<(Range<usize>, Entry)>,
+    pub when_spans: WhenSpans,
+}
+
+/// Where the keys of a `when` were written.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct WhenSpans {
+    pub uids: Option<Range<usize>>,
+    pub gids: Option<Range<usize>>,
+}
+
+struct Compiler<'d> {
+    directory: &'d dyn Directory,
     diagnostics: Diagnostics,
-    defaults: Option<(Effect, Option<String>)>,
-    /// Where `[defaults]` was first set, for the "set twice" message.
-    defaults_at: Option<String>,
+    /// The first `[defaults]`, with where it was written.
+    defaults: Option<(String, Effect, Option<String>, Mode, Symlinks)>,
     ids: HashMap<String, String>,
     rules: Vec<PendingRule>,
 }
 
-impl Compiler {
+impl Compiler<'_> {
     fn error(&mut self, source: &Source, span: &Range<usize>, message: String) {
         self.diagnostics
             .push(Diagnostic::at(source, span, Severity::Error, message));
@@ -159,84 +244,102 @@ impl Compiler {
             .push(Diagnostic::at(source, span, Severity::Warning, message));
     }
 
-    fn file(&mut self, source: &Source) {
-        let spec: FileSpec = match toml::from_str(&source.text) {
-            Ok(spec) => spec,
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                let message = e.message().trim_end().to_owned();
-                let excerpt = source.excerpt(&span);
-                let message = if excerpt.is_empty() || message.contains(excerpt) {
-                    message
-                } else {
-                    format!("{message} (at `{excerpt}`)")
-                };
-                self.error(source, &span, message);
-                return;
-            }
-        };
-        if *spec.version.get_ref() != 1 {
-            let span = spec.version.span();
+    fn file(&mut self, index: usize, source: &Source) {
+        let (spec, problems) = model::read(source);
+        for (span, message) in problems {
+            self.error(source, &span, message);
+        }
+        if let Some(version) = &spec.version
+            && *version.get_ref() != 1
+        {
             self.error(
                 source,
-                &span,
+                &version.span(),
                 format!(
                     "unsupported policy version `{}` (this broker reads version 1)",
-                    spec.version.get_ref()
+                    version.get_ref()
                 ),
             );
             return;
         }
-        if let Some(defaults) = &spec.defaults {
-            self.defaults(source, defaults);
+        if let Some((span, defaults)) = &spec.defaults {
+            self.defaults(source, span, defaults);
         }
-        for rule in &spec.rule {
-            self.rule(source, rule);
+        for rule in &spec.rules {
+            self.rule(index, source, rule);
         }
     }
 
-    fn defaults(&mut self, source: &Source, defaults: &crate::model::DefaultsSpec) {
-        let here = defaults
-            .decision
-            .as_ref()
-            .or(defaults.reason.as_ref())
-            .map(|t| t.span())
-            .unwrap_or(0..0);
-        if let Some(first) = &self.defaults_at {
+    fn defaults(&mut self, source: &Source, span: &Range<usize>, defaults: &DefaultsSpec) {
+        let (line, column) = source.line_column(span.start);
+        let here = format!("{}:{line}:{column}", source.name);
+        if let Some((first, ..)) = &self.defaults {
             let first = first.clone();
             self.error(
                 source,
-                &here,
+                span,
                 format!(
                     "`[defaults]` is set again (first set at {first}); set it in one file only"
                 ),
             );
             return;
         }
-        let (line, column) = source.line_column(here.start);
-        self.defaults_at = Some(format!("{}:{line}:{column}", source.name));
-        let effect = match &defaults.decision {
-            None => Effect::Deny,
-            Some(text) => match parse_effect(text.get_ref()) {
-                Some(effect) => effect,
-                None => {
-                    self.error(
-                        source,
-                        &text.span(),
-                        format!(
-                            "unknown decision `{}` (expected `allow` or `deny`)",
-                            text.get_ref()
-                        ),
-                    );
-                    Effect::Deny
-                }
-            },
-        };
+        let effect = self.choice(
+            source,
+            defaults.decision.as_ref(),
+            "decision",
+            &[("deny", Effect::Deny), ("allow", Effect::Allow)],
+        );
+        let mode = self.choice(
+            source,
+            defaults.mode.as_ref(),
+            "mode",
+            &[("enforce", Mode::Enforce), ("audit", Mode::Audit)],
+        );
+        let symlinks = self.choice(
+            source,
+            defaults.symlinks.as_ref(),
+            "symlinks",
+            &[
+                ("resolve", Symlinks::Resolve),
+                ("lexical", Symlinks::Lexical),
+            ],
+        );
         let reason = defaults
             .reason
             .as_ref()
             .map(|text| self.reason(source, text));
-        self.defaults = Some((effect, reason));
+        self.defaults = Some((here, effect, reason, mode, symlinks));
+    }
+
+    /// One of a fixed set of words; the first is the default when the key is absent.
+    fn choice<T: Copy>(
+        &mut self,
+        source: &Source,
+        text: Option<&Text>,
+        key: &str,
+        options: &[(&str, T)],
+    ) -> T {
+        let default = options[0].1;
+        let Some(text) = text else {
+            return default;
+        };
+        match options.iter().find(|(word, _)| word == text.get_ref()) {
+            Some((_, value)) => *value,
+            None => {
+                let expected: Vec<String> = options.iter().map(|(w, _)| format!("`{w}`")).collect();
+                self.error(
+                    source,
+                    &text.span(),
+                    format!(
+                        "unknown {key} `{}` (expected {})",
+                        text.get_ref(),
+                        expected.join(" or ")
+                    ),
+                );
+                default
+            }
+        }
     }
 
     fn reason(&mut self, source: &Source, text: &Text) -> String {
@@ -252,7 +355,7 @@ impl Compiler {
         clean
     }
 
-    fn rule(&mut self, source: &Source, spanned: &Spanned<RuleSpec>) {
+    fn rule(&mut self, index: usize, source: &Source, spanned: &Spanned<RuleSpec>) {
         let spec = spanned.get_ref();
         let errors_before = self.diagnostics.errors().count();
         let id = spec.id.get_ref();
@@ -278,17 +381,12 @@ impl Compiler {
         } else {
             self.ids.insert(id.clone(), here);
         }
-        let effect = parse_effect(spec.effect.get_ref()).unwrap_or_else(|| {
-            self.error(
-                source,
-                &spec.effect.span(),
-                format!(
-                    "unknown effect `{}` (expected `allow` or `deny`)",
-                    spec.effect.get_ref()
-                ),
-            );
-            Effect::Deny
-        });
+        let effect = self.choice(
+            source,
+            Some(&spec.effect),
+            "effect",
+            &[("allow", Effect::Allow), ("deny", Effect::Deny)],
+        );
         let permissions = self.permissions(source, &spec.permissions);
         let reason = spec.reason.as_ref().map(|text| {
             if effect == Effect::Allow {
@@ -301,6 +399,13 @@ impl Compiler {
             self.reason(source, text)
         });
         let entries = self.matchers(source, spec, &permissions);
+        let (when, when_spans) = match &spec.when {
+            Some(when) => {
+                let (w, spans) = self.when(source, when);
+                (Some(w), spans)
+            }
+            None => (None, WhenSpans::default()),
+        };
         if self.diagnostics.errors().count() > errors_before {
             return;
         }
@@ -312,14 +417,19 @@ impl Compiler {
                 permissions,
                 reason,
                 scoped,
+                when,
                 file: source.name.clone(),
                 line,
+                column,
             },
+            source: index,
+            span: spanned.span(),
             entries,
+            when_spans,
         });
     }
 
-    fn permissions(&mut self, source: &Source, list: &Spanned<Vec<Text>>) -> Vec<Permission> {
+    fn permissions(&mut self, source: &Source, list: &TextList) -> Vec<Permission> {
         if list.get_ref().is_empty() {
             self.error(
                 source,
@@ -361,8 +471,8 @@ impl Compiler {
         source: &Source,
         spec: &RuleSpec,
         permissions: &[Permission],
-    ) -> Vec<Entry> {
-        let given: Vec<(MatcherKind, &Spanned<Vec<Text>>)> = [
+    ) -> Vec<(Range<usize>, Entry)> {
+        let given: Vec<(MatcherKind, &TextList)> = [
             (MatcherKind::Paths, spec.paths.as_ref()),
             (MatcherKind::Hosts, spec.hosts.as_ref()),
             (MatcherKind::Names, spec.names.as_ref()),
@@ -401,7 +511,8 @@ impl Compiler {
                 );
             }
         }
-        let mut entries = Vec::new();
+        let sys_only = permissions.iter().all(|p| *p == Permission::Sys);
+        let mut entries: Vec<(Range<usize>, Entry)> = Vec::new();
         for (kind, list) in given {
             if list.get_ref().is_empty() {
                 self.error(
@@ -413,9 +524,37 @@ impl Compiler {
                     ),
                 );
             }
+            let mut seen: Vec<String> = Vec::new();
             for item in list.get_ref() {
                 match parse_entry(kind, item.get_ref()) {
-                    Ok(entry) => entries.push(entry),
+                    Ok(entry) => {
+                        let canonical = format!("{entry:?}");
+                        if seen.contains(&canonical) {
+                            self.warning(
+                                source,
+                                &item.span(),
+                                format!("`{}` is listed twice in `{}`", item.get_ref(), kind.key()),
+                            );
+                            continue;
+                        }
+                        seen.push(canonical);
+                        if kind == MatcherKind::Names
+                            && sys_only
+                            && !item.get_ref().contains('*')
+                            && !lint::KNOWN_SYS_KINDS.contains(&item.get_ref().as_str())
+                        {
+                            self.warning(
+                                source,
+                                &item.span(),
+                                format!(
+                                    "`{}` is not a sys kind Deno asks about (known: {})",
+                                    item.get_ref(),
+                                    lint::KNOWN_SYS_KINDS.join(", ")
+                                ),
+                            );
+                        }
+                        entries.push((item.span(), entry));
+                    }
                     Err(message) => self.error(source, &item.span(), message),
                 }
             }
@@ -423,26 +562,125 @@ impl Compiler {
         entries
     }
 
-    fn finish(self) -> Result<(Policy, Diagnostics), Diagnostics> {
+    fn when(&mut self, source: &Source, spanned: &Spanned<WhenSpec>) -> (When, WhenSpans) {
+        let spec = spanned.get_ref();
+        let mut when = When::default();
+        let mut spans = WhenSpans::default();
+        let mut any = false;
+        if let Some(list) = &spec.uids {
+            any = true;
+            spans.uids = Some(list.span());
+            when.uids = Some(self.non_empty(source, list, "uids", |_, v| Some(*v.get_ref())));
+        }
+        if let Some(list) = &spec.gids {
+            any = true;
+            spans.gids = Some(list.span());
+            when.gids = Some(self.non_empty(source, list, "gids", |_, v| Some(*v.get_ref())));
+        }
+        if let Some(list) = &spec.users {
+            any = true;
+            let directory = self.directory;
+            when.users = Some(self.non_empty(source, list, "users", |c, name| {
+                let id = directory.user(name.get_ref());
+                if id.is_none() {
+                    c.error(
+                        source,
+                        &name.span(),
+                        format!("unknown user `{}`", name.get_ref()),
+                    );
+                }
+                id
+            }));
+        }
+        if let Some(list) = &spec.groups {
+            any = true;
+            let directory = self.directory;
+            when.groups = Some(self.non_empty(source, list, "groups", |c, name| {
+                let id = directory.group(name.get_ref());
+                if id.is_none() {
+                    c.error(
+                        source,
+                        &name.span(),
+                        format!("unknown group `{}`", name.get_ref()),
+                    );
+                }
+                id
+            }));
+        }
+        if let Some(list) = &spec.executables {
+            any = true;
+            when.executables = Some(self.non_empty(source, list, "executables", |c, exe| {
+                let path = crate::path::normalize_absolute(exe.get_ref());
+                if path.is_none() {
+                    c.error(
+                        source,
+                        &exe.span(),
+                        format!("executable `{}` must be an absolute path", exe.get_ref()),
+                    );
+                }
+                path
+            }));
+        }
+        if let Some(list) = &spec.units {
+            any = true;
+            when.units = Some(self.non_empty(source, list, "units", |c, unit| {
+                let name = unit.get_ref();
+                if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+                    c.error(
+                        source,
+                        &unit.span(),
+                        format!("`{name}` is not a systemd unit name (such as `app.service`)"),
+                    );
+                    return None;
+                }
+                Some(name.clone())
+            }));
+        }
+        if !any {
+            self.error(
+                source,
+                &spanned.span(),
+                "`when` is empty: give at least one of uids, gids, users, groups, executables, units"
+                    .to_owned(),
+            );
+        }
+        (when, spans)
+    }
+
+    fn non_empty<T, U>(
+        &mut self,
+        source: &Source,
+        list: &Spanned<Vec<T>>,
+        key: &str,
+        mut each: impl FnMut(&mut Self, &T) -> Option<U>,
+    ) -> Vec<U> {
+        if list.get_ref().is_empty() {
+            self.error(
+                source,
+                &list.span(),
+                format!("`{key}` is empty: the rule could never apply"),
+            );
+        }
+        list.get_ref()
+            .iter()
+            .filter_map(|item| each(self, item))
+            .collect()
+    }
+
+    fn finish(self, sources: &[Source]) -> Result<(Policy, Diagnostics), Diagnostics> {
         let mut diagnostics = self.diagnostics;
         if diagnostics.has_errors() {
+            diagnostics.sort();
             return Err(diagnostics);
         }
-        if self.rules.len() > u32::MAX as usize {
-            diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                file: String::new(),
-                line: 0,
-                column: 0,
-                message: "too many rules".to_owned(),
-            });
-            return Err(diagnostics);
-        }
-        let (default_effect, default_reason) = self.defaults.unwrap_or((Effect::Deny, None));
+        let (default_effect, default_reason, mode, symlinks) = match self.defaults {
+            Some((_, effect, reason, mode, symlinks)) => (effect, reason, mode, symlinks),
+            None => (Effect::Deny, None, Mode::Enforce, Symlinks::Resolve),
+        };
         let mut tables: [Table; 8] = Default::default();
         let mut rules = Vec::with_capacity(self.rules.len());
-        for (i, pending) in self.rules.into_iter().enumerate() {
-            let index = RuleIndex(i as u32);
+        for (i, pending) in self.rules.iter().enumerate() {
+            let index = RuleIndex(u32::try_from(i).unwrap_or(u32::MAX));
             for &p in &pending.rule.permissions {
                 let table = &mut tables[p.index()];
                 if !pending.rule.scoped {
@@ -452,38 +690,59 @@ impl Compiler {
                 if pending.rule.effect == Effect::Deny {
                     table.scoped_deny.push(index);
                 }
-                for entry in &pending.entries {
-                    match (MatcherKind::of(p), entry) {
-                        (MatcherKind::Paths, Entry::Path(path)) => table
-                            .paths
-                            .insert(&components(path).unwrap_or_default(), index),
-                        (MatcherKind::Hosts, Entry::Host(host)) => table.hosts.insert(host, index),
-                        (MatcherKind::Names, Entry::Name(name)) => {
+                for (_, entry) in &pending.entries {
+                    if entry.kind() != MatcherKind::of(p) {
+                        continue;
+                    }
+                    match entry {
+                        Entry::Path { path, glob } => {
+                            let parts = components(path).unwrap_or_default();
+                            let literal = parts.iter().take_while(|c| !is_glob(c)).count();
+                            table.paths.insert(&parts[..literal], index, glob.clone());
+                        }
+                        Entry::Host(pattern) => table.hosts.insert(pattern, index),
+                        Entry::Name(name) => {
                             if let Ok(pattern) = parse_name(name) {
-                                table.names.insert(&pattern, index)
+                                table.names.insert(&pattern, index);
                             }
                         }
-                        _ => {}
                     }
                 }
             }
-            rules.push(pending.rule);
+            rules.push(pending.rule.clone());
         }
+        for table in &mut tables {
+            if let Err(e) = table.paths.finish().and_then(|()| table.hosts.finish()) {
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    file: sources.first().map(|s| s.name.clone()).unwrap_or_default(),
+                    line: 1,
+                    column: 1,
+                    message: format!("cannot build the glob index: {e}"),
+                });
+                return Err(diagnostics);
+            }
+        }
+        let uses_subject = rules.iter().any(|r| r.when.is_some());
         let policy = Policy {
             rules,
             default_effect,
             default_reason: default_reason.unwrap_or_else(|| crate::DEFAULT_REASON.to_owned()),
+            mode,
+            symlinks,
             tables,
+            uses_subject,
         };
+        for (source, span, message) in lint::lint(&policy, &self.rules) {
+            diagnostics.push(Diagnostic::at(
+                &sources[source],
+                &span,
+                Severity::Warning,
+                message,
+            ));
+        }
+        diagnostics.sort();
         Ok((policy, diagnostics))
-    }
-}
-
-fn parse_effect(text: &str) -> Option<Effect> {
-    match text {
-        "allow" => Some(Effect::Allow),
-        "deny" => Some(Effect::Deny),
-        _ => None,
     }
 }
 
@@ -495,26 +754,21 @@ fn list_permissions(permissions: &[Permission]) -> String {
         .join(", ")
 }
 
-fn parse_entry(kind: MatcherKind, text: &str) -> Result<Entry, String> {
+pub(crate) fn parse_entry(kind: MatcherKind, text: &str) -> Result<Entry, String> {
     match kind {
         MatcherKind::Paths => {
-            if text.contains(['*', '?', '[', '{']) {
-                return Err(format!(
-                    "glob patterns are not supported yet: `{text}` (give a directory; it covers its whole subtree)"
-                ));
-            }
-            normalize_absolute(text)
-                .map(Entry::Path)
-                .ok_or_else(|| format!("path `{text}` is relative: policy paths must be absolute"))
+            let parts = components(text).ok_or_else(|| {
+                format!("path `{text}` is relative: policy paths must be absolute")
+            })?;
+            let path = join(&parts);
+            let glob = if parts.iter().any(|c| is_glob(c)) {
+                Some(compile_glob(&path)?)
+            } else {
+                None
+            };
+            Ok(Entry::Path { path, glob })
         }
-        MatcherKind::Hosts => {
-            if text.starts_with("unix:") || text.contains(['*', '/']) {
-                return Err(format!(
-                    "`{text}`: wildcards, CIDR ranges and `unix:` sockets are not supported yet; give a host or host:port"
-                ));
-            }
-            parse_host(text).map(Entry::Host)
-        }
+        MatcherKind::Hosts => parse_host_pattern(text).map(Entry::Host),
         MatcherKind::Names => parse_name(text).map(|_| Entry::Name(text.to_owned())),
     }
 }

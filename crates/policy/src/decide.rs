@@ -1,19 +1,20 @@
-//! The decision: which rules apply to a request, and deny-overrides.
+//! The decision: which rules apply to a request, deny-overrides, and symlinks.
 
-use crate::compile::{MatcherKind, Policy, RuleIndex};
+use crate::compile::{MatcherKind, Policy, RuleIndex, Symlinks};
 use crate::host::{NetTarget, parse_net_value};
 use crate::path::{components, join};
+use crate::subject::{Subject, Tri};
 use permission_broker_protocol::{Effect, Permission};
 use std::borrow::Cow;
 
-/// The process asking, as the kernel reports it. Facts the daemon could not establish are `None`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Subject<'a> {
-    pub pid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// The working directory of the process (`/proc/<pid>/cwd`), needed for relative paths.
-    pub cwd: Option<&'a str>,
+/// Resolves the symlinks of an absolute, lexically normalised path as the peer would see it,
+/// returning the real path. Called only when the policy says `symlinks = "resolve"`. The daemon
+/// passes one that reads the filesystem inside the peer's root; tools and tests pass their own.
+pub type Resolver<'r> = &'r mut dyn FnMut(&str) -> Result<String, String>;
+
+/// A resolver for callers that do not look at the filesystem: every path is its own real path.
+pub fn lexical_only(path: &str) -> Result<String, String> {
+    Ok(path.to_owned())
 }
 
 /// What decided a request.
@@ -23,10 +24,11 @@ pub enum DecidedBy {
     /// No rule applied: `defaults.decision`.
     Default,
     /// The value could not be interpreted (a relative path without a known working directory, a
-    /// malformed host): denied whatever the rules say.
+    /// malformed host, an unresolvable symlink): denied whatever the rules say.
     Unresolvable,
 }
 
+/// The policy's verdict on a request (before `defaults.mode` is applied; see [`Policy::mode`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision<'p> {
     pub effect: Effect,
@@ -36,10 +38,17 @@ pub struct Decision<'p> {
 }
 
 /// Whether deciding `value` needs the peer's working directory: a relative path for a
-/// path-valued permission. The daemon reads `/proc/<pid>/cwd` only then.
+/// path-valued permission, or a relative `unix:` socket. The daemon reads `/proc/<pid>/cwd`
+/// only then.
 pub fn needs_cwd(permission: Permission, value: Option<&str>) -> bool {
-    MatcherKind::of(permission) == MatcherKind::Paths
-        && value.is_some_and(|v| !v.starts_with('/') && v != TEMP_PLACEHOLDER)
+    let Some(value) = value else { return false };
+    match MatcherKind::of(permission) {
+        MatcherKind::Paths => !value.starts_with('/') && value != TEMP_PLACEHOLDER,
+        MatcherKind::Hosts => value
+            .strip_prefix("unix:")
+            .is_some_and(|p| !p.starts_with('/')),
+        MatcherKind::Names => false,
+    }
 }
 
 /// What Deno sends as the path of `makeTempFile()`/`makeTempDir()` without `dir`.
@@ -50,7 +59,8 @@ const TEMP_PLACEHOLDER: &str = "<TMP>";
 pub enum Resolved<'v> {
     Null,
     Path(Vec<&'v str>),
-    Net(NetTarget<'v>),
+    Host(crate::host::HostPort),
+    Unix(Vec<&'v str>),
     Name(&'v str),
 }
 
@@ -60,9 +70,40 @@ impl Resolved<'_> {
         match self {
             Resolved::Null => None,
             Resolved::Path(parts) => Some(join(parts)),
-            Resolved::Net(NetTarget::Host(host)) => Some(host.to_string()),
-            Resolved::Net(NetTarget::Unix(path)) => Some(format!("unix:{path}")),
+            Resolved::Host(host) => Some(host.to_string()),
+            Resolved::Unix(parts) => Some(format!("unix:{}", join(parts))),
             Resolved::Name(name) => Some((*name).to_owned()),
+        }
+    }
+}
+
+/// Everything `explain` shows about one request.
+#[derive(Debug, Clone)]
+pub struct Explanation<'p> {
+    pub decision: Decision<'p>,
+    /// The value made absolute and normalised (`None` for null).
+    pub normalized: Option<String>,
+    /// The real path after resolving symlinks, when that was done and differs.
+    pub resolved: Option<String>,
+    /// Every rule that applied, to either path, in file order.
+    pub applicable: Vec<RuleIndex>,
+}
+
+/// The first applicable allow and deny rules (lowest index = first in file order).
+#[derive(Debug, Default, Clone, Copy)]
+struct Firsts {
+    allow: Option<RuleIndex>,
+    deny: Option<RuleIndex>,
+}
+
+impl Firsts {
+    fn add(&mut self, index: RuleIndex, effect: Effect) {
+        let slot = match effect {
+            Effect::Allow => &mut self.allow,
+            Effect::Deny => &mut self.deny,
+        };
+        if slot.is_none_or(|first| index < first) {
+            *slot = Some(index);
         }
     }
 }
@@ -70,7 +111,7 @@ impl Resolved<'_> {
 impl Policy {
     /// Normalises a request's value: relative paths are joined to the subject's working
     /// directory, then paths are normalised lexically; hosts are put in canonical form.
-    pub fn resolve<'v>(
+    pub fn normalize<'v>(
         &self,
         permission: Permission,
         value: Option<&'v str>,
@@ -81,69 +122,154 @@ impl Policy {
         };
         match MatcherKind::of(permission) {
             MatcherKind::Paths => resolve_path(value, subject).map(Resolved::Path),
-            MatcherKind::Hosts => parse_net_value(value)
-                .map(Resolved::Net)
-                .map_err(|e| format!("denied: cannot interpret {permission} target: {e}")),
+            MatcherKind::Hosts => match parse_net_value(value) {
+                Ok(NetTarget::Host(host)) => Ok(Resolved::Host(host)),
+                Ok(NetTarget::Unix(path)) => resolve_path(path, subject).map(Resolved::Unix),
+                Err(e) => Err(format!("denied: cannot interpret {permission} target: {e}")),
+            },
             MatcherKind::Names => Ok(Resolved::Name(value)),
         }
     }
 
-    /// Calls `f` for every rule that applies to the request (each once), in no particular order.
+    /// Calls `f` for every rule that applies to the request: its value matcher matches and its
+    /// `when` matches the subject (an unknown fact: allow rules do not apply, deny rules do).
+    /// A rule may be reported more than once.
     pub fn for_each_applicable(
         &self,
         permission: Permission,
-        resolved: &Resolved<'_>,
+        value: &Resolved<'_>,
+        subject: &Subject<'_>,
         f: &mut dyn FnMut(RuleIndex),
     ) {
         let table = &self.tables[permission.index()];
-        table.unscoped.iter().copied().for_each(&mut *f);
-        match resolved {
+        let mut applies = |index: RuleIndex| {
+            let rule = &self.rules[index.0 as usize];
+            let ok = match &rule.when {
+                None => true,
+                Some(when) => match when.matches(subject) {
+                    Tri::Yes => true,
+                    Tri::Unknown => rule.effect == Effect::Deny,
+                    Tri::No => false,
+                },
+            };
+            if ok {
+                f(index);
+            }
+        };
+        table.unscoped.iter().copied().for_each(&mut applies);
+        match value {
             // The whole permission includes whatever a scoped deny rule denies.
-            Resolved::Null => table.scoped_deny.iter().copied().for_each(&mut *f),
-            Resolved::Path(parts) => table.paths.for_each_match(parts, f),
-            Resolved::Net(NetTarget::Host(host)) => table.hosts.for_each_match(host, f),
-            Resolved::Net(NetTarget::Unix(_)) => {}
-            Resolved::Name(name) => table.names.for_each_match(name, f),
+            Resolved::Null => table.scoped_deny.iter().copied().for_each(&mut applies),
+            Resolved::Path(parts) => table.paths.for_each_match(parts, &mut applies),
+            Resolved::Host(host) => table.hosts.for_each_match(host, &mut applies),
+            Resolved::Unix(parts) => table.hosts.for_each_unix_match(parts, &mut applies),
+            Resolved::Name(name) => table.names.for_each_match(name, &mut applies),
         }
     }
 
+    fn firsts(
+        &self,
+        permission: Permission,
+        value: &Resolved<'_>,
+        subject: &Subject<'_>,
+    ) -> Firsts {
+        let mut firsts = Firsts::default();
+        self.for_each_applicable(permission, value, subject, &mut |index| {
+            firsts.add(index, self.rules[index.0 as usize].effect);
+        });
+        firsts
+    }
+
     /// Decides a request. Any applicable deny rule denies (the first in file order gives the
-    /// reason); otherwise any applicable allow rule allows; otherwise `defaults.decision`.
+    /// reason); otherwise any applicable allow rule allows; otherwise `defaults.decision`. With
+    /// `symlinks = "resolve"`, a path's real location (from `resolve`) must pass as well.
     pub fn decide<'p>(
         &'p self,
         permission: Permission,
         value: Option<&str>,
         subject: &Subject<'_>,
+        resolve: Resolver<'_>,
     ) -> Decision<'p> {
-        match self.resolve(permission, value, subject) {
-            Ok(resolved) => self.decide_resolved(permission, &resolved),
-            Err(reason) => Decision {
-                effect: Effect::Deny,
-                decided_by: DecidedBy::Unresolvable,
-                reason: Some(Cow::Owned(reason)),
-            },
+        self.evaluate(permission, value, subject, resolve, None)
+    }
+
+    /// [`Policy::decide`], with everything that went into it.
+    pub fn explain<'p>(
+        &'p self,
+        permission: Permission,
+        value: Option<&str>,
+        subject: &Subject<'_>,
+        resolve: Resolver<'_>,
+    ) -> Explanation<'p> {
+        let mut trace = Trace::default();
+        let decision = self.evaluate(permission, value, subject, resolve, Some(&mut trace));
+        trace.applicable.sort();
+        trace.applicable.dedup();
+        Explanation {
+            decision,
+            normalized: trace.normalized,
+            resolved: trace.resolved,
+            applicable: trace.applicable,
         }
     }
 
-    pub fn decide_resolved<'p>(
+    fn evaluate<'p>(
         &'p self,
         permission: Permission,
-        resolved: &Resolved<'_>,
+        value: Option<&str>,
+        subject: &Subject<'_>,
+        resolve: Resolver<'_>,
+        mut trace: Option<&mut Trace>,
     ) -> Decision<'p> {
-        let mut first_allow: Option<RuleIndex> = None;
-        let mut first_deny: Option<RuleIndex> = None;
-        self.for_each_applicable(permission, resolved, &mut |index| {
-            let slot = match self.rule(index).effect {
-                Effect::Allow => &mut first_allow,
-                Effect::Deny => &mut first_deny,
-            };
-            if slot.is_none_or(|first| index < first) {
-                *slot = Some(index);
+        let lexical = match self.normalize(permission, value, subject) {
+            Ok(lexical) => lexical,
+            Err(reason) => return unresolvable(reason),
+        };
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.normalized = lexical.display();
+            self.for_each_applicable(permission, &lexical, subject, &mut |i| {
+                trace.applicable.push(i);
+            });
+        }
+        let mut firsts = self.firsts(permission, &lexical, subject);
+        let real = match (&lexical, self.symlinks) {
+            (Resolved::Path(parts), Symlinks::Resolve) => {
+                let path = join(parts);
+                match resolve(&path) {
+                    Ok(real) if real != path => Some(real),
+                    Ok(_) => None,
+                    Err(e) => {
+                        return unresolvable(format!(
+                            "denied: cannot resolve symlinks in `{path}`: {e}"
+                        ));
+                    }
+                }
             }
-        });
-        if let Some(index) = first_deny {
-            let reason = self
-                .rule(index)
+            _ => None,
+        };
+        if let Some(real) = &real {
+            let Some(parts) = components(real) else {
+                return unresolvable(format!("denied: `{real}` is not an absolute path"));
+            };
+            let resolved = Resolved::Path(parts);
+            let other = self.firsts(permission, &resolved, subject);
+            if let Some(trace) = trace {
+                trace.resolved = Some(real.clone());
+                self.for_each_applicable(permission, &resolved, subject, &mut |i| {
+                    trace.applicable.push(i);
+                });
+            }
+            // Both paths must be allowed and neither denied.
+            if let Some(d) = other.deny {
+                firsts.add(d, Effect::Deny);
+            }
+            if firsts.deny.is_none() && other.allow.is_none() && self.default_effect == Effect::Deny
+            {
+                return self.default_deny();
+            }
+        }
+        if let Some(index) = firsts.deny {
+            let reason = self.rules[index.0 as usize]
                 .reason
                 .as_deref()
                 .unwrap_or(&self.default_reason);
@@ -153,19 +279,44 @@ impl Policy {
                 reason: Some(Cow::Borrowed(reason)),
             };
         }
-        if let Some(index) = first_allow {
+        if let Some(index) = firsts.allow {
             return Decision {
                 effect: Effect::Allow,
                 decided_by: DecidedBy::Rule(index),
                 reason: None,
             };
         }
-        Decision {
-            effect: self.default_effect,
-            decided_by: DecidedBy::Default,
-            reason: (self.default_effect == Effect::Deny)
-                .then_some(Cow::Borrowed(self.default_reason.as_str())),
+        match self.default_effect {
+            Effect::Deny => self.default_deny(),
+            Effect::Allow => Decision {
+                effect: Effect::Allow,
+                decided_by: DecidedBy::Default,
+                reason: None,
+            },
         }
+    }
+
+    fn default_deny(&self) -> Decision<'_> {
+        Decision {
+            effect: Effect::Deny,
+            decided_by: DecidedBy::Default,
+            reason: Some(Cow::Borrowed(self.default_reason.as_str())),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Trace {
+    normalized: Option<String>,
+    resolved: Option<String>,
+    applicable: Vec<RuleIndex>,
+}
+
+fn unresolvable<'p>(reason: String) -> Decision<'p> {
+    Decision {
+        effect: Effect::Deny,
+        decided_by: DecidedBy::Unresolvable,
+        reason: Some(Cow::Owned(reason)),
     }
 }
 

@@ -111,6 +111,12 @@ impl Diagnostics {
     pub(crate) fn push(&mut self, d: Diagnostic) {
         self.0.push(d);
     }
+
+    /// File, line and column order (files are given in lexical order, so this is reading order).
+    pub(crate) fn sort(&mut self) {
+        self.0
+            .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    }
 }
 
 impl fmt::Display for Diagnostics {

@@ -1,27 +1,31 @@
-//! Hosts for `net` and `import`: parsing into a canonical form, and the host index.
+//! Hosts for `net` and `import`: parsing into a canonical form, policy host patterns, and the
+//! host index.
 //!
 //! Deno sends `host:port` with default ports filled in, names lowercased without a trailing dot,
 //! IDN as punycode, IPv6 bracketed and compressed, IPv4-mapped IPv6 as IPv4, `unix:/path` for Unix
-//! sockets, and (from `node:dns`) a bare host. Policy entries are parsed by the same function, so
-//! both sides meet in one canonical form and matching is a hash lookup.
+//! sockets, and (from `node:dns`) a bare host. Requests and policy entries go through the same
+//! canonicalisation, so matching is hash lookups: the exact host, each parent domain for
+//! `*.domain` entries, and each distinct CIDR prefix length for addresses.
 
 use crate::compile::RuleIndex;
+use crate::path::{PathIndex, components};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-/// A canonical host with an optional port.
+/// A canonical host with an optional port, as a request names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPort {
-    /// Lowercase name without trailing dot, or an IP address in canonical text form (IPv6
-    /// compressed and without brackets, IPv4-mapped IPv6 as IPv4).
+    /// Lowercase ASCII name without trailing dot (IDN as punycode), or an IP address in canonical
+    /// text form (IPv6 compressed and without brackets, IPv4-mapped IPv6 as IPv4).
     pub host: String,
+    pub ip: Option<IpAddr>,
     pub port: Option<u16>,
 }
 
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
+        if matches!(self.ip, Some(IpAddr::V6(_))) {
             write!(f, "[{}]", self.host)?;
         } else {
             f.write_str(&self.host)?;
@@ -33,41 +37,69 @@ impl fmt::Display for HostPort {
     }
 }
 
-/// Parses `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
+/// Parses a request's `host`, `host:port`, `[v6]`, `[v6]:port` or bare IPv6 address.
 pub fn parse_host(text: &str) -> Result<HostPort, String> {
-    let (host, port) = split_port(text)?;
-    let host = canonical_host(host).map_err(|e| format!("{e} in `{text}`"))?;
+    let Pieces { host, prefix, port } = split_port(text)?;
+    if prefix.is_some() {
+        return Err(format!("`{text}` is a network, not a host"));
+    }
+    let (host, ip) = canonical_host(host).map_err(|e| format!("{e} in `{text}`"))?;
     let port = match port {
         None => None,
         Some(p) => Some(parse_port(p).map_err(|e| format!("{e} in `{text}`"))?),
     };
-    Ok(HostPort { host, port })
+    Ok(HostPort { host, ip, port })
 }
 
-fn split_port(text: &str) -> Result<(&str, Option<&str>), String> {
+/// The pieces of `host[/prefix][:port]` or `[v6][/prefix][:port]`, IPv6 brackets removed.
+struct Pieces<'a> {
+    host: &'a str,
+    prefix: Option<&'a str>,
+    port: Option<&'a str>,
+}
+
+fn split_port(text: &str) -> Result<Pieces<'_>, String> {
     if let Some(rest) = text.strip_prefix('[') {
-        let (inside, after) = rest
+        let (host, after) = rest
             .split_once(']')
             .ok_or_else(|| format!("unclosed `[` in `{text}`"))?;
-        if inside.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("`{inside}` is not an IPv6 address in `{text}`"));
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("`{host}` is not an IPv6 address in `{text}`"));
         }
-        return match after {
-            "" => Ok((inside, None)),
-            _ => match after.strip_prefix(':') {
-                Some(port) => Ok((inside, Some(port))),
-                None => Err(format!("unexpected `{after}` after `]` in `{text}`")),
-            },
+        let (prefix, after) = match after.strip_prefix('/') {
+            Some(tail) => {
+                let end = tail.find(':').unwrap_or(tail.len());
+                (Some(&tail[..end]), &tail[end..])
+            }
+            None => (None, after),
         };
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("unexpected `{after}` after `]` in `{text}`"))?,
+            ),
+        };
+        return Ok(Pieces { host, prefix, port });
     }
     if text.matches(':').count() >= 2 {
         // A bare IPv6 address: it has no room for a port.
-        return Ok((text, None));
+        return Ok(Pieces {
+            host: text,
+            prefix: None,
+            port: None,
+        });
     }
-    Ok(match text.split_once(':') {
+    let (host, port) = match text.split_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (text, None),
-    })
+    };
+    let (host, prefix) = match host.split_once('/') {
+        Some((host, prefix)) => (host, Some(prefix)),
+        None => (host, None),
+    };
+    Ok(Pieces { host, prefix, port })
 }
 
 fn parse_port(text: &str) -> Result<u16, String> {
@@ -78,19 +110,27 @@ fn parse_port(text: &str) -> Result<u16, String> {
         .map_err(|_| format!("port `{text}` is not a number from 0 to 65535"))
 }
 
-fn canonical_host(host: &str) -> Result<String, String> {
+/// The canonical text of a host and, if it is one, its IP address.
+fn canonical_host(host: &str) -> Result<(String, Option<IpAddr>), String> {
     if host.is_empty() {
         return Err("empty host".to_owned());
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(canonical_ip(ip).to_string());
+        let ip = canonical_ip(ip);
+        return Ok((ip.to_string(), Some(ip)));
     }
-    if !host.is_ascii() {
-        return Err(format!(
-            "host `{host}` is not ASCII: write internationalised names in punycode (`xn--…`), as Deno sends them"
-        ));
-    }
-    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    Ok((canonical_name(host)?, None))
+}
+
+/// Lowercase ASCII without trailing dot; Unicode names become punycode (UTS 46), as Deno sends them.
+fn canonical_name(host: &str) -> Result<String, String> {
+    let trimmed = host.strip_suffix('.').unwrap_or(host);
+    let name = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(trimmed)
+            .map_err(|_| format!("host `{host}` is not a valid internationalised domain name"))?
+    };
     if name.is_empty() || name.split('.').any(str::is_empty) {
         return Err(format!("host `{host}` has an empty label"));
     }
@@ -118,7 +158,7 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetTarget<'a> {
     Host(HostPort),
-    /// `unix:/path`: only unscoped rules match it for now.
+    /// `unix:/path` (the path as sent; resolved against the cwd when relative).
     Unix(&'a str),
 }
 
@@ -129,31 +169,231 @@ pub(crate) fn parse_net_value(value: &str) -> Result<NetTarget<'_>, String> {
     parse_host(value).map(NetTarget::Host)
 }
 
-/// Host entries by canonical host; each with the port it is limited to, if any.
+/// Which ports an entry covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    /// No port given: every port, and requests without a port.
+    Any,
+    /// `:443` or `:8000-8100`, inclusive.
+    Range(u16, u16),
+}
+
+impl Ports {
+    fn parse(text: Option<&str>) -> Result<Ports, String> {
+        let Some(text) = text else {
+            return Ok(Ports::Any);
+        };
+        match text.split_once('-') {
+            None => parse_port(text).map(|p| Ports::Range(p, p)),
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse_port(lo)?, parse_port(hi)?);
+                if lo > hi {
+                    return Err(format!("port range `{text}` is empty (it runs backwards)"));
+                }
+                Ok(Ports::Range(lo, hi))
+            }
+        }
+    }
+
+    pub(crate) fn covers(self, port: Option<u16>) -> bool {
+        match (self, port) {
+            (Ports::Any, _) => true,
+            (Ports::Range(lo, hi), Some(p)) => lo <= p && p <= hi,
+            (Ports::Range(..), None) => false,
+        }
+    }
+}
+
+/// A `hosts` entry of a policy rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// A name or address, exactly.
+    Exact { host: String, ports: Ports },
+    /// `*.example.com`: subdomains of `example.com` at any depth, not `example.com` itself.
+    Subdomains { domain: String, ports: Ports },
+    /// `10.0.0.0/8`, `[fd00::]/8`: every address in the network.
+    Cidr {
+        network: IpAddr,
+        prefix: u8,
+        ports: Ports,
+    },
+    /// `unix:/run/app.sock`: a Unix socket path and, like every path, its subtree.
+    Unix { path: String },
+}
+
+/// Parses a policy `hosts` entry.
+pub fn parse_host_pattern(text: &str) -> Result<HostPattern, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        return match components(path) {
+            Some(parts) => Ok(HostPattern::Unix {
+                path: crate::path::join(&parts),
+            }),
+            None => Err(format!(
+                "`{text}`: a Unix socket path in a policy must be absolute"
+            )),
+        };
+    }
+    if text == "*" || text.starts_with("*:") {
+        return Err(
+            "`*` alone is not a host: leave out `hosts` to make the rule cover every host"
+                .to_owned(),
+        );
+    }
+    let Pieces { host, prefix, port } = split_port(text)?;
+    let ports = Ports::parse(port).map_err(|e| format!("{e} in `{text}`"))?;
+    if let Some(domain) = host.strip_prefix("*.") {
+        let domain = canonical_name(domain).map_err(|e| format!("{e} in `{text}`"))?;
+        return Ok(HostPattern::Subdomains { domain, ports });
+    }
+    if host.contains('*') {
+        return Err(format!(
+            "`{text}`: `*` may only stand as the first label (`*.example.com`)"
+        ));
+    }
+    if let Some(prefix) = prefix {
+        let address = host;
+        let network = address
+            .parse::<IpAddr>()
+            .map_err(|_| format!("`{address}` is not an IP address in `{text}`"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 =
+            prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+                format!("prefix length `/{prefix}` is not 0 to {max} in `{text}`")
+            })?;
+        // An IPv4-mapped IPv6 network is the IPv4 network: requests arrive as IPv4.
+        let (network, prefix) = match network {
+            IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => {
+                (canonical_ip(network), prefix - 96)
+            }
+            other => (other, prefix),
+        };
+        let masked = mask(network, prefix);
+        if masked != network {
+            return Err(format!(
+                "`{text}` has host bits set; the network is `{masked}/{prefix}`"
+            ));
+        }
+        return Ok(HostPattern::Cidr {
+            network,
+            prefix,
+            ports,
+        });
+    }
+    let (host, _) = canonical_host(host).map_err(|e| format!("{e} in `{text}`"))?;
+    Ok(HostPattern::Exact { host, ports })
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(mask_v4(u32::from(v4), prefix).into()),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(mask_v6(u128::from(v6), prefix))),
+    }
+}
+
+/// The first `prefix` bits of `bits` (a /0 network masks everything away).
+fn mask_v4(bits: u32, prefix: u8) -> u32 {
+    bits & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn mask_v6(bits: u128, prefix: u8) -> u128 {
+    bits & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+}
+
+type Entries = Vec<(Ports, RuleIndex)>;
+
+/// Host entries indexed so that a lookup costs a few hash probes, whatever the number of rules.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HostIndex {
-    by_host: HashMap<Box<str>, Vec<(Option<u16>, RuleIndex)>>,
+    exact: HashMap<Box<str>, Entries>,
+    subdomains: HashMap<Box<str>, Entries>,
+    /// Per distinct prefix length, networks by masked address.
+    v4: Vec<(u8, HashMap<u32, Entries>)>,
+    v6: Vec<(u8, HashMap<u128, Entries>)>,
+    unix: PathIndex,
 }
 
 impl HostIndex {
-    pub(crate) fn insert(&mut self, entry: &HostPort, rule: RuleIndex) {
-        self.by_host
-            .entry(entry.host.as_str().into())
-            .or_default()
-            .push((entry.port, rule));
+    pub(crate) fn insert(&mut self, pattern: &HostPattern, rule: RuleIndex) {
+        match pattern {
+            HostPattern::Exact { host, ports } => self
+                .exact
+                .entry(host.as_str().into())
+                .or_default()
+                .push((*ports, rule)),
+            HostPattern::Subdomains { domain, ports } => self
+                .subdomains
+                .entry(domain.as_str().into())
+                .or_default()
+                .push((*ports, rule)),
+            HostPattern::Cidr {
+                network,
+                prefix,
+                ports,
+            } => match network {
+                IpAddr::V4(v4) => table(&mut self.v4, *prefix)
+                    .entry(u32::from(*v4))
+                    .or_default()
+                    .push((*ports, rule)),
+                IpAddr::V6(v6) => table(&mut self.v6, *prefix)
+                    .entry(u128::from(*v6))
+                    .or_default()
+                    .push((*ports, rule)),
+            },
+            HostPattern::Unix { path } => {
+                self.unix
+                    .insert(&components(path).unwrap_or_default(), rule, None)
+            }
+        }
     }
 
-    /// An entry without a port matches every port and a request without a port; an entry with a
-    /// port matches only that port.
+    pub(crate) fn finish(&mut self) -> Result<(), String> {
+        self.unix.finish()
+    }
+
     pub(crate) fn for_each_match(&self, target: &HostPort, f: &mut dyn FnMut(RuleIndex)) {
-        if let Some(entries) = self.by_host.get(target.host.as_str()) {
-            for &(port, rule) in entries {
-                if port.is_none() || port == target.port {
+        let mut emit = |entries: Option<&Entries>| {
+            for &(ports, rule) in entries.into_iter().flatten() {
+                if ports.covers(target.port) {
                     f(rule);
+                }
+            }
+        };
+        emit(self.exact.get(target.host.as_str()));
+        match target.ip {
+            None => {
+                let mut rest = target.host.as_str();
+                while let Some((_, parent)) = rest.split_once('.') {
+                    emit(self.subdomains.get(parent));
+                    rest = parent;
+                }
+            }
+            Some(IpAddr::V4(v4)) => {
+                for (prefix, networks) in &self.v4 {
+                    emit(networks.get(&mask_v4(u32::from(v4), *prefix)));
+                }
+            }
+            Some(IpAddr::V6(v6)) => {
+                for (prefix, networks) in &self.v6 {
+                    emit(networks.get(&mask_v6(u128::from(v6), *prefix)));
                 }
             }
         }
     }
+
+    pub(crate) fn for_each_unix_match(&self, parts: &[&str], f: &mut dyn FnMut(RuleIndex)) {
+        self.unix.for_each_match(parts, f);
+    }
+}
+
+fn table<K>(tables: &mut Vec<(u8, HashMap<K, Entries>)>, prefix: u8) -> &mut HashMap<K, Entries> {
+    let at = match tables.binary_search_by_key(&prefix, |(p, _)| *p) {
+        Ok(at) => at,
+        Err(at) => {
+            tables.insert(at, (prefix, HashMap::new()));
+            at
+        }
+    };
+    &mut tables[at].1
 }
 
 #[cfg(test)]
@@ -163,6 +403,7 @@ mod tests {
     fn hp(host: &str, port: Option<u16>) -> HostPort {
         HostPort {
             host: host.to_owned(),
+            ip: host.parse().ok(),
             port,
         }
     }
@@ -175,6 +416,10 @@ mod tests {
             ("Example.COM.:443", hp("example.com", Some(443))),
             (
                 "xn--bcher-kva.invalid:59999",
+                hp("xn--bcher-kva.invalid", Some(59999)),
+            ),
+            (
+                "bücher.invalid:59999",
                 hp("xn--bcher-kva.invalid", Some(59999)),
             ),
             ("[::1]:59999", hp("::1", Some(59999))),
@@ -204,7 +449,6 @@ mod tests {
             "[nope]:1",
             "[::1]x",
             "a..b",
-            "bücher.de",
             "a b",
             "host:+80",
             "a/b",
@@ -223,13 +467,133 @@ mod tests {
     }
 
     #[test]
-    fn ports_in_the_index() {
+    fn patterns() {
+        use HostPattern::*;
+        let cases: &[(&str, HostPattern)] = &[
+            (
+                "api.example.com:443",
+                Exact {
+                    host: "api.example.com".into(),
+                    ports: Ports::Range(443, 443),
+                },
+            ),
+            (
+                "API.example.com.",
+                Exact {
+                    host: "api.example.com".into(),
+                    ports: Ports::Any,
+                },
+            ),
+            (
+                "[::1]:8000-8100",
+                Exact {
+                    host: "::1".into(),
+                    ports: Ports::Range(8000, 8100),
+                },
+            ),
+            (
+                "*.internal.example.com",
+                Subdomains {
+                    domain: "internal.example.com".into(),
+                    ports: Ports::Any,
+                },
+            ),
+            (
+                "*.Bücher.de:443",
+                Subdomains {
+                    domain: "xn--bcher-kva.de".into(),
+                    ports: Ports::Range(443, 443),
+                },
+            ),
+            (
+                "10.0.0.0/8:5432",
+                Cidr {
+                    network: "10.0.0.0".parse().unwrap(),
+                    prefix: 8,
+                    ports: Ports::Range(5432, 5432),
+                },
+            ),
+            (
+                "[fd00::]/8",
+                Cidr {
+                    network: "fd00::".parse().unwrap(),
+                    prefix: 8,
+                    ports: Ports::Any,
+                },
+            ),
+            (
+                "[fd00::]/8:1-2",
+                Cidr {
+                    network: "fd00::".parse().unwrap(),
+                    prefix: 8,
+                    ports: Ports::Range(1, 2),
+                },
+            ),
+            (
+                "[::ffff:10.0.0.0]/104",
+                Cidr {
+                    network: "10.0.0.0".parse().unwrap(),
+                    prefix: 8,
+                    ports: Ports::Any,
+                },
+            ),
+            (
+                "0.0.0.0/0",
+                Cidr {
+                    network: "0.0.0.0".parse().unwrap(),
+                    prefix: 0,
+                    ports: Ports::Any,
+                },
+            ),
+            (
+                "unix:/run/app/../app.sock",
+                Unix {
+                    path: "/run/app.sock".into(),
+                },
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_host_pattern(input).as_ref(), Ok(expected), "{input}");
+        }
+        for bad in [
+            "*",
+            "*:443",
+            "a.*.com",
+            "*example.com",
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "[fd00::]/129",
+            "x:9000-8000",
+            "x:1-",
+            "unix:relative.sock",
+            "bad host",
+            "10.0.0.0/x",
+        ] {
+            assert!(parse_host_pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn index_lookups() {
         let mut index = HostIndex::default();
-        index.insert(&parse_host("api.example.com:443").unwrap(), RuleIndex(0));
-        index.insert(&parse_host("db.example.com").unwrap(), RuleIndex(1));
+        let entries = [
+            "api.example.com:443",
+            "db.example.com",
+            "*.internal.example.com",
+            "10.0.0.0/8:5432",
+            "10.1.0.0/16",
+            "[fd00::]/8",
+            "[::1]:8000-8100",
+            "unix:/run/app",
+        ];
+        for (i, e) in entries.iter().enumerate() {
+            index.insert(&parse_host_pattern(e).unwrap(), RuleIndex(i as u32));
+        }
+        index.finish().unwrap();
         let m = |v: &str| {
             let mut out = Vec::new();
             index.for_each_match(&parse_host(v).unwrap(), &mut |r| out.push(r.0));
+            out.sort();
             out
         };
         assert_eq!(m("api.example.com:443"), [0]);
@@ -240,6 +604,26 @@ mod tests {
         );
         assert_eq!(m("db.example.com:5432"), [1]);
         assert_eq!(m("db.example.com"), [1]);
-        assert!(m("example.com:443").is_empty());
+        assert_eq!(m("a.internal.example.com:1"), [2]);
+        assert_eq!(m("a.b.internal.example.com"), [2]);
+        assert!(m("internal.example.com:1").is_empty(), "subdomains only");
+        assert!(m("xinternal.example.com:1").is_empty());
+        assert_eq!(m("10.2.3.4:5432"), [3]);
+        assert!(m("10.2.3.4:5433").is_empty());
+        assert_eq!(m("10.1.3.4:5432"), [3, 4]);
+        assert_eq!(
+            m("[::ffff:10.1.0.1]:80"),
+            [4],
+            "IPv4-mapped arrives as IPv4"
+        );
+        assert!(m("11.0.0.1:5432").is_empty());
+        assert_eq!(m("[fd12::1]:1"), [5]);
+        assert_eq!(m("[::1]:8050"), [6]);
+        assert!(m("[::1]:8101").is_empty());
+        let mut unix = Vec::new();
+        index.for_each_unix_match(&components("/run/app/x.sock").unwrap(), &mut |r| {
+            unix.push(r.0)
+        });
+        assert_eq!(unix, [7]);
     }
 }

@@ -2,28 +2,35 @@
 //! indexed matchers, and a pure [`Policy::decide`].
 //!
 //! This crate does no IO. The daemon reads files and facts about the peer from the kernel and
-//! hands them in as [`Source`]s and a [`Subject`]; everything here is a function of its inputs,
-//! which is what lets `check`, `explain`, `test` and the daemon agree exactly.
+//! hands them in as [`Source`]s, a [`Subject`], a [`Directory`] for user and group names and a
+//! [`Resolver`] for symlinks; everything here is a function of its inputs, which is what lets
+//! `check`, `explain`, `test` and the daemon agree exactly.
 //!
 //! Flow: [`Policy::compile`] parses each source (with spans), validates it, and either returns a
 //! [`Policy`] plus warnings or every error it found as [`Diagnostic`]s (`file:line:column: message`).
-//! [`Policy::decide`] looks the request's value up in per-permission indexes (a path trie, a host
-//! map, name maps), never scanning rules, and applies deny-overrides.
+//! [`Policy::decide`] looks the request's value up in per-permission indexes (a path trie with
+//! anchored globs, host maps by name, parent domain and CIDR prefix, name maps), never scanning
+//! rules, and applies deny-overrides.
 
+mod cases;
 mod compile;
 mod decide;
 mod diagnostic;
 mod host;
+mod lint;
 mod model;
 mod name;
 mod path;
+mod subject;
 
-pub use compile::{Policy, Rule, RuleIndex};
-pub use decide::{DecidedBy, Decision, Resolved, Subject, needs_cwd};
+pub use cases::{CaseOutcome, CaseReport, run_cases};
+pub use compile::{Mode, Policy, Rule, RuleIndex, Symlinks};
+pub use decide::{DecidedBy, Decision, Explanation, Resolved, Resolver, lexical_only, needs_cwd};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, Source};
-pub use host::{HostPort, NetTarget, parse_host};
+pub use host::{HostPattern, HostPort, NetTarget, Ports, parse_host, parse_host_pattern};
 pub use path::normalize_absolute;
 pub use permission_broker_protocol::{Effect, Permission};
+pub use subject::{Directory, NoDirectory, StaticDirectory, Subject, When};
 
 /// Reason sent on a default deny when the policy does not set `defaults.reason`.
 pub const DEFAULT_REASON: &str = "not permitted by the permission broker policy";

@@ -2,7 +2,9 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use permission_broker_policy::{DecidedBy, Effect, Permission, Policy, Source, Subject};
+use permission_broker_policy::{
+    DecidedBy, Effect, NoDirectory, Permission, Policy, Source, Subject, lexical_only,
+};
 
 const POLICY: &str = r#"
 version = 1
@@ -68,7 +70,7 @@ reason = "no native code"
 "#;
 
 fn policy() -> Policy {
-    match Policy::compile(&[Source::new("policy.toml", POLICY)]) {
+    match Policy::compile(&[Source::new("policy.toml", POLICY)], &NoDirectory) {
         Ok((policy, warnings)) => {
             assert!(warnings.0.is_empty(), "{warnings}");
             policy
@@ -246,11 +248,12 @@ fn table() {
         let permission: Permission = permission.parse().unwrap();
         let subject = Subject {
             pid: 4242,
-            uid: 1000,
-            gid: 1000,
+            uid: Some(1000),
+            gid: Some(1000),
             cwd,
+            ..Subject::default()
         };
-        let d = policy.decide(permission, value, &subject);
+        let d = policy.decide(permission, value, &subject, &mut lexical_only);
         let by = decided_by(&policy, d.decided_by);
         if d.effect != effect || by != rule {
             failures.push(format!(
@@ -282,7 +285,7 @@ fn reasons() {
     };
     let reason = |p: &str, v: Option<&str>| {
         policy
-            .decide(p.parse().unwrap(), v, &subject)
+            .decide(p.parse().unwrap(), v, &subject, &mut lexical_only)
             .reason
             .map(|r| r.into_owned())
     };
@@ -305,7 +308,7 @@ fn reasons() {
         ..Subject::default()
     };
     let r = policy
-        .decide(Permission::Read, Some("x"), &unknown_cwd)
+        .decide(Permission::Read, Some("x"), &unknown_cwd, &mut lexical_only)
         .reason
         .unwrap();
     assert!(
@@ -326,7 +329,12 @@ fn every_real_deno_value_gets_a_decision_without_panicking() {
     let mut allowed = 0;
     for line in frames.lines() {
         let request = permission_broker_protocol::parse_request(line.as_bytes()).unwrap();
-        let d = policy.decide(request.permission, request.value.as_deref(), &subject);
+        let d = policy.decide(
+            request.permission,
+            request.value.as_deref(),
+            &subject,
+            &mut lexical_only,
+        );
         if d.effect == Effect::Allow {
             allowed += 1;
         }
@@ -339,17 +347,22 @@ fn every_real_deno_value_gets_a_decision_without_panicking() {
 
 #[test]
 fn default_allow_and_default_reason() {
-    let (policy, _) = Policy::compile(&[Source::new(
-        "p.toml",
-        "version = 1\n[defaults]\ndecision = \"allow\"\n[[rule]]\nid = \"x\"\neffect = \"deny\"\npermissions = [\"run\"]\n",
-    )])
+    let (policy, _) = Policy::compile(
+        &[Source::new(
+            "p.toml",
+            "version = 1\n[defaults]\ndecision = \"allow\"\n[[rule]]\nid = \"x\"\neffect = \"deny\"\npermissions = [\"run\"]\n",
+        )],
+        &NoDirectory,
+    )
     .unwrap();
     let s = Subject::default();
     assert_eq!(
-        policy.decide(Permission::Read, Some("/etc"), &s).effect,
+        policy
+            .decide(Permission::Read, Some("/etc"), &s, &mut lexical_only)
+            .effect,
         Effect::Allow
     );
-    let d = policy.decide(Permission::Run, Some("ls"), &s);
+    let d = policy.decide(Permission::Run, Some("ls"), &s, &mut lexical_only);
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(
         d.reason.as_deref(),
@@ -361,7 +374,7 @@ fn default_allow_and_default_reason() {
 fn deny_all_is_fail_closed() {
     let policy = Policy::deny_all("no policy loaded");
     for p in Permission::ALL {
-        let d = policy.decide(p, None, &Subject::default());
+        let d = policy.decide(p, None, &Subject::default(), &mut lexical_only);
         assert_eq!(
             (d.effect, d.reason.as_deref()),
             (Effect::Deny, Some("no policy loaded"))

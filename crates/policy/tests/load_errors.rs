@@ -2,11 +2,11 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use permission_broker_policy::{Policy, Source};
+use permission_broker_policy::{NoDirectory, Policy, Source};
 
 /// Compiles `text` as `p.toml` and returns its error lines.
 fn errors(text: &str) -> Vec<String> {
-    match Policy::compile(&[Source::new("p.toml", text)]) {
+    match Policy::compile(&[Source::new("p.toml", text)], &NoDirectory) {
         Ok(_) => panic!("expected errors for:\n{text}"),
         Err(d) => d.errors().map(|d| d.to_string()).collect(),
     }
@@ -16,91 +16,245 @@ fn rule(body: &str) -> String {
     format!("version = 1\n[[rule]]\n{body}\n")
 }
 
-#[test]
-fn each_error_is_located_and_quotes_the_text() {
-    let cases: &[(&str, &str)] = &[
+fn rule_with(extra: &str) -> String {
+    rule(&format!("id = \"a\"\neffect = \"allow\"\n{extra}"))
+}
+
+/// Every load error the compiler can give: (policy, expected `file:line:column: message` prefix,
+/// the phrase docs/policy.md documents it by).
+fn catalogue() -> Vec<(String, &'static str, &'static str)> {
+    vec![
         (
-            "version = 2\n",
+            "version = 2\n".into(),
             "p.toml:1:11: unsupported policy version `2`",
-        ),
-        ("[defaults]\n", "p.toml:1:1: missing field `version`"),
-        (
-            "version = 1\nverison = 1\n",
-            "p.toml:2:1: unknown field `verison`",
+            "unsupported policy version",
         ),
         (
-            "version = 1\n[defaults]\ndecision = \"maybe\"\n",
-            "p.toml:3:12: unknown decision `maybe`",
+            "version = \"1\"\n".into(),
+            "p.toml:1:11: `version` must be the integer 1",
+            "must be the integer 1",
         ),
         (
-            "version = 1\n[defaults]\nmood = \"deny\"\n",
+            "[defaults]\n".into(),
+            "p.toml:1:1: missing `version = 1` at the top of the file",
+            "missing `version = 1`",
+        ),
+        (
+            "version = 1\nverison = 1\n".into(),
+            "p.toml:2:1: unknown key `verison` (expected `version`, `defaults` or `rule`)",
+            "unknown key",
+        ),
+        (
+            "version = 1\nrule = 3\n".into(),
+            "p.toml:2:8: `rule` must be an array of tables",
+            "must be an array of tables",
+        ),
+        (
+            "version = \n".into(),
+            "p.toml:1:11: string values must be quoted",
+            "TOML syntax",
+        ),
+        (
+            "version = 1\n[defaults]\ndecision = \"maybe\"\n".into(),
+            "p.toml:3:12: unknown decision `maybe` (expected `deny` or `allow`)",
+            "unknown decision",
+        ),
+        (
+            "version = 1\n[defaults]\nmode = \"observe\"\n".into(),
+            "p.toml:3:8: unknown mode `observe` (expected `enforce` or `audit`)",
+            "unknown mode",
+        ),
+        (
+            "version = 1\n[defaults]\nsymlinks = \"follow\"\n".into(),
+            "p.toml:3:12: unknown symlinks `follow` (expected `resolve` or `lexical`)",
+            "unknown symlinks",
+        ),
+        (
+            "version = 1\n[defaults]\nmood = \"deny\"\n".into(),
             "p.toml:3:1: unknown field `mood`",
+            "unknown field",
         ),
         (
-            "version = 1\n[[rule]]\nid = \"a\"\n",
+            "version = 1\n[[rule]]\nid = \"a\"\n".into(),
             "p.toml:2:1: missing field `effect`",
-        ),
-        ("version = \n", "p.toml:1:11:"),
-        (
-            &rule("id = \"a\"\neffect = \"alow\"\npermissions = [\"read\"]"),
-            "p.toml:4:10: unknown effect `alow`",
+            "missing field",
         ),
         (
-            &rule("id = \"a\"\neffect = \"allow\"\npermissions = [\"reed\"]"),
+            rule("id = \"a\"\neffect = \"alow\"\npermissions = [\"read\"]"),
+            "p.toml:4:10: unknown effect `alow` (expected `allow` or `deny`)",
+            "unknown effect",
+        ),
+        (
+            rule("id = \"a b\"\neffect = \"allow\"\npermissions = [\"env\"]"),
+            "p.toml:3:6: rule id `a b` must be non-empty",
+            "must be non-empty",
+        ),
+        (
+            rule_with("permissions = [\"reed\"]"),
             "p.toml:5:16: unknown permission `reed`",
+            "unknown permission",
         ),
         (
-            &rule("id = \"a\"\neffect = \"allow\"\npermissions = []"),
+            rule_with("permissions = []"),
             "p.toml:5:15: `permissions` is empty",
+            "`permissions` is empty",
         ),
         (
-            &rule("id = \"a\"\neffect = \"allow\"\npermissions = [\"*\", \"read\"]"),
+            rule_with("permissions = [\"*\", \"read\"]"),
             "p.toml:5:16: `*` stands for every permission",
+            "`*` stands for every permission",
         ),
         (
-            &rule(
-                "id = \"a\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"srv/app\"]",
-            ),
+            rule_with("permissions = [\"read\"]\npaths = [\"srv/app\"]"),
             "p.toml:6:10: path `srv/app` is relative",
+            "is relative",
         ),
         (
-            &rule("id = \"a\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = []"),
+            rule_with("permissions = [\"read\"]\npaths = [\"/srv/[a\"]"),
+            "p.toml:6:10: invalid glob `/srv/[a`",
+            "invalid glob",
+        ),
+        (
+            rule_with("permissions = [\"read\"]\npaths = []"),
             "p.toml:6:9: `paths` is empty",
+            "`paths` is empty",
         ),
         (
-            &rule("id = \"a\"\neffect = \"allow\"\npermissions = [\"read\"]\nhosts = [\"x:1\"]"),
+            rule_with("permissions = [\"read\"]\nhosts = [\"x:1\"]"),
             "p.toml:6:9: `hosts` does not fit this rule's permissions (read)",
+            "does not fit this rule's permissions",
         ),
         (
-            &rule(
-                "id = \"a\"\neffect = \"allow\"\npermissions = [\"read\", \"net\"]\npaths = [\"/x\"]",
-            ),
+            rule_with("permissions = [\"read\", \"net\"]\npaths = [\"/x\"]"),
             "p.toml:5:15: permission `net` needs `hosts`",
+            "needs `hosts`",
         ),
         (
-            &rule("id = \"a\"\neffect = \"allow\"\npermissions = [\"net\"]\nhosts = [\"x:99999\"]"),
-            "p.toml:6:10: port `99999` is not a number",
+            rule_with("permissions = [\"net\"]\nhosts = [\"x:99999\"]"),
+            "p.toml:6:10: port `99999` is not a number from 0 to 65535",
+            "is not a number from 0 to 65535",
         ),
         (
-            &rule("id = \"a\"\neffect = \"allow\"\npermissions = [\"env\"]\nnames = [\"A*B\"]"),
+            rule_with("permissions = [\"net\"]\nhosts = [\"x:90-80\"]"),
+            "p.toml:6:10: port range `90-80` is empty",
+            "port range",
+        ),
+        (
+            rule_with("permissions = [\"net\"]\nhosts = [\"10.0.0.1/8\"]"),
+            "p.toml:6:10: `10.0.0.1/8` has host bits set; the network is `10.0.0.0/8`",
+            "has host bits set",
+        ),
+        (
+            rule_with("permissions = [\"net\"]\nhosts = [\"10.0.0.0/40\"]"),
+            "p.toml:6:10: prefix length `/40` is not 0 to 32",
+            "prefix length",
+        ),
+        (
+            rule_with("permissions = [\"net\"]\nhosts = [\"a.*.com\"]"),
+            "p.toml:6:10: `a.*.com`: `*` may only stand as the first label",
+            "may only stand as the first label",
+        ),
+        (
+            rule_with("permissions = [\"net\"]\nhosts = [\"*\"]"),
+            "p.toml:6:10: `*` alone is not a host",
+            "`*` alone is not a host",
+        ),
+        (
+            rule_with("permissions = [\"net\"]\nhosts = [\"unix:x.sock\"]"),
+            "p.toml:6:10: `unix:x.sock`: a Unix socket path in a policy must be absolute",
+            "Unix socket path in a policy must be absolute",
+        ),
+        (
+            rule_with("permissions = [\"net\"]\nhosts = [\"bad host\"]"),
+            "p.toml:6:10: host `bad host` contains ` `",
+            "contains",
+        ),
+        (
+            rule_with("permissions = [\"net\"]\nhosts = [\"[nope]:1\"]"),
+            "p.toml:6:10: `nope` is not an IPv6 address",
+            "is not an IPv6 address",
+        ),
+        (
+            rule_with("permissions = [\"env\"]\nnames = [\"A*B\"]"),
             "p.toml:6:10: `*` may only end a name",
+            "`*` may only end a name",
         ),
         (
-            &rule("id = \"\"\neffect = \"allow\"\npermissions = [\"env\"]"),
-            "p.toml:3:6: rule id `` must be non-empty",
+            rule_with("permissions = [\"env\"]\nnames = [\"\"]"),
+            "p.toml:6:10: empty name",
+            "empty name",
         ),
         (
-            &rule(
-                "id = \"a\"\neffect = \"allow\"\npermissions = [\"env\"]\nwhen = { users = [\"x\"] }",
-            ),
-            "p.toml:6:1: unknown field `when`",
+            rule_with("permissions = [\"env\"]\nwhen = {}"),
+            "p.toml:6:8: `when` is empty",
+            "`when` is empty",
         ),
-    ];
-    for (text, expected) in cases {
-        let errors = errors(text);
+        (
+            rule_with("permissions = [\"env\"]\nwhen = { users = [\"nobody-here\"] }"),
+            "p.toml:6:19: unknown user `nobody-here`",
+            "unknown user",
+        ),
+        (
+            rule_with("permissions = [\"env\"]\nwhen = { groups = [\"no-group\"] }"),
+            "p.toml:6:20: unknown group `no-group`",
+            "unknown group",
+        ),
+        (
+            rule_with("permissions = [\"env\"]\nwhen = { uids = [] }"),
+            "p.toml:6:17: `uids` is empty",
+            "is empty: the rule could never apply",
+        ),
+        (
+            rule_with("permissions = [\"env\"]\nwhen = { uids = [-1] }"),
+            "p.toml:6:18: invalid value",
+            "invalid value",
+        ),
+        (
+            rule_with("permissions = [\"env\"]\nwhen = { executables = [\"deno\"] }"),
+            "p.toml:6:25: executable `deno` must be an absolute path",
+            "must be an absolute path",
+        ),
+        (
+            rule_with("permissions = [\"env\"]\nwhen = { units = [\"a b\"] }"),
+            "p.toml:6:19: `a b` is not a systemd unit name",
+            "is not a systemd unit name",
+        ),
+        (
+            rule_with("permissions = [\"env\"]\nwhen = { pids = [1] }"),
+            "p.toml:6:10: unknown field `pids`",
+            "unknown field",
+        ),
+    ]
+}
+
+#[test]
+fn every_documented_error_is_located_and_documented() {
+    let docs = include_str!("../../../docs/policy.md");
+    for (text, expected, phrase) in catalogue() {
+        let errors = errors(&text);
         assert!(
             errors.iter().any(|e| e.starts_with(expected)),
             "expected an error starting with {expected:?}, got {errors:#?}\nfor:\n{text}"
+        );
+        for e in &errors {
+            let mut parts = e.splitn(4, ':');
+            let (file, line, column) = (parts.next(), parts.next(), parts.next());
+            assert_eq!(file, Some("p.toml"), "{e}");
+            assert!(
+                line.and_then(|l| l.parse::<usize>().ok())
+                    .is_some_and(|l| l >= 1),
+                "{e}"
+            );
+            assert!(
+                column
+                    .and_then(|c| c.parse::<usize>().ok())
+                    .is_some_and(|c| c >= 1),
+                "{e}"
+            );
+        }
+        assert!(
+            docs.contains(phrase),
+            "docs/policy.md does not document {phrase:?}"
         );
     }
 }
@@ -152,14 +306,14 @@ fn errors_across_files_name_each_file() {
         "20-team.toml",
         "version = 1\n[defaults]\ndecision = \"allow\"\n[[rule]]\nid = \"x\"\neffect = \"allow\"\npermissions = [\"env\"]\n",
     );
-    let errors: Vec<String> = Policy::compile(&[a, b])
+    let errors: Vec<String> = Policy::compile(&[a, b], &NoDirectory)
         .unwrap_err()
         .errors()
         .map(|e| e.to_string())
         .collect();
     assert!(
         errors.iter().any(|e| e.starts_with(
-            "20-team.toml:3:12: `[defaults]` is set again (first set at 10-base.toml:3:12)"
+            "20-team.toml:2:2: `[defaults]` is set again (first set at 10-base.toml:2:2)"
         )),
         "{errors:#?}"
     );
@@ -176,7 +330,7 @@ fn warnings_do_not_stop_a_load() {
     let text = rule(
         "id = \"a\"\neffect = \"allow\"\npermissions = [\"env\", \"env\"]\nreason = \"never sent\"",
     );
-    let (_, warnings) = Policy::compile(&[Source::new("p.toml", text)]).unwrap();
+    let (_, warnings) = Policy::compile(&[Source::new("p.toml", text)], &NoDirectory).unwrap();
     let warnings: Vec<String> = warnings.warnings().map(|w| w.to_string()).collect();
     assert!(
         warnings

@@ -1,0 +1,143 @@
+//! The security team's tools: `explain` and `test`. They load a policy exactly as the daemon
+//! does and decide with the same pure function, so what they say is what the daemon does.
+
+use crate::ExplainArgs;
+use crate::policy_files::{self, LoadedPolicy, SystemDirectory};
+use permission_broker_policy::{
+    DecidedBy, Directory, Effect, Mode, Policy, Source, Subject, lexical_only, run_cases,
+};
+use std::path::Path;
+use std::process::ExitCode;
+
+const EXIT_CONFIG: u8 = crate::EXIT_CONFIG;
+
+fn load_or_report(path: &Path) -> Result<LoadedPolicy, ExitCode> {
+    policy_files::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn rule_label(policy: &Policy, by: DecidedBy) -> String {
+    match by {
+        DecidedBy::Rule(i) => {
+            let rule = policy.rule(i);
+            format!("rule `{}` ({}:{})", rule.id, rule.file, rule.line)
+        }
+        DecidedBy::Default => "the default decision (no rule applied)".to_owned(),
+        DecidedBy::Unresolvable => "the value could not be interpreted".to_owned(),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub fn explain(args: ExplainArgs) -> ExitCode {
+    let loaded = match load_or_report(&args.policy) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let policy = &loaded.policy;
+    let uid = match &args.user {
+        None => args.uid,
+        Some(name) => match SystemDirectory.user(name) {
+            Some(uid) => Some(uid),
+            None => {
+                eprintln!("unknown user `{name}`");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let subject = Subject {
+        pid: args.pid,
+        uid,
+        gid: args.gid,
+        groups: args.groups.as_deref(),
+        exe: args.exe.as_deref(),
+        unit: args.unit.as_deref(),
+        cwd: args.cwd.as_deref(),
+    };
+    let mut on_disk = |path: &str| crate::symlinks::resolve_in_root(Path::new("/"), path);
+    let mut as_written = lexical_only;
+    let resolve: permission_broker_policy::Resolver<'_> = if args.lexical {
+        &mut as_written
+    } else {
+        &mut on_disk
+    };
+    let e = policy.explain(args.permission, args.value.as_deref(), &subject, resolve);
+    let answered = match (policy.mode(), e.decision.effect) {
+        (Mode::Audit, Effect::Deny) => {
+            "deny (audit mode: answered allow, recorded as would-deny)".to_owned()
+        }
+        (_, effect) => effect.to_string(),
+    };
+    println!("decision:   {answered}");
+    println!("decided by: {}", rule_label(policy, e.decision.decided_by));
+    if let Some(reason) = &e.decision.reason {
+        println!("reason:     {reason}");
+    }
+    println!(
+        "request:    {} {}",
+        args.permission,
+        args.value
+            .as_deref()
+            .unwrap_or("null (the whole permission)")
+    );
+    if let Some(normalized) = &e.normalized
+        && Some(normalized.as_str()) != args.value.as_deref()
+    {
+        println!("normalized: {normalized}");
+    }
+    if let Some(resolved) = &e.resolved {
+        println!("resolved:   {resolved} (symlinks followed; both paths must pass)");
+    }
+    if e.applicable.is_empty() {
+        println!("applicable: none");
+    } else {
+        println!("applicable:");
+        for i in &e.applicable {
+            let rule = policy.rule(*i);
+            println!(
+                "  {} `{}` ({}:{})",
+                rule.effect, rule.id, rule.file, rule.line
+            );
+        }
+    }
+    match e.decision.effect {
+        Effect::Allow => ExitCode::SUCCESS,
+        Effect::Deny => ExitCode::FAILURE,
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub fn test(policy_path: &Path, cases_path: &Path) -> ExitCode {
+    let loaded = match load_or_report(policy_path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let text = match std::fs::read_to_string(cases_path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: cannot read cases: {e}", cases_path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let source = Source::new(cases_path.display().to_string(), text);
+    let report = match run_cases(&loaded.policy, &source, &SystemDirectory) {
+        Ok(report) => report,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for outcome in report.outcomes.iter().filter(|o| !o.passed) {
+        println!(
+            "{}: case `{}` failed: expected {}, got {}",
+            outcome.location, outcome.name, outcome.expected, outcome.actual
+        );
+    }
+    println!("{} passed, {} failed", report.passed(), report.failed());
+    if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
