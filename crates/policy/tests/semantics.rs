@@ -1,0 +1,592 @@
+//! The semantics of policy-v1, one small table per concern. A case is one line:
+//! (permission, value, subject, expected verdict, deciding rule).
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use permission_broker_policy::{
+    DecidedBy, Effect, Mode, Permission, Policy, Source, StaticDirectory, Subject, lexical_only,
+    run_cases,
+};
+use std::collections::HashMap;
+
+fn directory() -> StaticDirectory {
+    StaticDirectory {
+        users: vec![
+            ("root".into(), 0),
+            ("reports".into(), 1500),
+            ("app".into(), 1000),
+        ],
+        groups: vec![("wheel".into(), 10), ("reports".into(), 1500)],
+    }
+}
+
+fn compile(text: &str) -> Policy {
+    match Policy::compile(&[Source::new("p.toml", text)], &directory()) {
+        Ok((policy, _)) => policy,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn by(policy: &Policy, d: DecidedBy) -> String {
+    match d {
+        DecidedBy::Rule(i) => policy.rule(i).id.clone(),
+        DecidedBy::Default => "default".into(),
+        DecidedBy::Unresolvable => "unresolvable".into(),
+    }
+}
+
+/// Runs `(permission, value, expected, rule)` cases for one subject, lexical paths.
+fn table(policy: &Policy, subject: &Subject<'_>, cases: &[(&str, Option<&str>, Effect, &str)]) {
+    let mut failures = Vec::new();
+    for &(permission, value, effect, rule) in cases {
+        let d = policy.decide(
+            permission.parse().unwrap(),
+            value,
+            subject,
+            &mut lexical_only,
+        );
+        let got = by(policy, d.decided_by);
+        if d.effect != effect || got != rule {
+            failures.push(format!(
+                "{permission} {value:?}: expected {effect} by {rule}, got {} by {got}",
+                d.effect
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+const A: Effect = Effect::Allow;
+const D: Effect = Effect::Deny;
+
+#[test]
+fn globs_in_paths() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "app"
+effect = "allow"
+permissions = ["read", "write"]
+paths = ["/srv/app", "/home/*/public", "/usr/share/zoneinfo/**"]
+[[rule]]
+id = "pem"
+effect = "deny"
+permissions = ["read", "write"]
+paths = ["/srv/app/**/*.pem", "/srv/app/.env", "/srv/app/{tmp,cache}/secret?"]
+"#,
+    );
+    let s = Subject {
+        cwd: Some("/srv/app/work"),
+        ..Subject::default()
+    };
+    table(
+        &policy,
+        &s,
+        &[
+            ("read", Some("/srv/app/work/scratch.txt"), A, "app"),
+            ("read", Some("/srv//app/work/scratch.txt"), A, "app"),
+            ("read", Some("./scratch.txt"), A, "app"),
+            ("read", Some("/srv/app/keys/server.pem"), D, "pem"),
+            ("read", Some("/srv/app/server.pem"), D, "pem"),
+            ("read", Some("../server.pem"), D, "pem"),
+            ("read", Some("/srv/app/server.pem.txt"), A, "app"),
+            ("write", Some("/srv/app/.env"), D, "pem"),
+            ("read", Some("/srv/app/tmp/secret1"), D, "pem"),
+            ("read", Some("/srv/app/tmp/secret12"), A, "app"),
+            ("read", Some("/srv/app/logs/secret1"), A, "app"),
+            ("read", Some("/home/ann/public/index.html"), A, "app"),
+            ("read", Some("/home/ann/private/public"), D, "default"),
+            ("read", Some("/usr/share/zoneinfo/Europe/Paris"), A, "app"),
+            ("read", Some("/usr/share/zoneinfo"), D, "default"),
+            ("read", Some("../x_outside.txt"), A, "app"),
+            ("read", Some("../../x_outside.txt"), D, "default"),
+            ("read", None, D, "pem"),
+        ],
+    );
+}
+
+#[test]
+fn hosts_every_form() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "out"
+effect = "allow"
+permissions = ["net", "import"]
+hosts = [
+  "api.example.com:443", "*.internal.example.com", "10.0.0.0/8:5432", "[::1]:8000-8100",
+  "jsr.io:443", "Bücher.invalid", "[fd00::]/8", "unix:/srv/app/sockets", "localhost",
+]
+[[rule]]
+id = "no-meta"
+effect = "deny"
+permissions = ["net"]
+hosts = ["10.255.0.0/16", "evil.internal.example.com"]
+"#,
+    );
+    let s = Subject {
+        cwd: Some("/srv/app"),
+        ..Subject::default()
+    };
+    table(
+        &policy,
+        &s,
+        &[
+            ("net", Some("api.example.com:443"), A, "out"),
+            ("net", Some("api.example.com:80"), D, "default"),
+            ("net", Some("API.EXAMPLE.COM.:443"), A, "out"),
+            ("net", Some("db.internal.example.com:5432"), A, "out"),
+            ("net", Some("a.b.internal.example.com:1"), A, "out"),
+            ("net", Some("internal.example.com:443"), D, "default"),
+            ("net", Some("evil.internal.example.com:443"), D, "no-meta"),
+            ("net", Some("10.1.2.3:5432"), A, "out"),
+            ("net", Some("10.1.2.3:5433"), D, "default"),
+            ("net", Some("10.255.255.53:5432"), D, "no-meta"),
+            ("net", Some("[::ffff:10.1.2.3]:5432"), A, "out"),
+            ("net", Some("[::1]:8000"), A, "out"),
+            ("net", Some("[::1]:8100"), A, "out"),
+            ("net", Some("[::1]:59999"), D, "default"),
+            ("net", Some("[fd12::5]:22"), A, "out"),
+            ("net", Some("xn--bcher-kva.invalid:59999"), A, "out"),
+            ("net", Some("localhost:80"), A, "out"),
+            ("net", Some("localhost"), A, "out"),
+            ("net", Some("127.0.0.1:9"), D, "default"),
+            ("net", Some("0.0.0.0:0"), D, "default"),
+            ("net", Some("unix:/srv/app/sockets/db.sock"), A, "out"),
+            ("net", Some("unix:./sockets/db.sock"), A, "out"),
+            (
+                "net",
+                Some("unix:/srv/app/work/nonexistent.sock"),
+                D,
+                "default",
+            ),
+            ("net", Some("example.com:notaport"), D, "unresolvable"),
+            ("import", Some("jsr.io:443"), A, "out"),
+            ("import", Some("deno.land:443"), D, "default"),
+            ("net", None, D, "no-meta"),
+            ("import", None, D, "default"),
+        ],
+    );
+}
+
+#[test]
+fn names_and_run_null() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "env"
+effect = "allow"
+permissions = ["env"]
+names = ["HOME", "TZ", "AWS_*", "MARKER_*"]
+[[rule]]
+id = "sys"
+effect = "allow"
+permissions = ["sys"]
+names = ["*"]
+[[rule]]
+id = "tools"
+effect = "allow"
+permissions = ["run"]
+names = ["ls", "/bin/echo"]
+"#,
+    );
+    table(
+        &policy,
+        &Subject::default(),
+        &[
+            ("env", Some("HOME"), A, "env"),
+            ("env", Some("MARKER_sys_loadavg"), A, "env"),
+            ("env", Some("AWS_"), A, "env"),
+            ("env", Some("PATH"), D, "default"),
+            ("env", None, D, "default"),
+            ("sys", Some("hostname"), A, "sys"),
+            ("sys", Some("networkInterfaces"), A, "sys"),
+            ("sys", None, D, "default"),
+            ("run", None, D, "default"),
+            ("run", Some("ls"), A, "tools"),
+            ("run", Some("/bin/echo"), A, "tools"),
+            ("run", Some("/usr/bin/ls"), D, "default"),
+            ("run", Some("./sub/../script.sh"), D, "default"),
+        ],
+    );
+}
+
+#[test]
+fn subjects_fail_closed_both_ways() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "reports-write"
+effect = "allow"
+permissions = ["write"]
+paths = ["/var/lib/reports"]
+when = { users = ["reports"], units = ["reports.service"] }
+[[rule]]
+id = "wheel-read"
+effect = "allow"
+permissions = ["read"]
+paths = ["/etc"]
+when = { groups = ["wheel"] }
+[[rule]]
+id = "deno-only"
+effect = "allow"
+permissions = ["env"]
+when = { executables = ["/usr/bin/deno"] }
+[[rule]]
+id = "no-root-net"
+effect = "deny"
+permissions = ["net"]
+when = { uids = [0] }
+reason = "root may not open connections"
+[[rule]]
+id = "net"
+effect = "allow"
+permissions = ["net"]
+"#,
+    );
+    let reports = Subject {
+        uid: Some(1500),
+        gid: Some(1500),
+        groups: Some(&[]),
+        exe: Some("/usr/bin/deno"),
+        unit: Some("reports.service"),
+        ..Subject::default()
+    };
+    table(
+        &policy,
+        &reports,
+        &[
+            ("write", Some("/var/lib/reports/x.csv"), A, "reports-write"),
+            ("read", Some("/etc/hosts"), D, "default"),
+            ("env", Some("X"), A, "deno-only"),
+            ("env", None, A, "deno-only"),
+            ("net", Some("example.com:443"), A, "net"),
+        ],
+    );
+    let other_unit = Subject {
+        unit: Some("shell.scope"),
+        ..reports
+    };
+    table(
+        &policy,
+        &other_unit,
+        &[("write", Some("/var/lib/reports/x.csv"), D, "default")],
+    );
+    let no_unit_known = Subject {
+        unit: None,
+        ..reports
+    };
+    table(
+        &policy,
+        &no_unit_known,
+        &[("write", Some("/var/lib/reports/x.csv"), D, "default")],
+    );
+    let wheel_supplementary = Subject {
+        groups: Some(&[10]),
+        ..reports
+    };
+    table(
+        &policy,
+        &wheel_supplementary,
+        &[("read", Some("/etc/hosts"), A, "wheel-read")],
+    );
+    let wheel_primary = Subject {
+        gid: Some(10),
+        groups: None,
+        ..reports
+    };
+    table(
+        &policy,
+        &wheel_primary,
+        &[("read", Some("/etc/hosts"), A, "wheel-read")],
+    );
+    let groups_unknown = Subject {
+        groups: None,
+        ..reports
+    };
+    table(
+        &policy,
+        &groups_unknown,
+        &[("read", Some("/etc/hosts"), D, "default")],
+    );
+    let other_exe = Subject {
+        exe: Some("/tmp/deno"),
+        ..reports
+    };
+    table(&policy, &other_exe, &[("env", Some("X"), D, "default")]);
+    let root = Subject {
+        uid: Some(0),
+        ..reports
+    };
+    table(
+        &policy,
+        &root,
+        &[("net", Some("example.com:443"), D, "no-root-net")],
+    );
+    // The uid could not be read: the deny rule that needs it applies.
+    let unknown_uid = Subject {
+        uid: None,
+        ..reports
+    };
+    table(
+        &policy,
+        &unknown_uid,
+        &[
+            ("net", Some("example.com:443"), D, "no-root-net"),
+            ("write", Some("/var/lib/reports/x.csv"), D, "default"),
+        ],
+    );
+}
+
+#[test]
+fn symlinks_resolve_and_lexical() {
+    let rules = r#"
+[[rule]]
+id = "app"
+effect = "allow"
+permissions = ["read", "write"]
+paths = ["/srv/app", "/srv/shared"]
+[[rule]]
+id = "no-keys"
+effect = "deny"
+permissions = ["read"]
+paths = ["/srv/shared/keys"]
+reason = "keys"
+"#;
+    let links: HashMap<&str, &str> = HashMap::from([
+        ("/srv/app/etc-link/passwd", "/etc/passwd"),
+        ("/srv/app/shared", "/srv/shared"),
+        ("/srv/app/keys", "/srv/shared/keys"),
+        ("/srv/app/new-through-link/x", "/etc/x"),
+    ]);
+    let mut resolve = |p: &str| {
+        Ok(links
+            .get(p)
+            .map_or_else(|| p.to_owned(), |t| (*t).to_owned()))
+    };
+    let s = Subject::default();
+    let resolving = compile(&format!(
+        "version = 1\n[defaults]\nsymlinks = \"resolve\"\n{rules}"
+    ));
+    let lexical = compile(&format!(
+        "version = 1\n[defaults]\nsymlinks = \"lexical\"\n{rules}"
+    ));
+    let cases: &[(&str, &str, Effect, &str, Effect, &str)] = &[
+        ("read", "/srv/app/etc-link/passwd", D, "default", A, "app"),
+        ("read", "/srv/app/shared", A, "app", A, "app"),
+        ("read", "/srv/app/keys", D, "no-keys", A, "app"),
+        (
+            "write",
+            "/srv/app/new-through-link/x",
+            D,
+            "default",
+            A,
+            "app",
+        ),
+        ("read", "/srv/app/plain.txt", A, "app", A, "app"),
+    ];
+    for &(p, v, re, rr, le, lr) in cases {
+        let p: Permission = p.parse().unwrap();
+        let d = resolving.decide(p, Some(v), &s, &mut resolve);
+        assert_eq!(
+            (d.effect, by(&resolving, d.decided_by).as_str()),
+            (re, rr),
+            "resolve {v}"
+        );
+        let d = lexical.decide(p, Some(v), &s, &mut resolve);
+        assert_eq!(
+            (d.effect, by(&lexical, d.decided_by).as_str()),
+            (le, lr),
+            "lexical {v}"
+        );
+    }
+    let mut broken = |_: &str| Err("permission denied".to_owned());
+    let d = resolving.decide(Permission::Read, Some("/srv/app/x"), &s, &mut broken);
+    assert_eq!(d.decided_by, DecidedBy::Unresolvable);
+    assert!(
+        d.reason
+            .unwrap()
+            .contains("cannot resolve symlinks in `/srv/app/x`: permission denied")
+    );
+    // Null and non-path permissions never consult the resolver.
+    assert_eq!(
+        resolving
+            .decide(Permission::Env, Some("HOME"), &s, &mut broken)
+            .decided_by,
+        DecidedBy::Default
+    );
+}
+
+#[test]
+fn audit_mode_is_a_verdict_plus_a_mode() {
+    let policy =
+        compile("version = 1\n[defaults]\nmode = \"audit\"\nreason = \"would be denied\"\n");
+    assert_eq!(policy.mode(), Mode::Audit);
+    let d = policy.decide(
+        Permission::Read,
+        Some("/etc/shadow"),
+        &Subject::default(),
+        &mut lexical_only,
+    );
+    assert_eq!(
+        (d.effect, d.reason.as_deref()),
+        (D, Some("would be denied")),
+        "the verdict is kept for the record"
+    );
+}
+
+#[test]
+fn explain_shows_every_applicable_rule_and_both_paths() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "app"
+effect = "allow"
+permissions = ["read"]
+paths = ["/srv/app"]
+[[rule]]
+id = "everything"
+effect = "allow"
+permissions = ["read"]
+[[rule]]
+id = "etc"
+effect = "deny"
+permissions = ["read"]
+paths = ["/etc"]
+"#,
+    );
+    let s = Subject {
+        cwd: Some("/srv/app"),
+        ..Subject::default()
+    };
+    let mut resolve = |p: &str| {
+        Ok(if p == "/srv/app/link" {
+            "/etc/passwd".to_owned()
+        } else {
+            p.to_owned()
+        })
+    };
+    let e = policy.explain(Permission::Read, Some("./link"), &s, &mut resolve);
+    assert_eq!(e.decision.effect, D);
+    assert_eq!(e.normalized.as_deref(), Some("/srv/app/link"));
+    assert_eq!(e.resolved.as_deref(), Some("/etc/passwd"));
+    let ids: Vec<&str> = e
+        .applicable
+        .iter()
+        .map(|i| policy.rule(*i).id.as_str())
+        .collect();
+    assert_eq!(ids, ["app", "everything", "etc"]);
+}
+
+#[test]
+fn case_files_pass_and_fail_with_locations() {
+    let policy = compile(
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\nwhen = { users = [\"app\"] }\n",
+    );
+    let cases = Source::new(
+        "cases.toml",
+        r#"[[case]]
+name = "app reads tmp"
+permission = "read"
+value = "/tmp/x"
+user = "app"
+expect = "allow"
+rule = "tmp"
+
+[[case]]
+name = "wrong expectation"
+permission = "read"
+value = "/tmp/x"
+uid = 1
+expect = "allow"
+
+[[case]]
+name = "reason and default"
+permission = "read"
+expect = "deny"
+rule = "default"
+reason = "not permitted by the permission broker policy"
+"#,
+    );
+    let report = run_cases(&policy, &cases, &directory()).unwrap();
+    assert_eq!((report.passed(), report.failed()), (2, 1));
+    let failed = report.outcomes.iter().find(|o| !o.passed).unwrap();
+    assert_eq!(failed.location, "cases.toml:9:1");
+    assert_eq!(
+        (failed.expected.as_str(), failed.actual.as_str()),
+        ("allow", "deny by `default`")
+    );
+    let bad = Source::new(
+        "bad.toml",
+        "[[case]]\nname = \"x\"\npermission = \"reed\"\nexpect = \"allow\"\n",
+    );
+    let err = run_cases(&policy, &bad, &directory())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("bad.toml:3:14: unknown variant `reed`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lints() {
+    let text = r#"version = 1
+[[rule]]
+id = "no-env"
+effect = "deny"
+permissions = ["env"]
+[[rule]]
+id = "env"
+effect = "allow"
+permissions = ["env"]
+names = ["HOME", "HOME"]
+[[rule]]
+id = "sys"
+effect = "allow"
+permissions = ["sys"]
+names = ["hostnme"]
+[[rule]]
+id = "proc"
+effect = "allow"
+permissions = ["read"]
+paths = ["/proc/self"]
+[[rule]]
+id = "odd-subject"
+effect = "allow"
+permissions = ["net"]
+when = { uids = [1], users = ["root"] }
+[[rule]]
+id = "secrets"
+effect = "deny"
+permissions = ["read"]
+paths = ["/srv/app/secrets"]
+[[rule]]
+id = "secret-subdir"
+effect = "allow"
+permissions = ["read"]
+paths = ["/srv/app/secrets/public"]
+[[rule]]
+id = "fine"
+effect = "allow"
+permissions = ["read"]
+paths = ["/srv/app"]
+"#;
+    let (_, diagnostics) = Policy::compile(&[Source::new("p.toml", text)], &directory()).unwrap();
+    let warnings: Vec<String> = diagnostics.warnings().map(|w| w.to_string()).collect();
+    let expected = [
+        "p.toml:6:1: warning: allow rule `env` never allows anything: everything it grants is denied by `no-env` (p.toml:3)",
+        "p.toml:10:18: warning: `HOME` is listed twice in `names`",
+        "p.toml:15:10: warning: `hostnme` is not a sys kind Deno asks about",
+        "p.toml:16:1: warning: rule `proc` can never take effect",
+        "p.toml:25:17: warning: rule `odd-subject` can never apply: no uid in `uids` is one of its `users`",
+        "p.toml:31:1: warning: allow rule `secret-subdir` never allows anything: everything it grants is denied by `secrets` (p.toml:27)",
+    ];
+    for e in expected {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(e)),
+            "missing {e:?} in {warnings:#?}"
+        );
+    }
+    assert_eq!(warnings.len(), expected.len(), "{warnings:#?}");
+}
