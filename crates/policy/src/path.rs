@@ -128,9 +128,12 @@ impl PathIndex {
             let node = &self.nodes[at];
             node.rules.iter().copied().for_each(&mut *f);
             if let Some((set, rules)) = &node.globs {
+                // The node's own path and every deeper prefix of the request: a glob covers what
+                // it matches and everything below.
                 let (path, ends) = full.get_or_insert_with(|| joined_with_ends(parts));
                 for &end in &ends[depth..] {
-                    for i in set.matches(&path[..end]) {
+                    let candidate = if end == 0 { "/" } else { &path[..end] };
+                    for i in set.matches(candidate) {
                         f(rules[i]);
                     }
                 }
@@ -144,10 +147,12 @@ impl PathIndex {
     }
 }
 
-/// `/a/b/c` and the end offsets of `/a`, `/a/b`, `/a/b/c`.
+/// `/a/b/c` and the end offsets of `/` (0, read as `/`), `/a`, `/a/b`, `/a/b/c`: entry `d` is the
+/// prefix of `d` components.
 fn joined_with_ends(parts: &[&str]) -> (String, Vec<usize>) {
     let mut path = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    let mut ends = Vec::with_capacity(parts.len());
+    let mut ends = Vec::with_capacity(parts.len() + 1);
+    ends.push(0);
     for part in parts {
         path.push('/');
         path.push_str(part);
