@@ -369,8 +369,10 @@ impl Compiler<'_> {
                 ),
             );
         }
-        let (line, column) = source.line_column(spec.id.span().start);
-        let here = format!("{}:{line}:{column}", source.name);
+        let (id_line, id_column) = source.line_column(spec.id.span().start);
+        let here = format!("{}:{id_line}:{id_column}", source.name);
+        // Logs and `explain` point at the rule's `[[rule]]` header.
+        let (line, column) = source.line_column(spanned.span().start);
         if let Some(first) = self.ids.get(id) {
             let first = first.clone();
             self.error(

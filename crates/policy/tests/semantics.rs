@@ -575,12 +575,12 @@ paths = ["/srv/app"]
     let (_, diagnostics) = Policy::compile(&[Source::new("p.toml", text)], &directory()).unwrap();
     let warnings: Vec<String> = diagnostics.warnings().map(|w| w.to_string()).collect();
     let expected = [
-        "p.toml:6:1: warning: allow rule `env` never allows anything: everything it grants is denied by `no-env` (p.toml:3)",
+        "p.toml:6:1: warning: allow rule `env` never allows anything: everything it grants is denied by `no-env` (p.toml:2)",
         "p.toml:10:18: warning: `HOME` is listed twice in `names`",
         "p.toml:15:10: warning: `hostnme` is not a sys kind Deno asks about",
         "p.toml:16:1: warning: rule `proc` can never take effect",
         "p.toml:25:17: warning: rule `odd-subject` can never apply: no uid in `uids` is one of its `users`",
-        "p.toml:31:1: warning: allow rule `secret-subdir` never allows anything: everything it grants is denied by `secrets` (p.toml:27)",
+        "p.toml:31:1: warning: allow rule `secret-subdir` never allows anything: everything it grants is denied by `secrets` (p.toml:26)",
     ];
     for e in expected {
         assert!(

@@ -1,0 +1,165 @@
+//! The security team's tools on the real binary: `check`, `test`, `explain`.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::BROKER;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn config(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(path)
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(BROKER).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_accepts_every_shipped_policy_and_rejects_a_bad_one() {
+    for policy in ["laptop.toml", "fleet"] {
+        let output = run(&["check".as_ref(), config(policy).as_os_str()]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{policy}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            !text(&output.stderr).contains("warning"),
+            "{policy}: {}",
+            text(&output.stderr)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\n[[rule]]\nid = \"a\"\neffect = \"permit\"\npermissions = [\"read\"]\npaths = [\"rel\"]\n\n[[rule]]\nid = \"b\"\neffect = \"allow\"\npermissions = [\"net\"]\nhosts = [\"10.0.0.1/8\"]\n",
+    )
+    .unwrap();
+    let output = run(&["check".as_ref(), bad.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    let file = bad.display();
+    for expected in [
+        format!("{file}:4:10: unknown effect `permit` (expected `allow` or `deny`)"),
+        format!("{file}:6:10: path `rel` is relative: policy paths must be absolute"),
+        format!("{file}:12:10: `10.0.0.1/8` has host bits set; the network is `10.0.0.0/8`"),
+    ] {
+        assert!(stderr.contains(&expected), "{expected}\nnot in:\n{stderr}");
+    }
+}
+
+#[test]
+fn shipped_case_files_pass() {
+    for (policy, cases, count) in [
+        ("laptop.toml", "tests/laptop.toml", 13),
+        ("fleet", "tests/fleet.toml", 18),
+    ] {
+        let output = run(&[
+            "test".as_ref(),
+            config(policy).as_os_str(),
+            config(cases).as_os_str(),
+        ]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{policy}: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        assert_eq!(text(&output.stdout), format!("{count} passed, 0 failed\n"));
+    }
+}
+
+#[test]
+fn a_failing_case_shows_expected_and_actual() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.toml");
+    std::fs::write(
+        &cases,
+        "[[case]]\nname = \"ok\"\npermission = \"env\"\nvalue = \"HOME\"\nexpect = \"allow\"\n\n[[case]]\nname = \"wishful\"\npermission = \"run\"\nvalue = \"curl\"\nexpect = \"allow\"\nrule = \"tools\"\n",
+    )
+    .unwrap();
+    let output = run(&[
+        "test".as_ref(),
+        config("laptop.toml").as_os_str(),
+        cases.as_os_str(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "{}:7:1: case `wishful` failed: expected allow by `tools`, got deny by `default`\n1 passed, 1 failed\n",
+            cases.display()
+        )
+    );
+}
+
+#[test]
+fn explain_shows_the_decision_its_rule_and_the_resolved_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::create_dir_all(root.join("secret")).unwrap();
+    std::os::unix::fs::symlink(root.join("secret"), root.join("app/link")).unwrap();
+    let policy = root.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[[rule]]\nid = \"app\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{0}/app\"]\n[[rule]]\nid = \"all-reads\"\neffect = \"allow\"\npermissions = [\"read\"]\nwhen = {{ uids = [4242] }}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let explain = |extra: &[&str]| {
+        let mut cmd = Command::new(BROKER);
+        cmd.arg("explain").arg("--policy").arg(&policy).args([
+            "--permission",
+            "read",
+            "--value",
+            "./link/x",
+        ]);
+        cmd.arg("--cwd").arg(root.join("app")).args(extra);
+        cmd.output().unwrap()
+    };
+    let output = explain(&[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let root = root.display();
+    for line in [
+        "decision:   deny".to_owned(),
+        "decided by: the default decision (no rule applied)".to_owned(),
+        format!("normalized: {root}/app/link/x"),
+        format!("resolved:   {root}/secret/x (symlinks followed; both paths must pass)"),
+        format!("applicable:\n  allow `app` ({}:2)", policy.display()),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} not in:\n{stdout}");
+    }
+    let output = explain(&["--lexical"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stdout).contains("decided by: rule `app`"),
+        "{}",
+        text(&output.stdout)
+    );
+    let output = explain(&["--uid", "4242"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a subject the second rule covers"
+    );
+    assert!(
+        text(&output.stdout).contains("allow `all-reads`"),
+        "{}",
+        text(&output.stdout)
+    );
+}
