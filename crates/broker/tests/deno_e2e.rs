@@ -23,6 +23,11 @@ const SECRET_REASON: &str = "secrets stay put";
 
 impl World {
     fn new() -> World {
+        World::with_policy(|app| Self::default_policy(app), &[])
+    }
+
+    /// A world whose daemon runs `policy(app_dir)` with extra `serve` flags.
+    fn with_policy(policy: impl FnOnce(&Path) -> String, flags: &[&str]) -> World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         let app = root.join("app");
@@ -30,7 +35,14 @@ impl World {
         std::fs::write(app.join("data/x.txt"), "inside\n").unwrap();
         std::fs::write(app.join("secret.txt"), "s3cr3t\n").unwrap();
         std::fs::write(root.join("outside.txt"), "outside\n").unwrap();
-        let policy = format!(
+        let policy_path = root.join("policy.toml");
+        std::fs::write(&policy_path, policy(&app)).unwrap();
+        let daemon = Daemon::start_in(dir, &policy_path, flags);
+        World { daemon, root, app }
+    }
+
+    fn default_policy(app: &Path) -> String {
+        format!(
             r#"
 version = 1
 [defaults]
@@ -63,11 +75,7 @@ permissions = ["run"]
 names = ["ls"]
 "#,
             app = app.display()
-        );
-        let policy_path = root.join("policy.toml");
-        std::fs::write(&policy_path, policy).unwrap();
-        let daemon = Daemon::start_in(dir, &policy_path, &[]);
-        World { daemon, root, app }
+        )
     }
 
     /// A `deno run` of `script` (written to the app directory), with the app directory as cwd.
@@ -323,4 +331,112 @@ fn a_deno_in_its_own_pid_namespace_is_recognised_by_its_nspid() {
         "{:#?}",
         world.daemon.log()
     );
+}
+
+#[test]
+fn a_users_rule_allows_root_and_not_nobody() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root to run Deno as `nobody` (CI runs as root)"
+    );
+    let world = World::with_policy(
+        |app| {
+            format!(
+                "version = 1\n[defaults]\nreason = \"{DENY_REASON}\"\n[[rule]]\nid = \"root-reads\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{}\"]\nwhen = {{ users = [\"root\"] }}\n",
+                app.display()
+            )
+        },
+        // `nobody` must be able to connect.
+        &["--socket-mode", "666"],
+    );
+    // `nobody` must be able to reach the script and Deno's cache.
+    for dir in [&world.root, &world.app] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::create_dir_all(world.root.join("deno-dir")).unwrap();
+    std::fs::set_permissions(
+        world.root.join("deno-dir"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let script = "try { console.log(Deno.readTextFileSync('./data/x.txt').trim()); } catch (e) { console.log(String(e)); }\n";
+    for version in DENO_VERSIONS {
+        let as_root = world.run(version, "who.ts", script);
+        assert_success(&as_root, version);
+        assert_eq!(stdout_lines(&as_root), ["inside"], "Deno {version} as root");
+
+        let inner = world.deno(version, "who.ts", script);
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .current_dir(&world.app)
+            .env_clear()
+            .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let as_nobody = wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60));
+        assert_success(&as_nobody, version);
+        assert_eq!(
+            stdout_lines(&as_nobody),
+            [format!("NotCapable: {DENY_REASON}")],
+            "Deno {version} as nobody"
+        );
+    }
+    world
+        .daemon
+        .wait_for_log(&["decision", "uid=65534", "decision=deny", "rule=\"default\""]);
+    world
+        .daemon
+        .wait_for_log(&["decision", "uid=0", "decision=allow", "rule=\"root-reads\""]);
+}
+
+#[test]
+fn a_symlink_out_of_the_allowed_tree_is_denied_under_resolve_and_allowed_under_lexical() {
+    let policy = |symlinks: &'static str| {
+        move |app: &Path| {
+            format!(
+                "version = 1\n[defaults]\nreason = \"{DENY_REASON}\"\nsymlinks = \"{symlinks}\"\n[[rule]]\nid = \"app\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{}\"]\n",
+                app.display()
+            )
+        }
+    };
+    let script = r#"
+const attempt = (label, f) => {
+  try { console.log(label + " ok " + f()); } catch (e) { console.log(label + " " + e); }
+};
+attempt("through-link", () => Deno.readTextFileSync("./outlink/outside.txt").trim());
+attempt("link-to-file", () => Deno.readTextFileSync("./filelink").trim());
+attempt("plain", () => Deno.readTextFileSync("./data/x.txt").trim());
+"#;
+    for (symlinks, through, to_file) in [
+        (
+            "resolve",
+            format!("through-link NotCapable: {DENY_REASON}"),
+            format!("link-to-file NotCapable: {DENY_REASON}"),
+        ),
+        (
+            "lexical",
+            "through-link ok outside".to_owned(),
+            "link-to-file ok outside".to_owned(),
+        ),
+    ] {
+        let world = World::with_policy(policy(symlinks), &[]);
+        std::os::unix::fs::symlink(&world.root, world.app.join("outlink")).unwrap();
+        std::os::unix::fs::symlink("../outside.txt", world.app.join("filelink")).unwrap();
+        for version in DENO_VERSIONS {
+            let output = world.run(version, "links.ts", script);
+            assert_success(&output, version);
+            assert_eq!(
+                stdout_lines(&output),
+                [
+                    through.clone(),
+                    to_file.clone(),
+                    "plain ok inside".to_owned()
+                ],
+                "symlinks = {symlinks}, Deno {version}"
+            );
+        }
+    }
 }
