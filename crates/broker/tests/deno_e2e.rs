@@ -23,7 +23,7 @@ const SECRET_REASON: &str = "secrets stay put";
 
 impl World {
     fn new() -> World {
-        World::with_policy(|app| Self::default_policy(app), &[])
+        World::with_policy(Self::default_policy, &[])
     }
 
     /// A world whose daemon runs `policy(app_dir)` with extra `serve` flags.

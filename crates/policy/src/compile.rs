@@ -34,6 +34,26 @@ pub struct Rule {
     pub column: usize,
 }
 
+pub(crate) const FLAG_DENY: u8 = 1;
+pub(crate) const FLAG_WHEN: u8 = 2;
+
+impl Rule {
+    /// An empty rule, left behind where a rule was moved into the policy.
+    fn placeholder() -> Rule {
+        Rule {
+            id: String::new(),
+            effect: Effect::Deny,
+            permissions: Vec::new(),
+            reason: None,
+            scoped: false,
+            when: None,
+            file: String::new(),
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
 /// `defaults.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -116,6 +136,9 @@ pub struct Policy {
     pub(crate) mode: Mode,
     pub(crate) symlinks: Symlinks,
     pub(crate) tables: [Table; 8],
+    /// Per rule, what `decide` needs on the hot path, one byte each (so a 100,000-rule policy's
+    /// flags stay in cache): [`FLAG_DENY`], [`FLAG_WHEN`].
+    pub(crate) flags: Vec<u8>,
     /// Whether any rule has a `when`: if not, subject facts are never consulted.
     pub(crate) uses_subject: bool,
 }
@@ -130,6 +153,7 @@ impl Policy {
             mode: Mode::Enforce,
             symlinks: Symlinks::Lexical,
             tables: Default::default(),
+            flags: Vec::new(),
             uses_subject: false,
         }
     }
@@ -143,6 +167,7 @@ impl Policy {
     ) -> Result<(Policy, Diagnostics), Diagnostics> {
         let mut compiler = Compiler {
             directory,
+            sources,
             diagnostics: Diagnostics::default(),
             defaults: None,
             ids: HashMap::new(),
@@ -185,7 +210,7 @@ impl Policy {
 }
 
 /// A value matcher entry, checked and ready to index.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Entry {
     /// A normalised absolute path; with a glob when some component is a pattern.
     Path {
@@ -226,10 +251,12 @@ pub(crate) struct WhenSpans {
 
 struct Compiler<'d> {
     directory: &'d dyn Directory,
+    sources: &'d [Source],
     diagnostics: Diagnostics,
     /// The first `[defaults]`, with where it was written.
     defaults: Option<(String, Effect, Option<String>, Mode, Symlinks)>,
-    ids: HashMap<String, String>,
+    /// Each rule id with where it was first defined: (source index, byte offset).
+    ids: HashMap<String, (usize, usize)>,
     rules: Vec<PendingRule>,
 }
 
@@ -369,19 +396,19 @@ impl Compiler<'_> {
                 ),
             );
         }
-        let (id_line, id_column) = source.line_column(spec.id.span().start);
-        let here = format!("{}:{id_line}:{id_column}", source.name);
         // Logs and `explain` point at the rule's `[[rule]]` header.
         let (line, column) = source.line_column(spanned.span().start);
-        if let Some(first) = self.ids.get(id) {
-            let first = first.clone();
+        if let Some(&(at_source, at)) = self.ids.get(id) {
+            let first_source = &self.sources[at_source];
+            let (first_line, first_column) = first_source.line_column(at);
+            let first = format!("{}:{first_line}:{first_column}", first_source.name);
             self.error(
                 source,
                 &spec.id.span(),
                 format!("duplicate rule id `{id}` (first defined at {first})"),
             );
         } else {
-            self.ids.insert(id.clone(), here);
+            self.ids.insert(id.clone(), (index, spec.id.span().start));
         }
         let effect = self.choice(
             source,
@@ -526,12 +553,14 @@ impl Compiler<'_> {
                     ),
                 );
             }
-            let mut seen: Vec<String> = Vec::new();
+            let first_of_kind = entries.len();
             for item in list.get_ref() {
                 match parse_entry(kind, item.get_ref()) {
                     Ok(entry) => {
-                        let canonical = format!("{entry:?}");
-                        if seen.contains(&canonical) {
+                        if entries[first_of_kind..]
+                            .iter()
+                            .any(|(_, seen)| *seen == entry)
+                        {
                             self.warning(
                                 source,
                                 &item.span(),
@@ -539,7 +568,6 @@ impl Compiler<'_> {
                             );
                             continue;
                         }
-                        seen.push(canonical);
                         if kind == MatcherKind::Names
                             && sys_only
                             && !item.get_ref().contains('*')
@@ -680,7 +708,6 @@ impl Compiler<'_> {
             None => (Effect::Deny, None, Mode::Enforce, Symlinks::Resolve),
         };
         let mut tables: [Table; 8] = Default::default();
-        let mut rules = Vec::with_capacity(self.rules.len());
         for (i, pending) in self.rules.iter().enumerate() {
             let index = RuleIndex(u32::try_from(i).unwrap_or(u32::MAX));
             for &p in &pending.rule.permissions {
@@ -711,7 +738,6 @@ impl Compiler<'_> {
                     }
                 }
             }
-            rules.push(pending.rule.clone());
         }
         for table in &mut tables {
             if let Err(e) = table.paths.finish().and_then(|()| table.hosts.finish()) {
@@ -725,6 +751,31 @@ impl Compiler<'_> {
                 return Err(diagnostics);
             }
         }
+        let (rules, pending): (Vec<Rule>, Vec<PendingRule>) = self
+            .rules
+            .into_iter()
+            .map(|p| {
+                (
+                    p.rule,
+                    PendingRule {
+                        rule: Rule::placeholder(),
+                        ..p
+                    },
+                )
+            })
+            .unzip();
+        let flags = rules
+            .iter()
+            .map(|r| {
+                let deny = if r.effect == Effect::Deny {
+                    FLAG_DENY
+                } else {
+                    0
+                };
+                let when = if r.when.is_some() { FLAG_WHEN } else { 0 };
+                deny | when
+            })
+            .collect();
         let uses_subject = rules.iter().any(|r| r.when.is_some());
         let policy = Policy {
             rules,
@@ -733,9 +784,10 @@ impl Compiler<'_> {
             mode,
             symlinks,
             tables,
+            flags,
             uses_subject,
         };
-        for (source, span, message) in lint::lint(&policy, &self.rules) {
+        for (source, span, message) in lint::lint(&policy, &pending) {
             diagnostics.push(Diagnostic::at(
                 &sources[source],
                 &span,

@@ -1,6 +1,6 @@
 //! The decision: which rules apply to a request, deny-overrides, and symlinks.
 
-use crate::compile::{MatcherKind, Policy, RuleIndex, Symlinks};
+use crate::compile::{FLAG_DENY, FLAG_WHEN, MatcherKind, Policy, RuleIndex, Symlinks};
 use crate::host::{NetTarget, parse_net_value};
 use crate::path::{components, join};
 use crate::subject::{Subject, Tri};
@@ -143,14 +143,14 @@ impl Policy {
     ) {
         let table = &self.tables[permission.index()];
         let mut applies = |index: RuleIndex| {
-            let rule = &self.rules[index.0 as usize];
-            let ok = match &rule.when {
-                None => true,
-                Some(when) => match when.matches(subject) {
-                    Tri::Yes => true,
-                    Tri::Unknown => rule.effect == Effect::Deny,
-                    Tri::No => false,
-                },
+            let flags = self.flags[index.0 as usize];
+            let ok = flags & FLAG_WHEN == 0 || {
+                let rule = &self.rules[index.0 as usize];
+                match rule.when.as_ref().map(|w| w.matches(subject)) {
+                    None | Some(Tri::Yes) => true,
+                    Some(Tri::Unknown) => flags & FLAG_DENY != 0,
+                    Some(Tri::No) => false,
+                }
             };
             if ok {
                 f(index);
@@ -175,7 +175,8 @@ impl Policy {
     ) -> Firsts {
         let mut firsts = Firsts::default();
         self.for_each_applicable(permission, value, subject, &mut |index| {
-            firsts.add(index, self.rules[index.0 as usize].effect);
+            let deny = self.flags[index.0 as usize] & FLAG_DENY != 0;
+            firsts.add(index, if deny { Effect::Deny } else { Effect::Allow });
         });
         firsts
     }

@@ -2,12 +2,16 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// One policy file's name (as it should appear in messages) and text.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
     pub text: String,
+    /// Byte offsets where lines start, built on first use: locating every rule of a
+    /// 100,000-rule file must not rescan the file each time.
+    line_starts: OnceLock<Vec<usize>>,
 }
 
 impl Source {
@@ -15,16 +19,21 @@ impl Source {
         Source {
             name: name.into(),
             text: text.into(),
+            line_starts: OnceLock::new(),
         }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
         let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let line = starts.partition_point(|&start| start <= offset);
+        let line_start = starts[line - 1];
+        let column = self.text[line_start..offset].chars().count() + 1;
         (line, column)
     }
 

@@ -7,9 +7,9 @@
 //! canonicalisation, so matching is hash lookups: the exact host, each parent domain for
 //! `*.domain` entries, and each distinct CIDR prefix length for addresses.
 
+use crate::FastMap as HashMap;
 use crate::compile::RuleIndex;
 use crate::path::{PathIndex, components};
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -389,7 +389,7 @@ fn table<K>(tables: &mut Vec<(u8, HashMap<K, Entries>)>, prefix: u8) -> &mut Has
     let at = match tables.binary_search_by_key(&prefix, |(p, _)| *p) {
         Ok(at) => at,
         Err(at) => {
-            tables.insert(at, (prefix, HashMap::new()));
+            tables.insert(at, (prefix, HashMap::default()));
             at
         }
     };

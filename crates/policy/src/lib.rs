@@ -32,5 +32,9 @@ pub use path::normalize_absolute;
 pub use permission_broker_protocol::{Effect, Permission};
 pub use subject::{Directory, NoDirectory, StaticDirectory, Subject, When};
 
+/// The maps behind the indexes. Lookups hash request values against a key set fixed when the
+/// policy compiled, so a fast non-cryptographic hasher is safe here (no attacker-chosen inserts).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Reason sent on a default deny when the policy does not set `defaults.reason`.
 pub const DEFAULT_REASON: &str = "not permitted by the permission broker policy";

@@ -37,7 +37,8 @@ const NEVER_GRANTED: &[&str] = &["/proc", "/sys"];
 pub(crate) fn lint(policy: &Policy, rules: &[PendingRule]) -> Vec<(usize, Range<usize>, String)> {
     let mut out = Vec::new();
     for (i, pending) in rules.iter().enumerate() {
-        let rule = &pending.rule;
+        let index = RuleIndex(u32::try_from(i).unwrap_or(u32::MAX));
+        let rule = policy.rule(index);
         let id_span = pending.span.clone();
         if let Some(when) = &rule.when
             && let (Some(uids), Some(users)) = (&when.uids, &when.users)
@@ -80,7 +81,6 @@ pub(crate) fn lint(policy: &Policy, rules: &[PendingRule]) -> Vec<(usize, Range<
                 ),
             ));
         }
-        let index = RuleIndex(u32::try_from(i).unwrap_or(u32::MAX));
         if let Some(by) = covering_deny(policy, pending, index) {
             let deny = policy.rule(by);
             out.push((
@@ -97,25 +97,31 @@ pub(crate) fn lint(policy: &Policy, rules: &[PendingRule]) -> Vec<(usize, Range<
 }
 
 /// A deny rule that applies to everything `allow` grants, to every subject it grants it to.
-fn covering_deny(policy: &Policy, allow: &PendingRule, _index: RuleIndex) -> Option<RuleIndex> {
+fn covering_deny(policy: &Policy, allow: &PendingRule, index: RuleIndex) -> Option<RuleIndex> {
     let mut witness = None;
-    for &p in &allow.rule.permissions {
-        let by = covered_for(policy, allow, p)?;
+    for &p in &policy.rule(index).permissions {
+        let by = covered_for(policy, allow, index, p)?;
         witness.get_or_insert(by);
     }
     witness
 }
 
-fn covered_for(policy: &Policy, allow: &PendingRule, p: Permission) -> Option<RuleIndex> {
+fn covered_for(
+    policy: &Policy,
+    allow: &PendingRule,
+    index: RuleIndex,
+    p: Permission,
+) -> Option<RuleIndex> {
     let table = &policy.tables[p.index()];
+    let allow_rule = policy.rule(index);
     let fits = |d: RuleIndex| {
         let deny = policy.rule(d);
-        deny.effect == Effect::Deny && (deny.when.is_none() || deny.when == allow.rule.when)
+        deny.effect == Effect::Deny && (deny.when.is_none() || deny.when == allow_rule.when)
     };
     if let Some(&d) = table.unscoped.iter().find(|d| fits(**d)) {
         return Some(d);
     }
-    if !allow.rule.scoped {
+    if !allow_rule.scoped {
         return None;
     }
     let mut witness = None;

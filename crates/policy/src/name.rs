@@ -3,8 +3,8 @@
 //! Exact names are one hash lookup. Prefixes are looked up once per distinct prefix length in the
 //! policy (a handful in practice), so the cost does not grow with the number of rules.
 
+use crate::FastMap as HashMap;
 use crate::compile::RuleIndex;
-use std::collections::HashMap;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NameIndex {

@@ -4,8 +4,8 @@
 //! `--allow-read=/srv/app`. A trie over path components answers "which rule paths are prefixes of
 //! this request path" in one walk of the request's components, whatever the number of rules.
 
+use crate::FastMap as HashMap;
 use crate::compile::RuleIndex;
-use std::collections::HashMap;
 
 /// The components of an absolute path after removing `.`, empty components (`//`) and resolving
 /// `..` lexically (`..` at the root stays at the root). `None` if `path` is not absolute.

@@ -1,0 +1,113 @@
+//! `decide` and compilation at 10, 1,000 and 100,000 rules, with the same rule sets in Cedar in
+//! the same run. `cargo bench -p permission-broker-bench --bench policy`; see BENCHMARKS.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cedar_policy::{
+    Authorizer, Context, Entities, EntityUid, PolicySet, Request, RestrictedExpression,
+};
+use divan::Bencher;
+use permission_broker_bench::realistic;
+use permission_broker_policy::{NoDirectory, Policy, Source, Subject, lexical_only};
+use std::str::FromStr;
+
+const SIZES: [usize; 3] = [10, 1_000, 100_000];
+
+fn main() {
+    divan::main();
+}
+
+fn compiled(n: usize) -> (Policy, Vec<(permission_broker_policy::Permission, String)>) {
+    let set = realistic(n);
+    let (policy, _) =
+        Policy::compile(&[Source::new("bench.toml", set.toml)], &NoDirectory).unwrap();
+    (policy, set.requests)
+}
+
+#[divan::bench(args = SIZES, sample_count = 100, sample_size = 1024)]
+fn decide(bencher: Bencher, n: usize) {
+    let (policy, requests) = compiled(n);
+    let subject = Subject {
+        pid: 1,
+        uid: Some(1000),
+        gid: Some(1000),
+        ..Subject::default()
+    };
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % requests.len();
+        let (permission, value) = &requests[i];
+        policy
+            .decide(*permission, Some(value), &subject, &mut lexical_only)
+            .effect
+    });
+}
+
+/// Requests about 64 distinct targets spread over the rule set, as one process asks about its
+/// own few paths: the index cost without the cost of missing every cache level.
+#[divan::bench(args = SIZES, sample_count = 100, sample_size = 1024)]
+fn decide_hot(bencher: Bencher, n: usize) {
+    let set = permission_broker_bench::realistic_with(n, 64);
+    let (policy, _) =
+        Policy::compile(&[Source::new("bench.toml", set.toml)], &NoDirectory).unwrap();
+    let subject = Subject {
+        pid: 1,
+        uid: Some(1000),
+        gid: Some(1000),
+        ..Subject::default()
+    };
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % set.requests.len();
+        let (permission, value) = &set.requests[i];
+        policy
+            .decide(*permission, Some(value), &subject, &mut lexical_only)
+            .effect
+    });
+}
+
+#[divan::bench(args = SIZES, sample_count = 5, sample_size = 1)]
+fn compile(bencher: Bencher, n: usize) {
+    let set = realistic(n);
+    let sources = [Source::new("bench.toml", set.toml)];
+    bencher.bench_local(|| Policy::compile(&sources, &NoDirectory).unwrap());
+}
+
+fn cedar_requests(requests: &[(permission_broker_policy::Permission, String)]) -> Vec<Request> {
+    let principal = EntityUid::from_str(r#"User::"deno""#).unwrap();
+    let resource = EntityUid::from_str(r#"Target::"value""#).unwrap();
+    requests
+        .iter()
+        .map(|(permission, value)| {
+            let action = EntityUid::from_str(&format!(r#"Action::"{permission}""#)).unwrap();
+            let context = Context::from_pairs([(
+                "value".to_owned(),
+                RestrictedExpression::new_string(value.clone()),
+            )])
+            .unwrap();
+            Request::new(principal.clone(), action, resource.clone(), context, None).unwrap()
+        })
+        .collect()
+}
+
+#[divan::bench(args = SIZES, sample_count = 20)]
+fn cedar_decide(bencher: Bencher, n: usize) {
+    let set = realistic(n);
+    let policies = PolicySet::from_str(&set.cedar).unwrap();
+    let requests = cedar_requests(&set.requests);
+    let authorizer = Authorizer::new();
+    let entities = Entities::empty();
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % requests.len();
+        authorizer
+            .is_authorized(&requests[i], &policies, &entities)
+            .decision()
+    });
+}
+
+#[divan::bench(args = SIZES, sample_count = 3, sample_size = 1)]
+fn cedar_compile(bencher: Bencher, n: usize) {
+    let set = realistic(n);
+    bencher.bench_local(|| PolicySet::from_str(&set.cedar).unwrap());
+}
