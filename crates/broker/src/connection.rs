@@ -135,7 +135,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         } else {
             None
         };
-        let policy = &self.shared.policy;
+        let snapshot = self.shared.store.current();
+        let policy = &snapshot.policy;
         if policy.uses_subject() && self.facts.is_none() {
             self.facts = Some(self.peer.facts());
         }
@@ -174,6 +175,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             value = ?value,
             decision = %decision.effect,
             mode = policy.mode().as_str(),
+            revision = %snapshot.revision,
             rule = match decision.decided_by {
                 DecidedBy::Rule(i) => policy.rule(i).id.as_str(),
                 DecidedBy::Default => "default",

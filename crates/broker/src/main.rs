@@ -1,8 +1,10 @@
 //! `permission-broker`: the daemon (`serve`) and the operators' tools (`check`, `ask`).
 
 mod connection;
+mod notify;
 mod peer;
 mod policy_files;
+mod reload;
 mod server;
 mod symlinks;
 mod tools;
@@ -134,6 +136,13 @@ struct ServeArgs {
     /// Connections served at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
+    /// Seconds between checks of the policy files' revision, the fallback for filesystems
+    /// without change events (changes are otherwise picked up within about 100 ms).
+    #[arg(long, default_value_t = 5.0)]
+    poll_interval: f64,
+    /// Do not watch the policy directory for changes (reload on SIGHUP and polling only).
+    #[arg(long)]
+    no_watch: bool,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -246,8 +255,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         policy = %args.policy.display(),
         "policy loaded"
     );
+    let status = format!(
+        "policy {} ({} rules)",
+        loaded.revision,
+        loaded.policy.rules().len()
+    );
+    let store = Arc::new(reload::PolicyStore::new(args.policy.clone(), loaded));
     let shared = Arc::new(Shared {
-        policy: loaded.policy,
+        store: store.clone(),
         limits,
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -260,7 +275,35 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve_on_socket(&args.socket, args.socket_mode, shared))
+    let watch = reload::WatchConfig {
+        debounce: Duration::from_millis(100),
+        poll: Duration::from_secs_f64(args.poll_interval),
+        events: !args.no_watch,
+    };
+    runtime.block_on(async move {
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(reload::run(store, watch, reload_rx));
+        spawn_hangup_handler(reload_tx);
+        serve_on_socket(&args.socket, args.socket_mode, shared, &status).await
+    })
+}
+
+/// SIGHUP reloads the policy (`systemctl reload`, `kill -HUP`).
+fn spawn_hangup_handler(reload: tokio::sync::mpsc::Sender<&'static str>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; reload by editing the policy");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the policy");
+            let _ = reload.try_send("SIGHUP");
+        }
+    });
+    #[cfg(not(unix))]
+    drop(reload);
 }
 
 fn limits(args: &ServeArgs) -> Result<Limits, String> {
@@ -276,6 +319,12 @@ fn limits(args: &ServeArgs) -> Result<Limits, String> {
             args.frame_timeout
         ));
     }
+    if !(args.poll_interval.is_finite() && args.poll_interval >= 0.1) {
+        return Err(format!(
+            "--poll-interval {} must be at least 0.1 seconds",
+            args.poll_interval
+        ));
+    }
     if args.max_connections == 0 {
         return Err("--max-connections must be at least 1".to_owned());
     }
@@ -287,7 +336,12 @@ fn limits(args: &ServeArgs) -> Result<Limits, String> {
 }
 
 #[cfg(unix)]
-async fn serve_on_socket(path: &std::path::Path, mode: u32, shared: Arc<Shared>) -> ExitCode {
+async fn serve_on_socket(
+    path: &std::path::Path,
+    mode: u32,
+    shared: Arc<Shared>,
+    status: &str,
+) -> ExitCode {
     raise_fd_limit();
     let bound = match unix_socket::bind(path, mode) {
         Ok(bound) => bound,
@@ -309,14 +363,21 @@ async fn serve_on_socket(path: &std::path::Path, mode: u32, shared: Arc<Shared>)
         }
     };
     announce_ready(bound.path());
+    notify::ready_with_status(status);
     server::run(listener, shared, stop_signal()).await;
+    notify::stopping();
     bound.remove();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
 #[cfg(windows)]
-async fn serve_on_socket(path: &std::path::Path, _mode: u32, shared: Arc<Shared>) -> ExitCode {
+async fn serve_on_socket(
+    path: &std::path::Path,
+    _mode: u32,
+    shared: Arc<Shared>,
+    status: &str,
+) -> ExitCode {
     let name = path.to_string_lossy();
     let listener = match server::windows::bind(&name) {
         Ok(listener) => listener,
@@ -326,6 +387,7 @@ async fn serve_on_socket(path: &std::path::Path, _mode: u32, shared: Arc<Shared>
         }
     };
     announce_ready(path);
+    notify::ready_with_status(status);
     server::run(listener, shared, stop_signal()).await;
     ExitCode::SUCCESS
 }

@@ -10,6 +10,8 @@ pub struct LoadedPolicy {
     pub policy: Policy,
     pub files: Vec<PathBuf>,
     pub warnings: Diagnostics,
+    /// Hash of the files' names and contents: the same files give the same revision.
+    pub revision: String,
 }
 
 #[derive(Debug)]
@@ -41,13 +43,47 @@ pub fn load(path: &Path) -> Result<LoadedPolicy, LoadError> {
         })?;
         sources.push(Source::new(file.display().to_string(), text));
     }
+    let revision = revision(&sources);
     let (policy, warnings) =
         Policy::compile(&sources, &SystemDirectory).map_err(LoadError::Invalid)?;
     Ok(LoadedPolicy {
         policy,
         files,
         warnings,
+        revision,
     })
+}
+
+/// The revision of the policy at `path` without compiling it, for the polling fallback.
+pub fn current_revision(path: &Path) -> Result<String, String> {
+    let files = policy_files(path)?;
+    let mut sources = Vec::with_capacity(files.len());
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: cannot read policy file: {e}", file.display()))?;
+        sources.push(Source::new(file.display().to_string(), text));
+    }
+    Ok(revision(&sources))
+}
+
+/// The first 16 hex digits of SHA-256 over each file's name and text.
+fn revision(sources: &[Source]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for source in sources {
+        let name = Path::new(&source.name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        hash.update(name.as_bytes());
+        hash.update([0]);
+        hash.update(source.text.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The files that make up the policy at `path`. In a directory: regular files (or links to

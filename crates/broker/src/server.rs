@@ -3,7 +3,7 @@
 
 use crate::connection::Connection;
 use crate::peer::Peer;
-use permission_broker_policy::Policy;
+use crate::reload::PolicyStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub struct Limits {
 /// What every connection shares: read-only during a connection's life.
 #[derive(Debug)]
 pub struct Shared {
-    pub policy: Policy,
+    pub store: Arc<PolicyStore>,
     pub limits: Limits,
 }
 

@@ -440,3 +440,73 @@ attempt("plain", () => Deno.readTextFileSync("./data/x.txt").trim());
         }
     }
 }
+
+#[test]
+fn a_long_running_deno_sees_a_policy_edit_within_a_second_and_survives_a_bad_one() {
+    let base = |app: &Path, extra: &str| {
+        format!(
+            "version = 1\n[defaults]\nreason = \"{DENY_REASON}\"\n[[rule]]\nid = \"app\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{}\"]\n{extra}",
+            app.display()
+        )
+    };
+    for version in DENO_VERSIONS {
+        let world = World::with_policy(|app| base(app, ""), &["--poll-interval", "3600"]);
+        let script = r#"
+while (true) {
+  let line;
+  try { Deno.readTextFileSync("../outside.txt"); line = "allowed"; } catch (e) { line = "denied"; }
+  console.log(line);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}
+"#;
+        let mut child = world.deno(version, "watch.ts", script).spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut next = || {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim().to_owned()
+        };
+        assert_eq!(next(), "denied", "Deno {version}");
+        // Atomic rename-save of a policy that also allows the file outside the app.
+        let policy = world.root.join("policy.toml");
+        let outside = world.root.join("outside.txt");
+        let tmp = world.root.join(".policy.toml.tmp");
+        let allow_outside = format!(
+            "[[rule]]\nid = \"outside\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{}\"]\n",
+            outside.display()
+        );
+        std::fs::write(&tmp, base(&world.app, &allow_outside)).unwrap();
+        let edited = Instant::now();
+        std::fs::rename(&tmp, &policy).unwrap();
+        while next() != "allowed" {
+            assert!(
+                edited.elapsed() < Duration::from_secs(1),
+                "Deno {version}: not allowed within 1 s of the edit"
+            );
+        }
+        eprintln!(
+            "Deno {version}: allowed {:?} after the edit",
+            edited.elapsed()
+        );
+        // A broken edit: the running policy keeps answering.
+        std::fs::write(&tmp, "version = 1\n[[rule]]\nid = \"x\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"relative/path\"]\n").unwrap();
+        std::fs::rename(&tmp, &policy).unwrap();
+        world.daemon.wait_for_log(&[&format!(
+            "{}:6:10: path `relative/path` is relative",
+            policy.display()
+        )]);
+        for _ in 0..10 {
+            assert_eq!(
+                next(),
+                "allowed",
+                "Deno {version} keeps the last good policy"
+            );
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the same Deno process is still running"
+        );
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+}

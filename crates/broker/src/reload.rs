@@ -1,0 +1,244 @@
+//! The running policy and how it changes: a snapshot swapped whole, never edited in place.
+//!
+//! Connections read the current snapshot once per decision (`arc_swap`: no lock shared by all
+//! connections), so a decision in flight finishes on the snapshot it started with. A reload builds
+//! a complete new snapshot off to the side and swaps it in only if it compiled; a policy that does
+//! not load never replaces the running one.
+
+use crate::policy_files::{self, LoadError, LoadedPolicy};
+use arc_swap::ArcSwap;
+use permission_broker_policy::Policy;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One loaded policy and its identity.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub policy: Policy,
+    pub revision: String,
+}
+
+/// What operators see about the policy (systemd `STATUS=`, logs).
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub revision: String,
+    pub rules: usize,
+    /// The last failed reload's first error, until a reload succeeds.
+    pub last_error: Option<String>,
+}
+
+impl Status {
+    pub fn line(&self) -> String {
+        match &self.last_error {
+            None => format!("policy {} ({} rules)", self.revision, self.rules),
+            Some(e) => format!(
+                "policy {} ({} rules); last reload FAILED, still serving it: {e}",
+                self.revision, self.rules
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PolicyStore {
+    path: PathBuf,
+    current: ArcSwap<Snapshot>,
+    status: Mutex<Status>,
+}
+
+/// How a reload went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    Swapped { from: String, to: String },
+    Unchanged,
+    Failed,
+}
+
+impl PolicyStore {
+    pub fn new(path: PathBuf, loaded: LoadedPolicy) -> PolicyStore {
+        let status = Status {
+            revision: loaded.revision.clone(),
+            rules: loaded.policy.rules().len(),
+            last_error: None,
+        };
+        PolicyStore {
+            path,
+            current: ArcSwap::from_pointee(Snapshot {
+                policy: loaded.policy,
+                revision: loaded.revision,
+            }),
+            status: Mutex::new(status),
+        }
+    }
+
+    /// The snapshot to decide with. Cheap; hold it for one decision, not longer.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Loads the policy again and swaps it in if it compiled and differs. Blocking: run it off the
+    /// async threads.
+    pub fn reload(&self, why: &str) -> Reloaded {
+        let outcome = match policy_files::load(&self.path) {
+            Ok(loaded) => {
+                for warning in loaded.warnings.warnings() {
+                    tracing::warn!("{warning}");
+                }
+                let from = self.current.load().revision.clone();
+                let rules = loaded.policy.rules().len();
+                let outcome = if loaded.revision == from {
+                    Reloaded::Unchanged
+                } else {
+                    let to = loaded.revision.clone();
+                    self.current.store(Arc::new(Snapshot {
+                        policy: loaded.policy,
+                        revision: loaded.revision,
+                    }));
+                    tracing::info!(from = %from, to = %to, rules, trigger = why, "policy reloaded");
+                    Reloaded::Swapped { from, to }
+                };
+                let revision = self.current.load().revision.clone();
+                self.set_status(|s| {
+                    s.revision = revision;
+                    s.rules = rules;
+                    s.last_error = None;
+                });
+                outcome
+            }
+            Err(e) => {
+                let (count, first) = match &e {
+                    LoadError::Read(message) => (1, message.clone()),
+                    LoadError::Invalid(d) => (
+                        d.errors().count(),
+                        d.errors().next().map(|e| e.to_string()).unwrap_or_default(),
+                    ),
+                };
+                match &e {
+                    LoadError::Read(message) => tracing::error!("{message}"),
+                    LoadError::Invalid(d) => {
+                        for diagnostic in &d.0 {
+                            tracing::error!("{diagnostic}");
+                        }
+                    }
+                }
+                let serving = self.current.load().revision.clone();
+                tracing::error!(
+                    errors = count,
+                    serving = %serving,
+                    trigger = why,
+                    "policy reload failed; still serving the last good policy"
+                );
+                self.set_status(|s| s.last_error = Some(first));
+                Reloaded::Failed
+            }
+        };
+        crate::notify::status(&self.status().line());
+        outcome
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut Status)) {
+        if let Ok(mut status) = self.status.lock() {
+            f(&mut status);
+        }
+    }
+}
+
+/// How the reloader learns that the policy may have changed.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    /// Quiet time after the last filesystem event before reloading (editors write in bursts).
+    pub debounce: Duration,
+    /// Slow fallback for filesystems without change events: compare revisions this often.
+    pub poll: Duration,
+    /// Watch the policy directory for changes.
+    pub events: bool,
+}
+
+/// Reloads the policy on filesystem changes in its directory, on each message on `requests`
+/// (SIGHUP), and when polling finds a new revision. Runs until the daemon stops.
+pub async fn run(
+    store: Arc<PolicyStore>,
+    config: WatchConfig,
+    mut requests: mpsc::Receiver<&'static str>,
+) {
+    let (events_tx, mut events) = mpsc::channel::<()>(1);
+    // Kept alive for the life of this task: dropping the watcher stops the events.
+    let _watcher = config
+        .events
+        .then(|| watch_directory(store.path(), events_tx))
+        .flatten();
+    let mut poll = tokio::time::interval(config.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    loop {
+        let why = tokio::select! {
+            Some(()) = events.recv() => {
+                // Let a burst of writes (write temp, rename, chmod) settle.
+                loop {
+                    tokio::select! {
+                        Some(()) = events.recv() => continue,
+                        () = tokio::time::sleep(config.debounce) => break,
+                    }
+                }
+                "file change"
+            }
+            Some(why) = requests.recv() => why,
+            _ = poll.tick() => {
+                let path = store.path().to_path_buf();
+                let on_disk = tokio::task::spawn_blocking(move || policy_files::current_revision(&path)).await;
+                match on_disk {
+                    Ok(Ok(revision)) if revision != store.current().revision => "poll",
+                    _ => continue,
+                }
+            }
+            else => return,
+        };
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::notify::reloading();
+            store.reload(why);
+            crate::notify::ready();
+        })
+        .await;
+    }
+}
+
+/// Watches the directory that holds the policy (not the file: editors replace files by rename,
+/// Kubernetes swaps a `..data` symlink), reporting any change but reads.
+fn watch_directory(policy: &Path, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let dir = if policy.is_dir() {
+        policy.to_path_buf()
+    } else {
+        policy
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    };
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, EventKind::Access(_))
+        {
+            // A full channel already holds a pending reload.
+            let _ = events.try_send(());
+        }
+    };
+    match notify::recommended_watcher(handler)
+        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
+    {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory; relying on polling and SIGHUP");
+            None
+        }
+    }
+}
