@@ -1,6 +1,7 @@
 //! One connection: read a frame, validate it, decide, answer; any protocol fault closes the
 //! connection without an answer (Deno then exits 87: fail closed).
 
+use crate::decision_log::{self, DecisionRecord, FaultRecord, Record};
 use crate::peer::{Facts, Peer};
 use crate::server::Shared;
 use permission_broker_policy::{DecidedBy, Effect, Mode, Subject, needs_cwd};
@@ -27,6 +28,8 @@ pub enum Fault {
     Pid(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    LogOverloaded(#[from] crate::decision_log::Overloaded),
 }
 
 pub struct Connection<R, W> {
@@ -79,6 +82,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 Err(fault) => Err(fault),
             };
             if let Err(fault) = outcome {
+                self.record_fault(&fault).await;
                 tracing::warn!(
                     conn = self.id,
                     pid = self.peer.pid,
@@ -89,6 +93,26 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     "protocol fault; closing connection without an answer"
                 );
                 return;
+            }
+        }
+    }
+
+    async fn record_fault(&self, fault: &Fault) {
+        if let Some(log) = &self.shared.log {
+            let record = Record::Fault(FaultRecord {
+                time: decision_log::now(),
+                conn: self.id,
+                pid: self.peer.pid,
+                uid: self.peer.uid,
+                gid: self.peer.gid,
+                last_id: self.ids.last(),
+                fault: fault.to_string(),
+            });
+            if log.record(record).await.is_err() {
+                tracing::error!(
+                    conn = self.id,
+                    "decision log overloaded: fault not recorded"
+                );
             }
         }
     }
@@ -158,6 +182,41 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             Mode::Audit => Effect::Allow,
             Mode::Enforce => decision.effect,
         };
+        let rule = match decision.decided_by {
+            DecidedBy::Rule(i) => policy.rule(i).id.as_str(),
+            DecidedBy::Default => "default",
+            DecidedBy::Unresolvable => "unresolvable",
+        };
+        let micros = started.elapsed().as_micros() as u64;
+        // The record is queued before the answer leaves: no decision without a record.
+        if let Some(log) = &self.shared.log {
+            let resolved = policy
+                .normalize(request.permission, value, &subject)
+                .ok()
+                .and_then(|r| r.display())
+                .filter(|r| Some(r.as_str()) != value);
+            log.record(Record::Decision(DecisionRecord {
+                time: decision_log::now(),
+                conn: self.id,
+                pid: self.peer.pid,
+                uid: self.peer.uid,
+                gid: self.peer.gid,
+                exe: subject.exe.map(str::to_owned),
+                unit: subject.unit.map(str::to_owned),
+                id: request.id,
+                permission: request.permission.as_str(),
+                value: request.value.clone(),
+                resolved,
+                decision: decision.effect.as_str(),
+                answered: answered.as_str(),
+                mode: policy.mode().as_str(),
+                rule: rule.to_owned(),
+                reason: decision.reason.as_deref().map(str::to_owned),
+                revision: snapshot.revision.clone(),
+                micros,
+            }))
+            .await?;
+        }
         let response = match answered {
             Effect::Allow => Response::allow(request.id),
             Effect::Deny => Response::deny(request.id, decision.reason.as_deref().unwrap_or("")),
@@ -176,12 +235,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             decision = %decision.effect,
             mode = policy.mode().as_str(),
             revision = %snapshot.revision,
-            rule = match decision.decided_by {
-                DecidedBy::Rule(i) => policy.rule(i).id.as_str(),
-                DecidedBy::Default => "default",
-                DecidedBy::Unresolvable => "unresolvable",
-            },
-            micros = started.elapsed().as_micros() as u64,
+            rule,
+            micros,
             "decision"
         );
         Ok(())

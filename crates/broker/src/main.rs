@@ -1,6 +1,7 @@
 //! `permission-broker`: the daemon (`serve`) and the operators' tools (`check`, `ask`).
 
 mod connection;
+mod decision_log;
 mod notify;
 mod peer;
 mod policy_files;
@@ -143,6 +144,14 @@ struct ServeArgs {
     /// Do not watch the policy directory for changes (reload on SIGHUP and polling only).
     #[arg(long)]
     no_watch: bool,
+    /// Write one JSON line per decision and per protocol fault to this file (appended; reopened
+    /// on SIGUSR1), or to stdout with `-`. Without it, decisions are only in debug logs.
+    #[arg(long, value_name = "PATH|-")]
+    decision_log: Option<String>,
+    /// Seconds a decision may wait for room in a full decision-log queue before its connection
+    /// is closed unanswered (fail closed; counted as `overloaded`).
+    #[arg(long, default_value_t = 2.0)]
+    decision_log_max_wait: f64,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -261,10 +270,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         loaded.policy.rules().len()
     );
     let store = Arc::new(reload::PolicyStore::new(args.policy.clone(), loaded));
-    let shared = Arc::new(Shared {
-        store: store.clone(),
-        limits,
-    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -281,12 +286,40 @@ fn serve(args: ServeArgs) -> ExitCode {
         events: !args.no_watch,
     };
     runtime.block_on(async move {
+        let (log, writer) = match &args.decision_log {
+            None => (None, None),
+            Some(target) => match decision_log::DecisionLog::start(
+                decision_log::Target::parse(target),
+                DECISION_LOG_CAPACITY,
+                Duration::from_secs_f64(args.decision_log_max_wait),
+            ) {
+                Ok((log, writer)) => (Some(log), Some(writer)),
+                Err(e) => {
+                    tracing::error!("cannot open the decision log `{target}`: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+        };
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            limits,
+            log,
+        });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload::run(store, watch, reload_rx));
         spawn_hangup_handler(reload_tx);
-        serve_on_socket(&args.socket, args.socket_mode, shared, &status).await
+        let code = serve_on_socket(&args.socket, args.socket_mode, shared, &status).await;
+        // Every connection has finished; the last senders are gone once `shared` is. Write
+        // what is queued before exiting.
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        code
     })
 }
+
+/// Records the decision log can queue before decisions wait for the writer.
+const DECISION_LOG_CAPACITY: usize = 65_536;
 
 /// SIGHUP reloads the policy (`systemctl reload`, `kill -HUP`).
 fn spawn_hangup_handler(reload: tokio::sync::mpsc::Sender<&'static str>) {
@@ -317,6 +350,12 @@ fn limits(args: &ServeArgs) -> Result<Limits, String> {
         return Err(format!(
             "--frame-timeout {} must be a positive number of seconds",
             args.frame_timeout
+        ));
+    }
+    if !(args.decision_log_max_wait.is_finite() && args.decision_log_max_wait > 0.0) {
+        return Err(format!(
+            "--decision-log-max-wait {} must be a positive number of seconds",
+            args.decision_log_max_wait
         ));
     }
     if !(args.poll_interval.is_finite() && args.poll_interval >= 0.1) {

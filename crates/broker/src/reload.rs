@@ -183,11 +183,18 @@ pub async fn run(
     loop {
         let why = tokio::select! {
             Some(()) = events.recv() => {
-                // Let a burst of writes (write temp, rename, chmod) settle.
+                // Let a burst of writes (write temp, rename, chmod) settle, but never wait more
+                // than a few debounce periods: a directory that keeps changing must still reload.
+                let deadline = tokio::time::Instant::now() + config.debounce * 5;
                 loop {
                     tokio::select! {
-                        Some(()) = events.recv() => continue,
+                        Some(()) = events.recv() => {
+                            if tokio::time::Instant::now() >= deadline {
+                                break;
+                            }
+                        }
                         () = tokio::time::sleep(config.debounce) => break,
+                        () = tokio::time::sleep_until(deadline) => break,
                     }
                 }
                 "file change"

@@ -21,6 +21,7 @@ pub struct Limits {
 pub struct Shared {
     pub store: Arc<PolicyStore>,
     pub limits: Limits,
+    pub log: Option<crate::decision_log::DecisionLog>,
 }
 
 /// How long a stop waits for connections to finish the request in hand.
@@ -28,8 +29,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Something that yields connections with their kernel-reported peer.
 pub trait Accept {
-    type Read: tokio::io::AsyncRead + Unpin + Send + 'static;
-    type Write: tokio::io::AsyncWrite + Unpin + Send + 'static;
+    type Read: tokio::io::AsyncRead + Unpin + Send + Sync + 'static;
+    type Write: tokio::io::AsyncWrite + Unpin + Send + Sync + 'static;
 
     fn accept(
         &mut self,

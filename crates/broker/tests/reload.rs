@@ -5,11 +5,9 @@
 
 mod common;
 
-use common::Daemon;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use common::{Asker, Daemon};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A policy allowing reads of exactly `paths`.
 fn policy(paths: &[&str]) -> String {
@@ -18,61 +16,6 @@ fn policy(paths: &[&str]) -> String {
         "version = 1\n[[rule]]\nid = \"r\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [{}]\n",
         list.join(", ")
     )
-}
-
-/// One connection that keeps asking, like a long-running Deno process.
-struct Asker {
-    reader: BufReader<UnixStream>,
-    id: u32,
-}
-
-impl Asker {
-    fn open(daemon: &Daemon) -> Asker {
-        let stream = UnixStream::connect(&daemon.socket).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Asker {
-            reader: BufReader::new(stream),
-            id: 0,
-        }
-    }
-
-    fn allowed(&mut self, path: &str) -> bool {
-        self.id += 1;
-        let frame = format!(
-            "{{\"v\":1,\"id\":{},\"datetime\":\"2026-11-23T16:30:45.262660275+00:00\",\"permission\":\"read\",\"value\":\"{path}\"}}\n",
-            self.id
-        );
-        self.reader.get_mut().write_all(frame.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        assert!(!line.is_empty(), "connection closed");
-        line.contains("\"allow\"")
-    }
-
-    /// Asks until the answer for `path` is `allowed`, within `limit`; returns how long it took.
-    fn wait_until(&mut self, path: &str, allowed: bool, limit: Duration) -> Duration {
-        let start = Instant::now();
-        while self.allowed(path) != allowed {
-            assert!(
-                start.elapsed() < limit,
-                "{path} still not {} after {limit:?}",
-                if allowed { "allowed" } else { "denied" }
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        start.elapsed()
-    }
-
-    /// The answer stays `allowed` for `period`.
-    fn stays(&mut self, path: &str, allowed: bool, period: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < period {
-            assert_eq!(self.allowed(path), allowed, "{path} changed");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 /// A daemon serving the policy directory `dir/policy.d` (or a file in it), with `extra` flags.

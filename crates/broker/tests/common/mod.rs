@@ -3,7 +3,8 @@
 
 #![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -125,4 +126,76 @@ pub fn deno(version: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// One connection that keeps asking about reads, like a long-running Deno process.
+pub struct Asker {
+    reader: BufReader<UnixStream>,
+    id: u32,
+}
+
+impl Asker {
+    pub fn open(daemon: &Daemon) -> Asker {
+        Asker::open_path(&daemon.socket)
+    }
+
+    pub fn open_path(socket: &Path) -> Asker {
+        let stream = UnixStream::connect(socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Asker {
+            reader: BufReader::new(stream),
+            id: 0,
+        }
+    }
+
+    /// Asks whether `path` may be read; `None` if the connection was closed instead.
+    pub fn ask(&mut self, path: &str) -> Option<bool> {
+        self.id += 1;
+        let frame = format!(
+            "{{\"v\":1,\"id\":{},\"datetime\":\"2026-11-23T16:30:45.262660275+00:00\",\"permission\":\"read\",\"value\":\"{path}\"}}\n",
+            self.id
+        );
+        self.reader.get_mut().write_all(frame.as_bytes()).ok()?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).ok()?;
+        (!line.is_empty()).then(|| line.contains("\"allow\""))
+    }
+
+    pub fn allowed(&mut self, path: &str) -> bool {
+        self.ask(path).expect("connection closed")
+    }
+
+    /// Asks until the answer for `path` is `allowed`, within `limit`; returns how long it took.
+    pub fn wait_until(&mut self, path: &str, allowed: bool, limit: Duration) -> Duration {
+        let start = Instant::now();
+        while self.allowed(path) != allowed {
+            assert!(
+                start.elapsed() < limit,
+                "{path} still not {} after {limit:?}",
+                if allowed { "allowed" } else { "denied" }
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        start.elapsed()
+    }
+
+    /// The answer stays `allowed` for `period`.
+    pub fn stays(&mut self, path: &str, allowed: bool, period: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < period {
+            assert_eq!(self.allowed(path), allowed, "{path} changed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn sigterm_and_wait(daemon: &mut Daemon) -> std::process::ExitStatus {
+    signal(daemon, nix::sys::signal::Signal::SIGTERM);
+    daemon.child.wait().unwrap()
+}
+
+pub fn signal(daemon: &Daemon, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), signal).unwrap();
 }

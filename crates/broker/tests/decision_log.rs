@@ -1,0 +1,250 @@
+//! The decision log: what a record says, and that nothing is lost under load, reloads and rotation.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Asker, Daemon, signal, sigterm_and_wait};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+fn policy(rule: &str, dir: &str) -> String {
+    format!(
+        "version = 1\n[defaults]\nreason = \"no\"\n[[rule]]\nid = \"{rule}\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{dir}\"]\n"
+    )
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn a_record_per_decision_and_per_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy("tmp", "/tmp")).unwrap();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start_in(dir, &policy_path, &["--decision-log", &log_arg]);
+    let mut asker = Asker::open(&daemon);
+    assert!(asker.allowed("/tmp/../tmp/x"));
+    assert!(!asker.allowed("/etc/passwd"));
+    let mut bad = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    bad.write_all(b"{\"v\":2}\n").unwrap();
+    daemon.wait_for_log(&["protocol fault"]);
+    assert!(sigterm_and_wait(&mut daemon).success());
+    let records = records(&log);
+    assert_eq!(records.len(), 3, "{records:#?}");
+    let allow = &records[0];
+    assert_eq!(allow["kind"], "decision");
+    assert_eq!(allow["pid"], std::process::id());
+    assert_eq!(allow["uid"], nix::unistd::getuid().as_raw());
+    assert_eq!(
+        (allow["permission"].as_str(), allow["value"].as_str()),
+        (Some("read"), Some("/tmp/../tmp/x"))
+    );
+    assert_eq!(allow["resolved"], "/tmp/x");
+    assert_eq!(
+        (allow["decision"].as_str(), allow["answered"].as_str()),
+        (Some("allow"), Some("allow"))
+    );
+    assert_eq!(
+        (allow["rule"].as_str(), allow["mode"].as_str()),
+        (Some("tmp"), Some("enforce"))
+    );
+    assert_eq!(allow["revision"].as_str().map(str::len), Some(16));
+    assert!(allow["micros"].is_u64() && allow["time"].is_string());
+    let deny = &records[1];
+    assert_eq!(
+        (
+            deny["decision"].as_str(),
+            deny["rule"].as_str(),
+            deny["reason"].as_str()
+        ),
+        (Some("deny"), Some("default"), Some("no"))
+    );
+    let fault = &records[2];
+    assert_eq!(fault["kind"], "fault");
+    assert!(
+        fault["fault"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the v1 request schema"),
+        "{fault}"
+    );
+}
+
+#[test]
+fn audit_mode_records_the_verdict_and_answers_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy_path,
+        "version = 1\n[defaults]\nmode = \"audit\"\nreason = \"would deny\"\n",
+    )
+    .unwrap();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start_in(dir, &policy_path, &["--decision-log", &log_arg]);
+    assert!(
+        Asker::open(&daemon).allowed("/etc/shadow"),
+        "audit answers allow"
+    );
+    assert!(sigterm_and_wait(&mut daemon).success());
+    let records = records(&log);
+    assert_eq!(
+        (
+            records[0]["decision"].as_str(),
+            records[0]["answered"].as_str(),
+            records[0]["mode"].as_str(),
+            records[0]["reason"].as_str()
+        ),
+        (
+            Some("deny"),
+            Some("allow"),
+            Some("audit"),
+            Some("would deny")
+        )
+    );
+}
+
+#[test]
+fn every_answer_is_on_record_under_load_with_reloads() {
+    const CONNECTIONS: usize = 16;
+    const REQUESTS: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy("ra", "/a")).unwrap();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start_in(dir, &policy_path, &["--decision-log", &log_arg]);
+
+    // Flip the policy between two revisions while the clients run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let stop = stop.clone();
+        let policy_path = policy_path.clone();
+        std::thread::spawn(move || {
+            let mut flips = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (rule, dir) = if flips % 2 == 0 {
+                    ("rb", "/b")
+                } else {
+                    ("ra", "/a")
+                };
+                let tmp = policy_path.with_extension("tmp");
+                std::fs::write(&tmp, policy(rule, dir)).unwrap();
+                std::fs::rename(&tmp, &policy_path).unwrap();
+                flips += 1;
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            flips
+        })
+    };
+    let allowed = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let socket = daemon.socket.clone();
+            let allowed = allowed.clone();
+            std::thread::spawn(move || {
+                let mut asker = Asker::open_path(&socket);
+                for i in 0..REQUESTS {
+                    let path = if (i + c) % 2 == 0 { "/a/x" } else { "/b/x" };
+                    if asker.allowed(path) {
+                        allowed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flips = flipper.join().unwrap();
+    assert!(sigterm_and_wait(&mut daemon).success());
+
+    let records = records(&log);
+    let decisions: Vec<&Value> = records.iter().filter(|r| r["kind"] == "decision").collect();
+    assert_eq!(
+        decisions.len(),
+        CONNECTIONS * REQUESTS,
+        "one record per answered request"
+    );
+    let allowed_on_record = decisions
+        .iter()
+        .filter(|r| r["answered"] == "allow")
+        .count() as u64;
+    assert_eq!(
+        allowed_on_record,
+        allowed.load(Ordering::Relaxed),
+        "the record says what the client was told"
+    );
+    // Each revision decided by its own rules only: a revision never allowed by both `ra` and `rb`.
+    let mut rules_by_revision: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for r in &decisions {
+        let rule = r["rule"].as_str().unwrap();
+        if rule != "default" {
+            rules_by_revision
+                .entry(r["revision"].as_str().unwrap())
+                .or_default()
+                .insert(rule);
+        }
+        match rule {
+            "ra" => assert_eq!(r["value"], "/a/x"),
+            "rb" => assert_eq!(r["value"], "/b/x"),
+            _ => {}
+        }
+    }
+    assert!(
+        rules_by_revision.values().all(|rules| rules.len() == 1),
+        "{rules_by_revision:?}"
+    );
+    assert!(
+        rules_by_revision.len() >= 2,
+        "reloads happened during the load ({flips} edits)"
+    );
+    daemon.wait_for_log(&[
+        "decision log closed",
+        &format!("written={}", CONNECTIONS * REQUESTS),
+        "overloaded=0",
+    ]);
+}
+
+#[test]
+fn sigusr1_reopens_the_log_for_rotation_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let rotated = dir.path().join("decisions.jsonl.1");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy("tmp", "/tmp")).unwrap();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start_in(dir, &policy_path, &["--decision-log", &log_arg]);
+    let mut asker = Asker::open(&daemon);
+    for _ in 0..50 {
+        asker.allowed("/tmp/x");
+    }
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(&daemon, nix::sys::signal::Signal::SIGUSR1);
+    daemon.wait_for_log(&["decision log reopened"]);
+    for _ in 0..30 {
+        asker.allowed("/tmp/y");
+    }
+    assert!(sigterm_and_wait(&mut daemon).success());
+    let (old, new) = (records(&rotated), records(&log));
+    assert_eq!(old.len() + new.len(), 80);
+    assert!(
+        new.len() >= 30 && new.iter().all(|r| r["value"] == "/tmp/y"),
+        "{}",
+        new.len()
+    );
+}
