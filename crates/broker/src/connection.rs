@@ -195,7 +195,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 .ok()
                 .and_then(|r| r.display())
                 .filter(|r| Some(r.as_str()) != value);
-            log.record(Record::Decision(DecisionRecord {
+            log.record(Record::Decision(Box::new(DecisionRecord {
                 time: decision_log::now(),
                 conn: self.id,
                 pid: self.peer.pid,
@@ -214,7 +214,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 reason: decision.reason.as_deref().map(str::to_owned),
                 revision: snapshot.revision.clone(),
                 micros,
-            }))
+            })))
             .await?;
         }
         let response = match answered {

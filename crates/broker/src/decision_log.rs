@@ -37,7 +37,7 @@ impl Target {
 #[derive(Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Record {
-    Decision(DecisionRecord),
+    Decision(Box<DecisionRecord>),
     Fault(FaultRecord),
 }
 

@@ -231,9 +231,21 @@ fn watch_directory(policy: &Path, events: mpsc::Sender<()>) -> Option<notify::Re
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     };
+    let policy_name = policy.file_name().map(|n| n.to_os_string());
+    // Only entries that can change the policy: `*.toml` files, the policy file itself, and the
+    // `..data`-style entries Kubernetes swaps. Not a decision log or an editor's swap file that
+    // happen to live in the same directory.
+    let relevant = move |path: &Path| {
+        let Some(name) = path.file_name() else {
+            return false;
+        };
+        let text = name.to_string_lossy();
+        text.ends_with(".toml") || text.starts_with("..") || Some(name) == policy_name.as_deref()
+    };
     let handler = move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && !matches!(event.kind, EventKind::Access(_))
+            && event.paths.iter().any(|p| relevant(p))
         {
             // A full channel already holds a pending reload.
             let _ = events.try_send(());

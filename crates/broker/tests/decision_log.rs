@@ -142,10 +142,10 @@ fn every_answer_is_on_record_under_load_with_reloads() {
                     ("ra", "/a")
                 };
                 let tmp = policy_path.with_extension("tmp");
-                std::fs::write(&tmp, policy(rule, dir)).unwrap();
+                std::fs::write(&tmp, format!("# edit {flips}\n{}", policy(rule, dir))).unwrap();
                 std::fs::rename(&tmp, &policy_path).unwrap();
                 flips += 1;
-                std::thread::sleep(Duration::from_millis(30));
+                std::thread::sleep(Duration::from_millis(150));
             }
             flips
         })
@@ -161,6 +161,9 @@ fn every_answer_is_on_record_under_load_with_reloads() {
                     let path = if (i + c) % 2 == 0 { "/a/x" } else { "/b/x" };
                     if asker.allowed(path) {
                         allowed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if i % 50 == 0 {
+                        std::thread::sleep(Duration::from_millis(20));
                     }
                 }
             })
@@ -210,8 +213,9 @@ fn every_answer_is_on_record_under_load_with_reloads() {
         "{rules_by_revision:?}"
     );
     assert!(
-        rules_by_revision.len() >= 2,
-        "reloads happened during the load ({flips} edits)"
+        rules_by_revision.len() >= 3,
+        "reloads happened during the load ({flips} edits, {} revisions)",
+        rules_by_revision.len()
     );
     daemon.wait_for_log(&[
         "decision log closed",
@@ -241,10 +245,9 @@ fn sigusr1_reopens_the_log_for_rotation_and_nothing_is_lost() {
     }
     assert!(sigterm_and_wait(&mut daemon).success());
     let (old, new) = (records(&rotated), records(&log));
+    // Every record is in exactly one file; what was asked after the reopen is in the new one.
+    // (Records still queued at the rename may land in either: written late, never lost.)
     assert_eq!(old.len() + new.len(), 80);
-    assert!(
-        new.len() >= 30 && new.iter().all(|r| r["value"] == "/tmp/y"),
-        "{}",
-        new.len()
-    );
+    assert!(old.iter().all(|r| r["value"] == "/tmp/x"));
+    assert_eq!(new.iter().filter(|r| r["value"] == "/tmp/y").count(), 30);
 }
