@@ -382,6 +382,38 @@ async fn serve_on_socket(
     status: &str,
 ) -> ExitCode {
     raise_fd_limit();
+    // Socket activation: systemd (or anything speaking LISTEN_FDS) already bound the socket.
+    match listenfd::ListenFd::from_env().take_unix_listener(0) {
+        Ok(Some(inherited)) => {
+            let shown = inherited
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf))
+                .unwrap_or_else(|| path.to_path_buf());
+            let listener = match inherited
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixListener::from_std(inherited))
+            {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!("cannot use the inherited socket: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(socket = %shown.display(), "using the socket passed by the service manager");
+            announce_ready(&shown);
+            notify::ready_with_status(status);
+            server::run(listener, shared, stop_signal()).await;
+            notify::stopping();
+            tracing::info!("stopped");
+            return ExitCode::SUCCESS;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!("LISTEN_FDS is set but fd 3 is not a Unix stream socket: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    }
     let bound = match unix_socket::bind(path, mode) {
         Ok(bound) => bound,
         Err(e) => {
