@@ -30,6 +30,8 @@ pub enum Fault {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     LogOverloaded(#[from] crate::decision_log::Overloaded),
+    #[error("peer uid {0:?} is not in allowed_uids")]
+    NotAllowed(Option<u32>),
 }
 
 pub struct Connection<R, W> {
@@ -65,6 +67,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// the connection is idle. A request already read is always answered.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         tracing::debug!(conn = self.id, peer = %self.peer, "connection opened");
+        if let Some(allowed) = &self.shared.allowed_uids
+            && !self.peer.uid.is_some_and(|uid| allowed.contains(&uid))
+        {
+            let fault = Fault::NotAllowed(self.peer.uid);
+            self.record_fault(&fault).await;
+            tracing::warn!(conn = self.id, peer = %self.peer, "{fault}; closing connection");
+            return;
+        }
         loop {
             let read = tokio::select! {
                 read = self.read_frame() => read,

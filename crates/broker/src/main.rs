@@ -1,5 +1,6 @@
 //! `permission-broker`: the daemon (`serve`) and the operators' tools (`check`, `ask`).
 
+mod config;
 mod connection;
 mod decision_log;
 mod notify;
@@ -119,28 +120,37 @@ struct ExplainArgs {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Socket path to listen on (a filesystem path; on Windows a named pipe).
-    #[arg(long, default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// Policy file, or directory whose `*.toml` files are read in lexical order.
-    #[arg(long, default_value = "/etc/permission-broker/policy.toml")]
-    policy: PathBuf,
-    /// Permissions of the socket file, in octal. Connecting needs write permission.
-    #[arg(long, default_value = "600", value_parser = parse_mode)]
-    socket_mode: u32,
-    /// Longest request line accepted, in bytes; a longer one is a protocol fault.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
-    max_frame_bytes: usize,
-    /// Seconds a peer may take to finish a frame it has started (idle connections never time out).
-    #[arg(long, default_value_t = 10.0)]
-    frame_timeout: f64,
-    /// Connections served at once; more wait in the kernel's accept queue.
-    #[arg(long, default_value_t = 16_384)]
-    max_connections: usize,
-    /// Seconds between checks of the policy files' revision, the fallback for filesystems
-    /// without change events (changes are otherwise picked up within about 100 ms).
-    #[arg(long, default_value_t = 5.0)]
-    poll_interval: f64,
+    /// Configuration file (TOML; see README). Command-line flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Socket path to listen on (a filesystem path; on Windows a named pipe)
+    /// [default: /tmp/perm.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Policy file, or directory whose `*.toml` files are read in lexical order
+    /// [default: /etc/permission-broker/policy.toml].
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Permissions of the socket file, in octal [default: 600]. Connecting needs write permission.
+    #[arg(long, value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+    /// Group that owns the socket file (with a mode such as 660).
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// Longest request line accepted, in bytes [default: 65536].
+    #[arg(long)]
+    max_frame_bytes: Option<usize>,
+    /// Seconds a peer may take to finish a frame it has started [default: 10]; idle connections
+    /// never time out.
+    #[arg(long)]
+    frame_timeout: Option<f64>,
+    /// Connections served at once [default: 16384]; more wait in the kernel's accept queue.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds between checks of the policy files' revision [default: 5], the fallback for
+    /// filesystems without change events (changes are otherwise picked up within about 100 ms).
+    #[arg(long)]
+    poll_interval: Option<f64>,
     /// Do not watch the policy directory for changes (reload on SIGHUP and polling only).
     #[arg(long)]
     no_watch: bool,
@@ -149,9 +159,155 @@ struct ServeArgs {
     #[arg(long, value_name = "PATH|-")]
     decision_log: Option<String>,
     /// Seconds a decision may wait for room in a full decision-log queue before its connection
-    /// is closed unanswered (fail closed; counted as `overloaded`).
-    #[arg(long, default_value_t = 2.0)]
+    /// is closed unanswered [default: 2] (fail closed; counted as `overloaded`).
+    #[arg(long)]
+    decision_log_max_wait: Option<f64>,
+    /// Only serve peers with these uids (comma-separated; from the kernel, never the request).
+    #[arg(long, value_delimiter = ',')]
+    allowed_uids: Option<Vec<u32>>,
+}
+
+/// The settings `serve` runs with: flags over the configuration file over defaults.
+#[derive(Debug)]
+struct Settings {
+    socket: PathBuf,
+    policy: PathBuf,
+    socket_mode: u32,
+    socket_group: Option<(String, u32)>,
+    decision_log: Option<String>,
     decision_log_max_wait: f64,
+    poll_interval: f64,
+    watch: bool,
+    limits: Limits,
+    allowed_uids: Option<Vec<u32>>,
+}
+
+/// Merges flags, the configuration file and defaults, validating every value; the error is
+/// ready to print (`file:line:column: message` for a value from the file).
+fn settings(args: ServeArgs) -> Result<Settings, String> {
+    let (file, source) = match &args.config {
+        Some(path) => {
+            let (file, source) = config::read(path)?;
+            (file, Some(source))
+        }
+        None => (config::ConfigFile::default(), None),
+    };
+    // A value from the file that fails a check is reported at its place in the file.
+    let at = |span: Option<std::ops::Range<usize>>, message: String| match (&source, span) {
+        (Some(source), Some(span)) => config::error_at(source, &span, message),
+        _ => message,
+    };
+    let pick_f64 = |flag: Option<f64>, file: &Option<toml::Spanned<f64>>, default: f64| match flag {
+        Some(v) => (v, None),
+        None => file
+            .as_ref()
+            .map_or((default, None), |v| (*v.get_ref(), Some(v.span()))),
+    };
+    let pick_usize =
+        |flag: Option<usize>, file: &Option<toml::Spanned<usize>>, default: usize| match flag {
+            Some(v) => (v, None),
+            None => file
+                .as_ref()
+                .map_or((default, None), |v| (*v.get_ref(), Some(v.span()))),
+        };
+    let string = |flag: Option<String>, file: &Option<toml::Spanned<String>>| {
+        flag.or_else(|| file.as_ref().map(|v| v.get_ref().clone()))
+    };
+    let socket = args
+        .socket
+        .or_else(|| file.socket.as_ref().map(|s| PathBuf::from(s.get_ref())))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let policy = args
+        .policy
+        .or_else(|| file.policy.as_ref().map(|s| PathBuf::from(s.get_ref())))
+        .unwrap_or_else(|| PathBuf::from("/etc/permission-broker/policy.toml"));
+    let socket_mode = match (args.socket_mode, &file.socket_mode) {
+        (Some(mode), _) => mode,
+        (None, Some(text)) => parse_mode(text.get_ref()).map_err(|e| at(Some(text.span()), e))?,
+        (None, None) => 0o600,
+    };
+    let socket_group = match string(args.socket_group, &file.socket_group) {
+        None => None,
+        Some(name) => match group_id(&name) {
+            Some(gid) => Some((name, gid)),
+            None => {
+                return Err(at(
+                    file.socket_group.as_ref().map(|g| g.span()),
+                    format!("unknown group `{name}`"),
+                ));
+            }
+        },
+    };
+    let (max_frame_bytes, span) = pick_usize(
+        args.max_frame_bytes,
+        &file.max_frame_bytes,
+        DEFAULT_MAX_FRAME_BYTES,
+    );
+    if max_frame_bytes < 256 {
+        return Err(at(
+            span,
+            format!(
+                "max_frame_bytes {max_frame_bytes} is too small for any real frame (at least 256)"
+            ),
+        ));
+    }
+    let (frame_timeout, span) = pick_f64(args.frame_timeout, &file.frame_timeout, 10.0);
+    if !(frame_timeout.is_finite() && frame_timeout > 0.0) {
+        return Err(at(
+            span,
+            format!("frame_timeout {frame_timeout} must be a positive number of seconds"),
+        ));
+    }
+    let (max_connections, span) = pick_usize(args.max_connections, &file.max_connections, 16_384);
+    if max_connections == 0 {
+        return Err(at(span, "max_connections must be at least 1".to_owned()));
+    }
+    let (poll_interval, span) = pick_f64(args.poll_interval, &file.poll_interval, 5.0);
+    if !(poll_interval.is_finite() && poll_interval >= 0.1) {
+        return Err(at(
+            span,
+            format!("poll_interval {poll_interval} must be at least 0.1 seconds"),
+        ));
+    }
+    let (decision_log_max_wait, span) =
+        pick_f64(args.decision_log_max_wait, &file.decision_log_max_wait, 2.0);
+    if !(decision_log_max_wait.is_finite() && decision_log_max_wait > 0.0) {
+        return Err(at(
+            span,
+            format!(
+                "decision_log_max_wait {decision_log_max_wait} must be a positive number of seconds"
+            ),
+        ));
+    }
+    Ok(Settings {
+        socket,
+        policy,
+        socket_mode,
+        socket_group,
+        decision_log: string(args.decision_log, &file.decision_log),
+        decision_log_max_wait,
+        poll_interval,
+        watch: !args.no_watch && file.watch.unwrap_or(true),
+        limits: Limits {
+            max_frame_bytes,
+            frame_timeout: Duration::from_secs_f64(frame_timeout),
+            max_connections,
+        },
+        allowed_uids: args.allowed_uids.or(file.allowed_uids),
+    })
+}
+
+#[cfg(unix)]
+fn group_id(name: &str) -> Option<u32> {
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
+#[cfg(not(unix))]
+fn group_id(_: &str) -> Option<u32> {
+    None
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -235,15 +391,16 @@ fn ask(socket: Option<PathBuf>, permission: Permission, value: Option<String>) -
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let limits = match limits(&args) {
-        Ok(limits) => limits,
+    // Everything is validated before anything is bound.
+    let settings = match settings(args) {
+        Ok(settings) => settings,
         Err(message) => {
-            tracing::error!("{message}");
+            tracing::error!("invalid configuration; not starting");
+            eprintln!("{message}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // Everything is validated before anything is bound.
-    let loaded = match policy_files::load(&args.policy) {
+    let loaded = match policy_files::load(&settings.policy) {
         Ok(loaded) => loaded,
         Err(e) => {
             let what = match e {
@@ -261,7 +418,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing::info!(
         rules = loaded.policy.rules().len(),
         files = loaded.files.len(),
-        policy = %args.policy.display(),
+        policy = %settings.policy.display(),
         "policy loaded"
     );
     let status = format!(
@@ -269,7 +426,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         loaded.revision,
         loaded.policy.rules().len()
     );
-    let store = Arc::new(reload::PolicyStore::new(args.policy.clone(), loaded));
+    let store = Arc::new(reload::PolicyStore::new(settings.policy.clone(), loaded));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -282,16 +439,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let watch = reload::WatchConfig {
         debounce: Duration::from_millis(100),
-        poll: Duration::from_secs_f64(args.poll_interval),
-        events: !args.no_watch,
+        poll: Duration::from_secs_f64(settings.poll_interval),
+        events: settings.watch,
     };
     runtime.block_on(async move {
-        let (log, writer) = match &args.decision_log {
+        let (log, writer) = match &settings.decision_log {
             None => (None, None),
             Some(target) => match decision_log::DecisionLog::start(
                 decision_log::Target::parse(target),
                 DECISION_LOG_CAPACITY,
-                Duration::from_secs_f64(args.decision_log_max_wait),
+                Duration::from_secs_f64(settings.decision_log_max_wait),
             ) {
                 Ok((log, writer)) => (Some(log), Some(writer)),
                 Err(e) => {
@@ -302,13 +459,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let shared = Arc::new(Shared {
             store: store.clone(),
-            limits,
+            limits: settings.limits,
             log,
+            allowed_uids: settings.allowed_uids.clone(),
         });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload::run(store, watch, reload_rx));
         spawn_hangup_handler(reload_tx);
-        let code = serve_on_socket(&args.socket, args.socket_mode, shared, &status).await;
+        let code = serve_on_socket(&settings, shared, &status).await;
         // Every connection has finished; the last senders are gone once `shared` is. Write
         // what is queued before exiting.
         if let Some(writer) = writer {
@@ -339,48 +497,9 @@ fn spawn_hangup_handler(reload: tokio::sync::mpsc::Sender<&'static str>) {
     drop(reload);
 }
 
-fn limits(args: &ServeArgs) -> Result<Limits, String> {
-    if args.max_frame_bytes < 256 {
-        return Err(format!(
-            "--max-frame-bytes {} is too small for any real frame (at least 256)",
-            args.max_frame_bytes
-        ));
-    }
-    if !(args.frame_timeout.is_finite() && args.frame_timeout > 0.0) {
-        return Err(format!(
-            "--frame-timeout {} must be a positive number of seconds",
-            args.frame_timeout
-        ));
-    }
-    if !(args.decision_log_max_wait.is_finite() && args.decision_log_max_wait > 0.0) {
-        return Err(format!(
-            "--decision-log-max-wait {} must be a positive number of seconds",
-            args.decision_log_max_wait
-        ));
-    }
-    if !(args.poll_interval.is_finite() && args.poll_interval >= 0.1) {
-        return Err(format!(
-            "--poll-interval {} must be at least 0.1 seconds",
-            args.poll_interval
-        ));
-    }
-    if args.max_connections == 0 {
-        return Err("--max-connections must be at least 1".to_owned());
-    }
-    Ok(Limits {
-        max_frame_bytes: args.max_frame_bytes,
-        frame_timeout: Duration::from_secs_f64(args.frame_timeout),
-        max_connections: args.max_connections,
-    })
-}
-
 #[cfg(unix)]
-async fn serve_on_socket(
-    path: &std::path::Path,
-    mode: u32,
-    shared: Arc<Shared>,
-    status: &str,
-) -> ExitCode {
+async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &str) -> ExitCode {
+    let path = settings.socket.as_path();
     raise_fd_limit();
     // Socket activation: systemd (or anything speaking LISTEN_FDS) already bound the socket.
     match listenfd::ListenFd::from_env().take_unix_listener(0) {
@@ -414,13 +533,20 @@ async fn serve_on_socket(
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     }
-    let bound = match unix_socket::bind(path, mode) {
+    let bound = match unix_socket::bind(path, settings.socket_mode) {
         Ok(bound) => bound,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    if let Some((name, gid)) = &settings.socket_group
+        && let Err(e) = nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(*gid)))
+    {
+        tracing::error!("cannot give the socket to group `{name}`: {e}");
+        bound.remove();
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    }
     let listener = match bound
         .listener
         .try_clone()
@@ -443,12 +569,8 @@ async fn serve_on_socket(
 }
 
 #[cfg(windows)]
-async fn serve_on_socket(
-    path: &std::path::Path,
-    _mode: u32,
-    shared: Arc<Shared>,
-    status: &str,
-) -> ExitCode {
+async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &str) -> ExitCode {
+    let path = settings.socket.as_path();
     let name = path.to_string_lossy();
     let listener = match server::windows::bind(&name) {
         Ok(listener) => listener,

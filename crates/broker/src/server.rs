@@ -22,6 +22,8 @@ pub struct Shared {
     pub store: Arc<PolicyStore>,
     pub limits: Limits,
     pub log: Option<crate::decision_log::DecisionLog>,
+    /// When set, only peers with these uids are served.
+    pub allowed_uids: Option<Vec<u32>>,
 }
 
 /// How long a stop waits for connections to finish the request in hand.

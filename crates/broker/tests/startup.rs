@@ -169,3 +169,130 @@ fn a_stale_socket_of_ours_is_replaced_and_the_mode_is_applied() {
         & 0o777;
     assert_eq!(mode, 0o660);
 }
+
+#[test]
+fn a_configuration_file_with_flags_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let from_file = dir.path().join("file.sock");
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{}\"\npolicy = \"{}\"\nsocket_mode = \"0640\"\nsocket_group = \"nogroup\"\nframe_timeout = 3.5\n",
+            from_file.display(),
+            policy.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BROKER)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert!(
+        ready.contains(&format!("ready on {}", from_file.display())),
+        "{ready}"
+    );
+    let meta = std::fs::metadata(&from_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    let nogroup = nix::unistd::Group::from_name("nogroup")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    assert_eq!(meta.gid(), nogroup);
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    // A flag overrides the file.
+    let from_flag = dir.path().join("flag.sock");
+    let mut child = Command::new(BROKER)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--socket")
+        .arg(&from_flag)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert!(
+        ready.contains(&format!("ready on {}", from_flag.display())),
+        "{ready}"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn configuration_mistakes_are_located_and_stop_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let socket = dir.path().join("s.sock");
+    let cases = [
+        ("soket = \"/tmp/x.sock\"\n", "1:1: unknown field `soket`"),
+        (
+            "socket_mode = \"0999\"\n",
+            "1:15: `0999` is not an octal file mode",
+        ),
+        (
+            "frame_timeout = -1.0\n",
+            "1:17: frame_timeout -1 must be a positive number of seconds",
+        ),
+        (
+            "max_connections = 0\n",
+            "1:19: max_connections must be at least 1",
+        ),
+        (
+            "socket_group = \"no-such-group\"\n",
+            "1:16: unknown group `no-such-group`",
+        ),
+        (
+            "max_frame_bytes = \"big\"\n",
+            "1:19: invalid type: string \"big\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = dir.path().join("broker.toml");
+        std::fs::write(&config, text).unwrap();
+        let output = serve_fails(&socket, &policy, &["--config", config.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(64), "{text}");
+        let expected = format!("{}:{expected}", config.display());
+        assert!(
+            stderr(&output).contains(&expected),
+            "{expected}\nnot in:\n{}",
+            stderr(&output)
+        );
+        assert!(!socket.exists(), "nothing bound for {text}");
+    }
+}
+
+#[test]
+fn peers_outside_allowed_uids_are_disconnected() {
+    let me = nix::unistd::getuid().as_raw();
+    let allowed = Daemon::start(GOOD, &["--allowed-uids", &format!("{me},4242")]);
+    assert!(common::Asker::open(&allowed).allowed("/tmp/x"));
+    let refused = Daemon::start(GOOD, &["--allowed-uids", "4242"]);
+    assert_eq!(
+        common::Asker::open(&refused).ask("/tmp/x"),
+        None,
+        "closed unanswered"
+    );
+    refused.wait_for_log(&[&format!("peer uid Some({me}) is not in allowed_uids")]);
+}
