@@ -8,6 +8,7 @@ mod peer;
 mod policy_files;
 mod reload;
 mod server;
+mod suggest;
 mod symlinks;
 mod tools;
 #[cfg(unix)]
@@ -64,6 +65,12 @@ enum Command {
         policy: PathBuf,
         /// The case file (format: docs/policy.md, "Testing a policy").
         cases: PathBuf,
+    },
+    /// Turn a decision log recorded under an audit policy into a reviewable enforce-mode policy
+    /// (printed on stdout; every entry commented with how often it was asked for).
+    Suggest {
+        /// A decision log (`serve --decision-log`), typically recorded with `mode = "audit"`.
+        decision_log: PathBuf,
     },
     /// Send one permission check to a running broker and print the answer (exit 0 allow,
     /// 1 deny, 87 on a protocol fault).
@@ -327,6 +334,7 @@ fn main() -> ExitCode {
         Command::Check { policy } => check(&policy),
         Command::Explain(args) => tools::explain(args),
         Command::Test { policy, cases } => tools::test(&policy, &cases),
+        Command::Suggest { decision_log } => tools::suggest(&decision_log),
         Command::Ask {
             socket,
             permission,

@@ -141,3 +141,24 @@ pub fn test(policy_path: &Path, cases_path: &Path) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+#[allow(clippy::print_stdout)]
+pub fn suggest(log: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(log) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: cannot read the decision log: {e}", log.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match crate::suggest::suggest(&text, &log.display().to_string()) {
+        Ok(policy) => {
+            print!("{policy}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

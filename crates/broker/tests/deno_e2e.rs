@@ -510,3 +510,86 @@ while (true) {
         let _ = child.wait();
     }
 }
+
+#[test]
+fn suggest_turns_an_audit_run_into_a_policy_that_allows_that_run_when_enforced() {
+    let script = r#"
+const text = Deno.readTextFileSync("./data/x.txt").trim();
+Deno.writeTextFileSync("./data/out.txt", text + "!");
+const again = Deno.readTextFileSync("./data/out.txt");
+const mode = Deno.env.get("APP_MODE");
+const ls = new TextDecoder().decode(new Deno.Command("ls", { args: ["data"] }).outputSync().stdout).trim();
+console.log([text, again, mode, ls.replace(/\n/g, ",")].join(" "));
+let outside;
+try { Deno.readTextFileSync("../outside.txt"); outside = "outside read"; } catch (e) { outside = String(e); }
+console.log(outside);
+"#;
+    let audit_log = tempfile::tempdir().unwrap();
+    let log = audit_log.path().join("audit.jsonl");
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut world = World::with_policy(
+        |_| "version = 1\n[defaults]\nmode = \"audit\"\nreason = \"would be denied\"\n".to_owned(),
+        &["--decision-log", &log_arg],
+    );
+    // Audit: everything is answered allow, and recorded.
+    let observed = world.run(
+        "2.9.6",
+        "job.ts",
+        &script.replace("let outside;", "let outside = 'skipped'; if (false)"),
+    );
+    assert_success(&observed, "audit run");
+    assert_eq!(
+        stdout_lines(&observed)[0],
+        "inside inside! production out.txt,x.txt"
+    );
+    assert!(common::sigterm_and_wait(&mut world.daemon).success());
+
+    let suggested = Command::new(common::BROKER)
+        .arg("suggest")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        suggested.status.success(),
+        "{}",
+        String::from_utf8_lossy(&suggested.stderr)
+    );
+    let policy_text = String::from_utf8(suggested.stdout).unwrap();
+    assert!(
+        policy_text.contains("NOT granted"),
+        "run null was observed and must not be granted:\n{policy_text}"
+    );
+    let policy = audit_log.path().join("suggested.toml");
+    std::fs::write(&policy, &policy_text).unwrap();
+    let check = Command::new(common::BROKER)
+        .arg("check")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}\n{policy_text}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Enforce the suggestion: the same run works, what it never did is refused.
+    let enforcing = Daemon::start(&policy_text, &[]);
+    let output = wait_with_timeout(
+        world
+            .deno("2.9.6", "job.ts", script)
+            .env("DENO_PERMISSION_BROKER_PATH", &enforcing.socket)
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_success(&output, "enforced run");
+    assert_eq!(
+        stdout_lines(&output),
+        [
+            "inside inside! production out.txt,x.txt".to_owned(),
+            "NotCapable: not observed during the audit; not permitted".to_owned()
+        ],
+        "{policy_text}"
+    );
+}
