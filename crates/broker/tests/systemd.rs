@@ -136,3 +136,60 @@ fn the_dockerfile_passes_hadolint() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn notify_ready_status_and_reloading_around_a_reload() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let mut daemon = Command::new(BROKER)
+        .args(["serve", "--no-watch", "--socket"])
+        .arg(dir.path().join("b.sock"))
+        .arg("--policy")
+        .arg(&policy)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = notify.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(
+        ready.contains("READY=1") && ready.contains("STATUS=policy "),
+        "{ready}"
+    );
+    std::fs::write(
+        &policy,
+        "version = 1\n[[rule]]\nid = \"x\"\neffect = \"allow\"\npermissions = [\"env\"]\n",
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let messages: Vec<String> = (0..3).map(|_| next()).collect();
+    assert!(messages[0].contains("RELOADING=1"), "{messages:?}");
+    assert!(
+        messages[1].contains("STATUS=policy ") && messages[1].contains("(1 rules)"),
+        "{messages:?}"
+    );
+    assert!(messages[2].contains("READY=1"), "{messages:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(next().contains("STOPPING=1"));
+    assert!(daemon.wait().unwrap().success());
+}
