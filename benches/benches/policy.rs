@@ -17,37 +17,20 @@ fn main() {
     divan::main();
 }
 
-fn compiled(n: usize) -> (Policy, Vec<(permission_broker_policy::Permission, String)>) {
-    let set = realistic(n);
-    let (policy, _) =
-        Policy::compile(&[Source::new("bench.toml", set.toml)], &NoDirectory).unwrap();
-    (policy, set.requests)
-}
-
 #[divan::bench(args = SIZES, sample_count = 100, sample_size = 1024)]
 fn decide(bencher: Bencher, n: usize) {
-    let (policy, requests) = compiled(n);
-    let subject = Subject {
-        pid: 1,
-        uid: Some(1000),
-        gid: Some(1000),
-        ..Subject::default()
-    };
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i = (i + 1) % requests.len();
-        let (permission, value) = &requests[i];
-        policy
-            .decide(*permission, Some(value), &subject, &mut lexical_only)
-            .effect
-    });
+    decide_over(bencher, permission_broker_bench::realistic(n));
 }
 
 /// Requests about 64 distinct targets spread over the rule set, as one process asks about its
 /// own few paths: the index cost without the cost of missing every cache level.
 #[divan::bench(args = SIZES, sample_count = 100, sample_size = 1024)]
 fn decide_hot(bencher: Bencher, n: usize) {
-    let set = permission_broker_bench::realistic_with(n, 64);
+    decide_over(bencher, permission_broker_bench::realistic_with(n, 64));
+}
+
+/// Times one decision per iteration, cycling through the set's requests.
+fn decide_over(bencher: Bencher, set: permission_broker_bench::RuleSet) {
     let (policy, _) =
         Policy::compile(&[Source::new("bench.toml", set.toml)], &NoDirectory).unwrap();
     let subject = Subject {

@@ -106,6 +106,24 @@ names = ["ls"]
     }
 }
 
+/// `inner` (a prepared `deno run`) run through `program args…`, with the same directory and
+/// environment.
+fn wrapped(program: &str, args: &[&str], inner: &Command) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = inner.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
 fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
     while child.try_wait().unwrap().is_none() {
@@ -306,16 +324,7 @@ fn a_deno_in_its_own_pid_namespace_is_recognised_by_its_nspid() {
     let script = "console.log('pid ' + Deno.pid);\nconsole.log(Deno.readTextFileSync('./data/x.txt').trim());\n";
     std::fs::write(world.app.join("ns.ts"), script).unwrap();
     let inner = world.deno("2.9.6", "ns.ts", script);
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--kill-child"])
-        .arg(inner.get_program())
-        .args(inner.get_args())
-        .current_dir(&world.app)
-        .env_clear()
-        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = wrapped("unshare", &["--pid", "--fork", "--kill-child"], &inner);
     let output = wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60));
     assert_success(
         &output,
@@ -366,16 +375,8 @@ fn a_users_rule_allows_root_and_not_nobody() {
         assert_eq!(stdout_lines(&as_root), ["inside"], "Deno {version} as root");
 
         let inner = world.deno(version, "who.ts", script);
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(inner.get_program())
-            .args(inner.get_args())
-            .current_dir(&world.app)
-            .env_clear()
-            .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let setpriv = ["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+        let mut cmd = wrapped("setpriv", &setpriv, &inner);
         let as_nobody = wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60));
         assert_success(&as_nobody, version);
         assert_eq!(

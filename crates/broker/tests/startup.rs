@@ -170,6 +170,26 @@ fn a_stale_socket_of_ours_is_replaced_and_the_mode_is_applied() {
     assert_eq!(mode, 0o660);
 }
 
+/// Starts `serve --config config extra…` and waits until it says it is ready on `socket`.
+fn serve_until_ready(config: &Path, extra: &[&str], socket: &Path) -> std::process::Child {
+    let mut child = Command::new(BROKER)
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut ready).unwrap();
+    assert!(
+        ready.contains(&format!("ready on {}", socket.display())),
+        "{ready}"
+    );
+    child
+}
+
 #[test]
 fn a_configuration_file_with_flags_over_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,23 +206,7 @@ fn a_configuration_file_with_flags_over_it() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BROKER)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert!(
-        ready.contains(&format!("ready on {}", from_file.display())),
-        "{ready}"
-    );
+    let mut child = serve_until_ready(&config, &[], &from_file);
     let meta = std::fs::metadata(&from_file).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     let nogroup = nix::unistd::Group::from_name("nogroup")
@@ -216,25 +220,8 @@ fn a_configuration_file_with_flags_over_it() {
 
     // A flag overrides the file.
     let from_flag = dir.path().join("flag.sock");
-    let mut child = Command::new(BROKER)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--socket")
-        .arg(&from_flag)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert!(
-        ready.contains(&format!("ready on {}", from_flag.display())),
-        "{ready}"
-    );
+    let flag = from_flag.to_str().unwrap();
+    let mut child = serve_until_ready(&config, &["--socket", flag], &from_flag);
     child.kill().unwrap();
     let _ = child.wait();
 }
