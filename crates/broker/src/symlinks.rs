@@ -76,7 +76,7 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
     Ok(format!("/{}", resolved.join("/")))
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
