@@ -1,0 +1,298 @@
+//! Load generator: N emulated Deno processes against a broker socket, side by side with a
+//! do-nothing floor responder on the same kind of socket, in one run.
+//!
+//! Each emulated process is one connection with strictly one request outstanding (as Deno), sending
+//! real frames from Deno 2.9.6 (`crates/protocol/tests/data/frames-2.9.6.jsonl`, pid rewritten to
+//! ours so the daemon's pid check passes) and checking every answer's id.
+//!
+//!   cargo run --release -p permission-broker-bench --bin loadgen -- [--connections 1,16,256,4096] [--seconds 3]
+//!
+//! Traffic goes only to Unix sockets in a temporary directory; every run is bounded in time.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+const FRAMES: &str = include_str!("../../../crates/protocol/tests/data/frames-2.9.6.jsonl");
+
+/// (permission, value) pairs from the captured frames.
+fn workload() -> Vec<(String, serde_json::Value)> {
+    FRAMES
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["permission"].as_str().unwrap().to_owned(),
+                v["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The floor: answers every line `allow` with the request's id, nothing else.
+async fn floor(listener: UnixListener, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let mut out = Vec::with_capacity(64);
+            while let Ok(Some(line)) = lines.next_line().await {
+                let id = line
+                    .split("\"id\":")
+                    .nth(1)
+                    .map(|rest| {
+                        rest.chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect::<String>()
+                    })
+                    .unwrap_or_default();
+                out.clear();
+                out.extend_from_slice(b"{\"id\":");
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(b",\"result\":\"allow\"}\n");
+                if write.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// One emulated Deno process: sequential requests until `deadline`; returns latencies in ns.
+async fn emulate(
+    socket: PathBuf,
+    offset: usize,
+    work: Arc<Vec<(String, serde_json::Value)>>,
+    warmup: Instant,
+    deadline: Instant,
+) -> Vec<u32> {
+    let stream = UnixStream::connect(&socket).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let pid = std::process::id();
+    let mut latencies = Vec::with_capacity(4096);
+    let mut id: u32 = 0;
+    let mut i = offset;
+    while Instant::now() < deadline {
+        id += 1;
+        let (permission, value) = &work[i % work.len()];
+        i += 1;
+        let frame = format!(
+            "{{\"v\":1,\"pid\":{pid},\"id\":{id},\"datetime\":\"2026-11-23T16:30:45.262660275+00:00\",\"permission\":\"{permission}\",\"value\":{value}}}\n"
+        );
+        let start = Instant::now();
+        write.write_all(frame.as_bytes()).await.expect("write");
+        let line = lines
+            .next_line()
+            .await
+            .expect("read")
+            .expect("connection closed by the broker");
+        let took = start.elapsed();
+        let expected = format!("{{\"id\":{id},");
+        assert!(
+            line.starts_with(&expected),
+            "answer {line} for request {id}"
+        );
+        if start >= warmup {
+            latencies.push(u32::try_from(took.as_nanos()).unwrap_or(u32::MAX));
+        }
+    }
+    latencies
+}
+
+struct Result {
+    requests: usize,
+    seconds: f64,
+    p50: u32,
+    p99: u32,
+    p999: u32,
+    max: u32,
+}
+
+async fn measure(socket: &Path, connections: usize, seconds: f64) -> Result {
+    let work = Arc::new(workload());
+    let warmup = Instant::now() + Duration::from_millis(300);
+    let deadline = warmup + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            tokio::spawn(emulate(
+                socket.to_path_buf(),
+                c * 7,
+                work.clone(),
+                warmup,
+                deadline,
+            ))
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    let at = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize];
+    Result {
+        requests: all.len(),
+        seconds,
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: *all.last().unwrap(),
+    }
+}
+
+fn daemon(dir: &Path, socket: &Path) -> Child {
+    let set = permission_broker_bench::realistic(1000);
+    // A fleet-like policy of about 1,000 rules that also allows what the captured frames ask.
+    let policy = format!(
+        "{}[[rule]]\nid = \"frames\"\neffect = \"allow\"\npermissions = [\"read\", \"write\"]\npaths = [\"/srv/app\", \"{}\"]\n",
+        set.toml,
+        std::env::current_dir().unwrap().display()
+    );
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, policy).unwrap();
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("permission-broker");
+    let mut child = Command::new(&binary)
+        .args(["serve", "--socket"])
+        .arg(socket)
+        .arg("--policy")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (cargo build --release -p permission-broker)",
+                binary.display()
+            )
+        });
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    child
+}
+
+/// Runs the floor responder in its own process, so it pays the same cross-process wake-ups as
+/// the daemon.
+fn floor_process(socket: &Path) -> Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--floor")
+        .arg(socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    child
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor") {
+        let socket = PathBuf::from(&args[i + 1]);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = UnixListener::bind(&socket).unwrap();
+            println!("ready");
+            floor(listener, Arc::new(AtomicBool::new(false))).await;
+        });
+        return;
+    }
+    let value = |flag: &str, default: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let connections: Vec<usize> = value("--connections", "1,16,256,4096")
+        .split(',')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let seconds: f64 = value("--seconds", "3").parse().unwrap();
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let dir = tempfile_dir();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let floor_socket = dir.join("floor.sock");
+    let daemon_socket = dir.join("daemon.sock");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut daemon = daemon(&dir, &daemon_socket);
+    let mut floor = floor_process(&floor_socket);
+    runtime.block_on(async {
+        println!("| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs |");
+        println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+        for &n in &connections {
+            let mut rows = Vec::new();
+            for (name, socket) in [("floor", &floor_socket), ("daemon", &daemon_socket)] {
+                let r = measure(socket, n, seconds).await;
+                let us = |ns: u32| ns as f64 / 1000.0;
+                println!(
+                    "| {n} | {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    r.requests as f64 / r.seconds,
+                    us(r.p50),
+                    us(r.p99),
+                    us(r.p999),
+                    us(r.max)
+                );
+                rows.push(r);
+            }
+            let (f, d) = (&rows[0], &rows[1]);
+            println!(
+                "| {n} | daemon/floor | {:.2}x | {:.2}x | {:.2}x | {:.2}x | |",
+                d.requests as f64 / f.requests as f64,
+                d.p50 as f64 / f.p50 as f64,
+                d.p99 as f64 / f.p99 as f64,
+                d.p999 as f64 / f.p999 as f64
+            );
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = floor.kill();
+    let _ = floor.wait();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pb-loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
