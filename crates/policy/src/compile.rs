@@ -512,7 +512,9 @@ impl Compiler<'_> {
         if given.is_empty() {
             return Vec::new();
         }
-        for &(kind, list) in &given {
+        // With no valid permission (each already reported), fit errors would only repeat them.
+        let check_fit = !permissions.is_empty();
+        for &(kind, list) in given.iter().filter(|_| check_fit) {
             if !permissions.iter().any(|p| MatcherKind::of(*p) == kind) {
                 self.error(
                     source,

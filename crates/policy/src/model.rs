@@ -86,10 +86,9 @@ pub(crate) fn read(source: &Source) -> (FileSpec, Vec<Problem>) {
             },
             "rule" => match value.into_inner() {
                 DeValue::Array(rules) => {
-                    for rule in rules {
-                        let span = rule.span();
-                        match deserialize::<RuleSpec>(source, rule) {
-                            Ok(r) => spec.rules.push(Spanned::new(span, r)),
+                    for result in deserialize_rules(source, rules.into_iter().collect()) {
+                        match result {
+                            Ok(r) => spec.rules.push(r),
                             Err(p) => problems.push(p),
                         }
                     }
@@ -112,6 +111,44 @@ pub(crate) fn read(source: &Source) -> (FileSpec, Vec<Problem>) {
         ));
     }
     (spec, problems)
+}
+
+/// Rules are independent of each other: large files deserialise them on every core, in order.
+fn deserialize_rules(
+    source: &Source,
+    rules: Vec<Spanned<DeValue<'_>>>,
+) -> Vec<Result<Spanned<RuleSpec>, Problem>> {
+    let one = |rule: Spanned<DeValue<'_>>| {
+        let span = rule.span();
+        deserialize::<RuleSpec>(source, rule).map(|r| Spanned::new(span, r))
+    };
+    if rules.len() < 4096 {
+        return rules.into_iter().map(one).collect();
+    }
+    // Asked only for large files: on Linux it reads the cgroup's CPU quota from disk.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 {
+        return rules.into_iter().map(one).collect();
+    }
+    let chunk = rules.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<Spanned<DeValue<'_>>>> = Vec::with_capacity(threads);
+    let mut rest = rules;
+    while rest.len() > chunk {
+        let tail = rest.split_off(chunk);
+        chunks.push(rest);
+        rest = tail;
+    }
+    chunks.push(rest);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 fn deserialize<T: serde::de::DeserializeOwned>(

@@ -346,3 +346,54 @@ fn warnings_do_not_stop_a_load() {
         "{warnings:#?}"
     );
 }
+
+#[test]
+fn large_files_keep_rule_order_and_locate_errors_in_every_part() {
+    // Above 4,096 rules, rules are deserialised on several threads; nothing may change for it.
+    let rule = |i: usize| {
+        format!(
+            "[[rule]]\nid = \"r{i}\"\neffect = \"allow\"\npermissions = [\"env\"]\nnames = [\"V{i}\"]\n"
+        )
+    };
+    let good: String = std::iter::once("version = 1\n".to_owned())
+        .chain((0..10_000).map(rule))
+        .collect();
+    let (policy, _) =
+        Policy::compile(&[Source::new("big.toml", good.clone())], &NoDirectory).unwrap();
+    assert!(
+        policy
+            .rules()
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.id == format!("r{i}")),
+        "file order kept"
+    );
+    // Break rule 9,000 (last part) and rule 10 (first part).
+    let bad = good
+        .replace(
+            "effect = \"allow\"\npermissions = [\"env\"]\nnames = [\"V9000\"]",
+            "effect = \"allow\"\npermissions = [\"nev\"]\nnames = [\"V9000\"]",
+        )
+        .replace("id = \"r10\"\n", "id = \"r11\"\n");
+    let errors = errors_named("big.toml", &bad);
+    let line_of = |needle: &str| bad[..bad.find(needle).unwrap()].matches('\n').count() + 1;
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!(
+            "big.toml:{}:16: unknown permission `nev`",
+            line_of("[\"nev\"]")
+        ))),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("duplicate rule id `r11`")),
+        "{errors:?}"
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+fn errors_named(name: &str, text: &str) -> Vec<String> {
+    match Policy::compile(&[Source::new(name, text)], &NoDirectory) {
+        Ok(_) => panic!("expected errors"),
+        Err(d) => d.errors().map(|d| d.to_string()).collect(),
+    }
+}
