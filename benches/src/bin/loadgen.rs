@@ -158,9 +158,10 @@ fn daemon(dir: &Path, socket: &Path) -> Child {
     let set = permission_broker_bench::realistic(1000);
     // A fleet-like policy of about 1,000 rules that also allows what the captured frames ask.
     let policy = format!(
-        "{}[[rule]]\nid = \"frames\"\neffect = \"allow\"\npermissions = [\"read\", \"write\"]\npaths = [\"/srv/app\", \"{}\"]\n",
+        "{}[[rule]]\nid = \"frames\"\neffect = \"allow\"\npermissions = [\"read\", \"write\"]\npaths = [\"/srv/app\", \"{}\", \"{}\"]\n",
         set.toml,
-        std::env::current_dir().unwrap().display()
+        std::env::current_dir().unwrap().display(),
+        dir.display()
     );
     let path = dir.join("policy.toml");
     std::fs::write(&path, policy).unwrap();
@@ -212,6 +213,34 @@ fn floor_process(socket: &Path) -> Child {
     child
 }
 
+/// 20,000 `Deno.statSync` calls timed inside the script: µs per call.
+fn deno_stat(deno: &Path, dir: &Path, broker: Option<&Path>) -> f64 {
+    let script = dir.join("stat.ts");
+    std::fs::write(dir.join("x.txt"), "x").unwrap();
+    std::fs::write(
+        &script,
+        "const n = 20000;\nDeno.statSync('./x.txt');\nconst t0 = performance.now();\nfor (let i = 0; i < n; i++) Deno.statSync('./x.txt');\nconsole.log(((performance.now() - t0) * 1000 / n).toFixed(3));\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(deno);
+    cmd.arg("run")
+        .arg("--no-config")
+        .arg("--allow-read")
+        .arg(&script)
+        .current_dir(dir);
+    cmd.env("DENO_DIR", dir.join("deno-dir"))
+        .env("NO_COLOR", "1")
+        .env_remove("DENO_PERMISSION_BROKER_PATH");
+    if let Some(socket) = broker {
+        cmd.env("DENO_PERMISSION_BROKER_PATH", socket);
+    }
+    let output = cmd.stderr(Stdio::null()).output().unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--floor") {
@@ -253,8 +282,30 @@ fn main() {
     let floor_socket = dir.join("floor.sock");
     let daemon_socket = dir.join("daemon.sock");
     let stop = Arc::new(AtomicBool::new(false));
-    let mut daemon = daemon(&dir, &daemon_socket);
-    let mut floor = floor_process(&floor_socket);
+    // Killed on drop, panic included: no orphaned daemon or floor after a failed run.
+    let _daemon = KillOnDrop(daemon(&dir, &daemon_socket));
+    let _floor = KillOnDrop(floor_process(&floor_socket));
+    if let Some(i) = args.iter().position(|a| a == "--deno") {
+        // Real Deno end to end, best of three runs each, in alternation.
+        let deno = PathBuf::from(&args[i + 1])
+            .canonicalize()
+            .expect("the Deno binary");
+        let (mut none, mut floor_us, mut daemon_us) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..3 {
+            none = none.min(deno_stat(&deno, &dir, None));
+            floor_us = floor_us.min(deno_stat(&deno, &dir, Some(&floor_socket)));
+            daemon_us = daemon_us.min(deno_stat(&deno, &dir, Some(&daemon_socket)));
+        }
+        println!("| Deno.statSync, µs per call (best of 3 x 20,000) | value |");
+        println!("| --- | ---: |");
+        println!("| no broker, --allow-read | {none:.2} |");
+        println!("| floor responder | {floor_us:.2} |");
+        println!("| daemon (about 1,000 rules) | {daemon_us:.2} |");
+        println!(
+            "| daemon's extra cost over the floor | {:.2} |",
+            daemon_us - floor_us
+        );
+    }
     runtime.block_on(async {
         println!("| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs |");
         println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
@@ -284,11 +335,16 @@ fn main() {
         }
     });
     stop.store(true, Ordering::Relaxed);
-    let _ = floor.kill();
-    let _ = floor.wait();
-    let _ = daemon.kill();
-    let _ = daemon.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn tempfile_dir() -> PathBuf {
