@@ -116,7 +116,9 @@ impl DecisionLog {
         let sink = Sink::open(&target)?;
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(Stats::default());
-        let handle = tokio::spawn(write_loop(sink, target, rx, stats.clone()));
+        // Installed now, before the daemon is ready: an early SIGUSR1 must not kill it.
+        let reopen = reopen_signal();
+        let handle = tokio::spawn(write_loop(sink, target, rx, stats.clone(), reopen));
         Ok((
             DecisionLog {
                 tx,
@@ -181,8 +183,8 @@ async fn write_loop(
     target: Target,
     mut rx: mpsc::Receiver<Record>,
     stats: Arc<Stats>,
+    mut reopen: Reopen,
 ) {
-    let mut reopen = reopen_signal();
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         let first = tokio::select! {

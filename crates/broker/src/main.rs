@@ -487,20 +487,23 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// Records the decision log can queue before decisions wait for the writer.
 const DECISION_LOG_CAPACITY: usize = 65_536;
 
-/// SIGHUP reloads the policy (`systemctl reload`, `kill -HUP`).
+/// SIGHUP reloads the policy (`systemctl reload`, `kill -HUP`). The handler is installed before
+/// this returns -- before the daemon says it is ready -- or an early SIGHUP would kill it.
 fn spawn_hangup_handler(reload: tokio::sync::mpsc::Sender<&'static str>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::error!("cannot install the SIGHUP handler; reload by editing the policy");
             return;
         };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading the policy");
-            let _ = reload.try_send("SIGHUP");
-        }
-    });
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the policy");
+                let _ = reload.try_send("SIGHUP");
+            }
+        });
+    }
     #[cfg(not(unix))]
     drop(reload);
 }
@@ -528,9 +531,10 @@ async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &str)
                 }
             };
             tracing::info!(socket = %shown.display(), "using the socket passed by the service manager");
+            let stop = stop_signal();
             announce_ready(&shown);
             notify::ready_with_status(status);
-            server::run(listener, shared, stop_signal()).await;
+            server::run(listener, shared, stop).await;
             notify::stopping();
             tracing::info!("stopped");
             return ExitCode::SUCCESS;
@@ -567,9 +571,10 @@ async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &str)
             return ExitCode::FAILURE;
         }
     };
+    let stop = stop_signal();
     announce_ready(bound.path());
     notify::ready_with_status(status);
-    server::run(listener, shared, stop_signal()).await;
+    server::run(listener, shared, stop).await;
     notify::stopping();
     bound.remove();
     tracing::info!("stopped");
@@ -587,9 +592,10 @@ async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &str)
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    let stop = stop_signal();
     announce_ready(path);
     notify::ready_with_status(status);
-    server::run(listener, shared, stop_signal()).await;
+    server::run(listener, shared, stop).await;
     ExitCode::SUCCESS
 }
 
@@ -605,15 +611,17 @@ fn announce_ready(path: &std::path::Path) {
     let _ = std::io::stdout().flush();
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C on Windows).
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled: the daemon calls it before announcing ready.
+#[cfg(unix)]
+fn stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        match handlers {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -626,8 +634,12 @@ async fn stop_signal() {
             }
         }
     }
-    #[cfg(windows)]
-    {
+}
+
+/// Resolves on Ctrl-C (Windows; untested here).
+#[cfg(windows)]
+fn stop_signal() -> impl Future<Output = ()> {
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }

@@ -283,3 +283,32 @@ fn peers_outside_allowed_uids_are_disconnected() {
     );
     refused.wait_for_log(&[&format!("peer uid Some({me}) is not in allowed_uids")]);
 }
+
+#[test]
+fn signals_right_after_ready_are_handled_not_fatal() {
+    // Handlers exist before the ready line: an early SIGHUP, SIGUSR1 or SIGTERM must not hit the
+    // default action (which would kill the daemon).
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("d.jsonl");
+        let log = log.to_str().unwrap().to_owned();
+        let mut daemon = Daemon::start(GOOD, &["--decision-log", &log]);
+        common::signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+        common::signal(&daemon, nix::sys::signal::Signal::SIGUSR1);
+        assert!(
+            common::Asker::open(&daemon).allowed("/tmp/x"),
+            "still serving"
+        );
+        let status = common::sigterm_and_wait(&mut daemon);
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+    for _ in 0..5 {
+        let mut daemon = Daemon::start(GOOD, &[]);
+        let status = common::sigterm_and_wait(&mut daemon);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIGTERM at once: graceful exit, {status:?}"
+        );
+    }
+}
