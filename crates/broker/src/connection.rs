@@ -4,7 +4,7 @@
 use crate::decision_log::{self, DecisionRecord, FaultRecord, Record};
 use crate::peer::{Facts, Peer};
 use crate::server::Shared;
-use permission_broker_policy::{DecidedBy, Effect, Mode, Permission, Subject, needs_cwd};
+use permission_broker_policy::{DecidedBy, Effect, Subject, needs_cwd};
 use permission_broker_protocol::{FrameError, IdSequence, OutOfOrder, Response, parse_request};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -187,15 +187,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let peer = self.peer;
         let mut resolve = |path: &str| peer.resolve_symlinks(path);
         let decision = policy.decide(request.permission, value, &subject, &mut resolve);
-        // Audit mode: the verdict is recorded, and the answer is allow -- except `run` with null.
-        // Deno asks "may this process run anything?" first and names the command only when told
-        // no; answering allow there would keep every command out of the record. Denied, Deno asks
-        // again with the command, which audit then allows: the script runs, the log says what.
-        let answered = match policy.mode() {
-            Mode::Audit if request.permission == Permission::Run && value.is_none() => Effect::Deny,
-            Mode::Audit => Effect::Allow,
-            Mode::Enforce => decision.effect,
-        };
+        // Audit mode records the verdict and (mostly) answers allow: `Policy::answer`.
+        let answered = policy.answer(request.permission, value, &decision);
         let rule = match decision.decided_by {
             DecidedBy::Rule(i) => policy.rule(i).id.as_str(),
             DecidedBy::Default => "default",

@@ -63,11 +63,15 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
         &mut on_disk
     };
     let e = policy.explain(args.permission, args.value.as_deref(), &subject, resolve);
-    let answered = match (policy.mode(), e.decision.effect) {
-        (Mode::Audit, Effect::Deny) => {
+    let answer = policy.answer(args.permission, args.value.as_deref(), &e.decision);
+    let answered = match (policy.mode(), e.decision.effect, answer) {
+        (Mode::Audit, Effect::Deny, Effect::Allow) => {
             "deny (audit mode: answered allow, recorded as would-deny)".to_owned()
         }
-        (_, effect) => effect.to_string(),
+        (Mode::Audit, verdict, Effect::Deny) => {
+            format!("{verdict} (audit mode: answered deny, so that Deno names the command it runs)")
+        }
+        (_, effect, _) => effect.to_string(),
     };
     println!("decision:   {answered}");
     println!("decided by: {}", rule_label(policy, e.decision.decided_by));

@@ -1,6 +1,6 @@
 //! The decision: which rules apply to a request, deny-overrides, and symlinks.
 
-use crate::compile::{FLAG_DENY, FLAG_WHEN, MatcherKind, Policy, RuleIndex, Symlinks};
+use crate::compile::{FLAG_DENY, FLAG_WHEN, MatcherKind, Mode, Policy, RuleIndex, Symlinks};
 use crate::host::{NetTarget, parse_net_value};
 use crate::path::{components, join};
 use crate::subject::{Subject, Tri};
@@ -109,6 +109,23 @@ impl Firsts {
 }
 
 impl Policy {
+    /// What Deno is told for `decision` under `defaults.mode`. Enforce: the verdict. Audit: allow —
+    /// except `run` with null. Deno asks "may this process run anything?" first and names the
+    /// command only when told no; answering allow there would keep every command out of the
+    /// record. Denied, Deno asks again with the command, which audit then allows.
+    pub fn answer(
+        &self,
+        permission: Permission,
+        value: Option<&str>,
+        decision: &Decision<'_>,
+    ) -> Effect {
+        match self.mode {
+            Mode::Enforce => decision.effect,
+            Mode::Audit if permission == Permission::Run && value.is_none() => Effect::Deny,
+            Mode::Audit => Effect::Allow,
+        }
+    }
+
     /// Normalises a request's value: relative paths are joined to the subject's working
     /// directory, then paths are normalised lexically; hosts are put in canonical form.
     pub fn normalize<'v>(

@@ -433,6 +433,41 @@ fn audit_mode_is_a_verdict_plus_a_mode() {
         (D, Some("would be denied")),
         "the verdict is kept for the record"
     );
+    assert_eq!(
+        policy.answer(Permission::Read, Some("/etc/shadow"), &d),
+        A,
+        "audit answers allow"
+    );
+    let run_null = policy.decide(
+        Permission::Run,
+        None,
+        &Subject::default(),
+        &mut lexical_only,
+    );
+    assert_eq!(
+        policy.answer(Permission::Run, None, &run_null),
+        D,
+        "so that Deno names the command"
+    );
+    let run_ls = policy.decide(
+        Permission::Run,
+        Some("ls"),
+        &Subject::default(),
+        &mut lexical_only,
+    );
+    assert_eq!(policy.answer(Permission::Run, Some("ls"), &run_ls), A);
+    let enforcing = compile("version = 1\n");
+    let verdict = enforcing.decide(
+        Permission::Run,
+        None,
+        &Subject::default(),
+        &mut lexical_only,
+    );
+    assert_eq!(
+        enforcing.answer(Permission::Run, None, &verdict),
+        verdict.effect,
+        "enforce answers the verdict"
+    );
 }
 
 #[test]
