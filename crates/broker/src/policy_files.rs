@@ -35,14 +35,7 @@ impl std::error::Error for LoadError {}
 
 /// Reads and compiles the policy at `path` (a file, or a directory of `*.toml` files).
 pub fn load(path: &Path) -> Result<LoadedPolicy, LoadError> {
-    let files = policy_files(path).map_err(LoadError::Read)?;
-    let mut sources = Vec::with_capacity(files.len());
-    for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            LoadError::Read(format!("{}: cannot read policy file: {e}", file.display()))
-        })?;
-        sources.push(Source::new(file.display().to_string(), text));
-    }
+    let (files, sources) = read_sources(path).map_err(LoadError::Read)?;
     let revision = revision(&sources);
     let (policy, warnings) =
         Policy::compile(&sources, &SystemDirectory).map_err(LoadError::Invalid)?;
@@ -56,6 +49,11 @@ pub fn load(path: &Path) -> Result<LoadedPolicy, LoadError> {
 
 /// The revision of the policy at `path` without compiling it, for the polling fallback.
 pub fn current_revision(path: &Path) -> Result<String, String> {
+    read_sources(path).map(|(_, sources)| revision(&sources))
+}
+
+/// The policy's files and their texts, in the order they form the policy.
+fn read_sources(path: &Path) -> Result<(Vec<PathBuf>, Vec<Source>), String> {
     let files = policy_files(path)?;
     let mut sources = Vec::with_capacity(files.len());
     for file in &files {
@@ -63,7 +61,7 @@ pub fn current_revision(path: &Path) -> Result<String, String> {
             .map_err(|e| format!("{}: cannot read policy file: {e}", file.display()))?;
         sources.push(Source::new(file.display().to_string(), text));
     }
-    Ok(revision(&sources))
+    Ok((files, sources))
 }
 
 /// The first 16 hex digits of SHA-256 over each file's name and text.
