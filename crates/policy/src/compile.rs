@@ -37,23 +37,6 @@ pub struct Rule {
 pub(crate) const FLAG_DENY: u8 = 1;
 pub(crate) const FLAG_WHEN: u8 = 2;
 
-impl Rule {
-    /// An empty rule, left behind where a rule was moved into the policy.
-    fn placeholder() -> Rule {
-        Rule {
-            id: String::new(),
-            effect: Effect::Deny,
-            permissions: Vec::new(),
-            reason: None,
-            scoped: false,
-            when: None,
-            file: String::new(),
-            line: 0,
-            column: 0,
-        }
-    }
-}
-
 /// `defaults.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -172,6 +155,7 @@ impl Policy {
             defaults: None,
             ids: HashMap::new(),
             rules: Vec::new(),
+            sites: Vec::new(),
         };
         for (index, source) in sources.iter().enumerate() {
             compiler.file(index, source);
@@ -232,10 +216,10 @@ impl Entry {
     }
 }
 
-/// A rule that passed validation, with what the lints need to point at it.
+/// Where a validated rule was written and its parsed entries: what the indexes and the lints
+/// need beyond the [`Rule`] itself.
 #[derive(Debug)]
-pub(crate) struct PendingRule {
-    pub rule: Rule,
+pub(crate) struct RuleSite {
     pub source: usize,
     pub span: Range<usize>,
     pub entries: Vec<(Range<usize>, Entry)>,
@@ -257,7 +241,9 @@ struct Compiler<'d> {
     defaults: Option<(String, Effect, Option<String>, Mode, Symlinks)>,
     /// Each rule id with where it was first defined: (source index, byte offset).
     ids: HashMap<String, (usize, usize)>,
-    rules: Vec<PendingRule>,
+    rules: Vec<Rule>,
+    /// Parallel to `rules`.
+    sites: Vec<RuleSite>,
 }
 
 impl Compiler<'_> {
@@ -439,18 +425,18 @@ impl Compiler<'_> {
             return;
         }
         let scoped = spec.paths.is_some() || spec.hosts.is_some() || spec.names.is_some();
-        self.rules.push(PendingRule {
-            rule: Rule {
-                id: id.clone(),
-                effect,
-                permissions,
-                reason,
-                scoped,
-                when,
-                file: source.name.clone(),
-                line,
-                column,
-            },
+        self.rules.push(Rule {
+            id: id.clone(),
+            effect,
+            permissions,
+            reason,
+            scoped,
+            when,
+            file: source.name.clone(),
+            line,
+            column,
+        });
+        self.sites.push(RuleSite {
             source: index,
             span: spanned.span(),
             entries,
@@ -710,18 +696,18 @@ impl Compiler<'_> {
             None => (Effect::Deny, None, Mode::Enforce, Symlinks::Resolve),
         };
         let mut tables: [Table; 8] = Default::default();
-        for (i, pending) in self.rules.iter().enumerate() {
+        for (i, (rule, site)) in self.rules.iter().zip(&self.sites).enumerate() {
             let index = RuleIndex(u32::try_from(i).unwrap_or(u32::MAX));
-            for &p in &pending.rule.permissions {
+            for &p in &rule.permissions {
                 let table = &mut tables[p.index()];
-                if !pending.rule.scoped {
+                if !rule.scoped {
                     table.unscoped.push(index);
                     continue;
                 }
-                if pending.rule.effect == Effect::Deny {
+                if rule.effect == Effect::Deny {
                     table.scoped_deny.push(index);
                 }
-                for (_, entry) in &pending.entries {
+                for (_, entry) in &site.entries {
                     if entry.kind() != MatcherKind::of(p) {
                         continue;
                     }
@@ -753,19 +739,7 @@ impl Compiler<'_> {
                 return Err(diagnostics);
             }
         }
-        let (rules, pending): (Vec<Rule>, Vec<PendingRule>) = self
-            .rules
-            .into_iter()
-            .map(|p| {
-                (
-                    p.rule,
-                    PendingRule {
-                        rule: Rule::placeholder(),
-                        ..p
-                    },
-                )
-            })
-            .unzip();
+        let rules = self.rules;
         let flags = rules
             .iter()
             .map(|r| {
@@ -789,7 +763,7 @@ impl Compiler<'_> {
             flags,
             uses_subject,
         };
-        for (source, span, message) in lint::lint(&policy, &pending) {
+        for (source, span, message) in lint::lint(&policy, &self.sites) {
             diagnostics.push(Diagnostic::at(
                 &sources[source],
                 &span,

@@ -3,7 +3,7 @@
 //! Lints use the compiled indexes, so they cost about one decision per rule entry and stay fast on
 //! large policies. They are conservative: a warning is only given when it is certain.
 
-use crate::compile::{Entry, PendingRule, Policy, RuleIndex};
+use crate::compile::{Entry, Policy, RuleIndex, RuleSite};
 use crate::host::{HostPattern, HostPort, Ports};
 use crate::path::{components, is_glob};
 use permission_broker_protocol::{Effect, Permission};
@@ -34,7 +34,7 @@ pub(crate) const KNOWN_SYS_KINDS: &[&str] = &[
 const NEVER_GRANTED: &[&str] = &["/proc", "/sys"];
 
 /// (source index, span, message) for each warning.
-pub(crate) fn lint(policy: &Policy, rules: &[PendingRule]) -> Vec<(usize, Range<usize>, String)> {
+pub(crate) fn lint(policy: &Policy, rules: &[RuleSite]) -> Vec<(usize, Range<usize>, String)> {
     let mut out = Vec::new();
     for (i, pending) in rules.iter().enumerate() {
         let index = RuleIndex(u32::try_from(i).unwrap_or(u32::MAX));
@@ -97,7 +97,7 @@ pub(crate) fn lint(policy: &Policy, rules: &[PendingRule]) -> Vec<(usize, Range<
 }
 
 /// A deny rule that applies to everything `allow` grants, to every subject it grants it to.
-fn covering_deny(policy: &Policy, allow: &PendingRule, index: RuleIndex) -> Option<RuleIndex> {
+fn covering_deny(policy: &Policy, allow: &RuleSite, index: RuleIndex) -> Option<RuleIndex> {
     let mut witness = None;
     for &p in &policy.rule(index).permissions {
         let by = covered_for(policy, allow, index, p)?;
@@ -108,7 +108,7 @@ fn covering_deny(policy: &Policy, allow: &PendingRule, index: RuleIndex) -> Opti
 
 fn covered_for(
     policy: &Policy,
-    allow: &PendingRule,
+    allow: &RuleSite,
     index: RuleIndex,
     p: Permission,
 ) -> Option<RuleIndex> {
