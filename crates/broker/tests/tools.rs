@@ -163,3 +163,22 @@ fn explain_shows_the_decision_its_rule_and_the_resolved_path() {
         text(&output.stdout)
     );
 }
+
+#[test]
+fn the_readme_example_policy_serves_and_says_how_to_point_deno_at_it() {
+    // README, first command: `serve --policy config/laptop.toml` (here on a temporary socket).
+    let daemon =
+        common::Daemon::start_in(tempfile::tempdir().unwrap(), &config("laptop.toml"), &[]);
+    let ready = daemon.ready_line();
+    assert!(
+        ready.contains(&format!(
+            "DENO_PERMISSION_BROKER_PATH={} deno run app.ts",
+            daemon.socket.display()
+        )),
+        "{ready}"
+    );
+    let mut asker = common::Asker::open(&daemon);
+    assert!(asker.allowed("/tmp/project/x.txt"), "the laptop workspace");
+    assert!(!asker.allowed("/root/.ssh/id_ed25519"), "no-secrets");
+    assert!(!asker.allowed("/etc/shadow"), "default deny");
+}

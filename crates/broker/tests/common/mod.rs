@@ -15,6 +15,7 @@ pub const BROKER: &str = env!("CARGO_BIN_EXE_permission-broker");
 /// A daemon process with its socket, policy and captured log; killed on drop.
 pub struct Daemon {
     pub child: Child,
+    ready: String,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
@@ -64,10 +65,16 @@ impl Daemon {
         );
         Daemon {
             child,
+            ready,
             dir,
             socket,
             log,
         }
+    }
+
+    /// The line the daemon printed when it became ready.
+    pub fn ready_line(&self) -> &str {
+        &self.ready
     }
 
     pub fn log(&self) -> Vec<String> {
