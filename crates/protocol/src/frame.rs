@@ -2,6 +2,7 @@
 
 use crate::{FrameError, json, reason::sanitize_reason, schema};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -110,12 +111,63 @@ pub struct Request {
     pub value: Option<String>,
 }
 
-/// Parses and validates one request line (without its `\n`).
-///
-/// Validation is layered: UTF-8, then JSON without duplicate keys, then the strict v1 schema, then
-/// the typed conversion (which additionally refuses numbers that JSON Schema counts as integers but
-/// are written as floats, such as `1.0`).
+/// A request whose strings borrow from the line it was parsed from (they are owned only where
+/// the JSON escapes them). What the daemon's hot path uses: no allocation for a typical frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRef<'a> {
+    pub v: u32,
+    pub pid: Option<u32>,
+    pub id: u32,
+    pub datetime: Cow<'a, str>,
+    pub permission: Permission,
+    pub value: Option<Cow<'a, str>>,
+}
+
+impl RequestRef<'_> {
+    pub fn into_owned(self) -> Request {
+        Request {
+            v: self.v,
+            pid: self.pid,
+            id: self.id,
+            datetime: self.datetime.into_owned(),
+            permission: self.permission,
+            value: self.value.map(Cow::into_owned),
+        }
+    }
+}
+
+/// Parses and validates one request line (without its `\n`). See [`parse_request_ref`].
 pub fn parse_request(line: &[u8]) -> Result<Request, FrameError> {
+    parse_request_ref(line).map(RequestRef::into_owned)
+}
+
+/// Parses and validates one request line (without its `\n`) in one pass, borrowing its strings.
+///
+/// A line is accepted exactly when [`parse_request_by_schema`] accepts it (the differential tests
+/// and the `frame` fuzz target hold the two to that): UTF-8, JSON without duplicate keys, the
+/// strict v1 schema (its `date-time` format checked by the schema's own validator), and integers
+/// written as integers. A rejected line goes through [`parse_request_by_schema`] again, only to
+/// name the first violation the way the schema does.
+pub fn parse_request_ref(line: &[u8]) -> Result<RequestRef<'_>, FrameError> {
+    match wire::parse(line) {
+        Some(request) => Ok(request),
+        None => Err(match parse_request_by_schema(line) {
+            Err(error) => error,
+            // Unreachable while the two agree; if they ever disagree, the stricter one wins.
+            Ok(_) => FrameError::Schema {
+                kind: "request",
+                path: String::new(),
+                message: "frame refused by the typed parser".to_owned(),
+            },
+        }),
+    }
+}
+
+/// The reference validation, in layers: UTF-8, then JSON without duplicate keys (into a
+/// `serde_json::Value`), then the strict v1 schema with `jsonschema`, then the typed conversion
+/// (which additionally refuses numbers that JSON Schema counts as integers but are written as
+/// floats, such as `1.0`). Slower than [`parse_request_ref`], with the schema's error messages.
+pub fn parse_request_by_schema(line: &[u8]) -> Result<Request, FrameError> {
     let value = parse_json(line)?;
     schema::request_schema().validate(&value)?;
     Request::deserialize(&value).map_err(|e| FrameError::Schema {
@@ -123,6 +175,93 @@ pub fn parse_request(line: &[u8]) -> Result<Request, FrameError> {
         path: String::new(),
         message: e.to_string(),
     })
+}
+
+/// The one-pass request parser: serde's derived field matching refuses unknown and duplicate
+/// fields; the custom field readers refuse what serde would otherwise let through (`null` for
+/// `pid`, a missing `value`, `{"read":null}` for a permission).
+mod wire {
+    use super::{Permission, RequestRef};
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error, Visitor};
+    use std::borrow::Cow;
+    use std::fmt;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire<'a> {
+        v: u32,
+        #[serde(default, deserialize_with = "some_u32")]
+        pid: Option<u32>,
+        id: u32,
+        #[serde(borrow, deserialize_with = "string")]
+        datetime: Cow<'a, str>,
+        #[serde(deserialize_with = "permission")]
+        permission: Permission,
+        #[serde(borrow, deserialize_with = "string_or_null")]
+        value: Option<Cow<'a, str>>,
+    }
+
+    pub(super) fn parse(line: &[u8]) -> Option<RequestRef<'_>> {
+        let text = std::str::from_utf8(line).ok()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let wire = Wire::deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        let valid = wire.v == 1
+            && wire.pid != Some(0)
+            && crate::schema::request_datetime_is_valid(&wire.datetime);
+        valid.then_some(RequestRef {
+            v: wire.v,
+            pid: wire.pid,
+            id: wire.id,
+            datetime: wire.datetime,
+            permission: wire.permission,
+            value: wire.value,
+        })
+    }
+
+    fn some_u32<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
+        u32::deserialize(de).map(Some)
+    }
+
+    fn string<'de, D: Deserializer<'de>>(de: D) -> Result<Cow<'de, str>, D::Error> {
+        string_or_null(de)?.ok_or_else(|| D::Error::custom("expected a string"))
+    }
+
+    fn string_or_null<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+        de.deserialize_any(StringOrNull)
+    }
+
+    fn permission<'de, D: Deserializer<'de>>(de: D) -> Result<Permission, D::Error> {
+        let name = string(de)?;
+        name.parse().map_err(D::Error::custom)
+    }
+
+    struct StringOrNull;
+
+    impl<'de> Visitor<'de> for StringOrNull {
+        type Value = Option<Cow<'de, str>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
 }
 
 fn parse_json(line: &[u8]) -> Result<serde_json::Value, FrameError> {

@@ -4,9 +4,11 @@
 //! This crate owns the wire format and nothing else: it does no IO. The daemon and the client crate
 //! both build on it, so they cannot disagree about what a valid frame is.
 //!
-//! - [`parse_request`] turns one line into a typed [`Request`], rejecting anything that is not
-//!   valid UTF-8, not JSON, has duplicate keys, or does not match the strict v1 request schema
-//!   (`schemas/permission-broker-request.v1.json`, embedded at build time).
+//! - [`parse_request`] turns one line into a typed [`Request`] ([`parse_request_ref`]: borrowing
+//!   its strings, in one pass), rejecting anything that is not valid UTF-8, not JSON, has duplicate
+//!   keys, or does not match the strict v1 request schema
+//!   (`schemas/permission-broker-request.v1.json`, embedded at build time;
+//!   [`parse_request_by_schema`] is the reference that validates with it directly).
 //! - [`IdSequence`] enforces that ids strictly increase on a connection.
 //! - [`Response`] is what the broker answers; deny reasons are sanitised when it is built, so a
 //!   reason that reaches Deno's terminal is always one printable line.
@@ -17,7 +19,10 @@ mod reason;
 mod schema;
 mod sequence;
 
-pub use frame::{Effect, Permission, Request, Response, parse_request, parse_response};
+pub use frame::{
+    Effect, Permission, Request, RequestRef, Response, parse_request, parse_request_by_schema,
+    parse_request_ref, parse_response,
+};
 pub use reason::sanitize_reason;
 pub use schema::{REQUEST_SCHEMA, RESPONSE_SCHEMA, Schema, request_schema, response_schema};
 pub use sequence::{IdSequence, OutOfOrder};

@@ -62,6 +62,20 @@ fn compiled(kind: &'static str, text: &str) -> Schema {
         .unwrap_or_else(|e| panic!("embedded {kind} schema does not compile: {e}"))
 }
 
+/// The request schema's `datetime` property alone (`/properties/datetime` of the shipped
+/// schema), so the one-pass parser checks the format with the schema's own rule.
+static REQUEST_DATETIME: LazyLock<Schema> = LazyLock::new(|| {
+    let datetime = serde_json::from_str::<Value>(REQUEST_SCHEMA)
+        .map(|schema| schema["properties"]["datetime"].to_string())
+        .unwrap_or_default();
+    compiled("request datetime", &datetime)
+});
+
+/// Whether `datetime` satisfies the request schema's `datetime` property (`format: date-time`).
+pub(crate) fn request_datetime_is_valid(datetime: &str) -> bool {
+    REQUEST_DATETIME.is_valid(&Value::String(datetime.to_owned()))
+}
+
 /// The strict v1 request schema.
 pub fn request_schema() -> &'static Schema {
     &REQUEST
@@ -80,5 +94,10 @@ mod tests {
     fn schemas_compile() {
         Schema::compile("request", REQUEST_SCHEMA).unwrap();
         Schema::compile("response", RESPONSE_SCHEMA).unwrap();
+        assert!(request_datetime_is_valid(
+            "2026-11-23T16:30:45.262660275+00:00"
+        ));
+        assert!(!request_datetime_is_valid("2026-11-23 16:30:45"));
+        assert!(!request_datetime_is_valid("yesterday"));
     }
 }
