@@ -2,14 +2,16 @@
 //! connection without an answer (Deno then exits 87: fail closed).
 
 use crate::decision_log::{self, DecisionRecord, FaultRecord, Record};
-use crate::peer::{Facts, Peer};
+use crate::peer::{Facts, Peer, ProcDir};
 use crate::server::Shared;
-use permission_broker_policy::{DecidedBy, Effect, Subject, needs_cwd};
-use permission_broker_protocol::{FrameError, IdSequence, OutOfOrder, Response, parse_request};
+use permission_broker_policy::{DecidedBy, Subject, needs_cwd};
+use permission_broker_protocol::{
+    FrameError, IdSequence, OutOfOrder, parse_request_ref, write_answer,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 /// Why a connection was closed without an answer.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,8 @@ pub enum Fault {
 pub struct Connection<R, W> {
     id: u64,
     peer: Peer,
+    /// The peer's `/proc/<pid>`, held from accept on.
+    proc: ProcDir,
     reader: BufReader<R>,
     writer: W,
     ids: IdSequence,
@@ -52,6 +56,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     pub fn new(id: u64, peer: Peer, reader: R, writer: W, shared: Arc<Shared>) -> Self {
         Connection {
             id,
+            proc: ProcDir::open(&peer),
             peer,
             reader: BufReader::with_capacity(8 * 1024, reader),
             writer,
@@ -63,9 +68,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
-    /// Serves requests until the peer hangs up, a fault occurs, or shutdown is signalled while
-    /// the connection is idle. A request already read is always answered.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Serves requests until the peer hangs up, a fault occurs, or `shutdown` fires (or its
+    /// sender is dropped) while the connection is idle. A request already read is always
+    /// answered. The signal is this connection's own, so waiting for a frame touches no state
+    /// shared with other connections.
+    pub async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
         tracing::debug!(conn = self.id, peer = %self.peer, "connection opened");
         if let Some(allowed) = &self.shared.allowed_uids
             && !self.peer.uid.is_some_and(|uid| allowed.contains(&uid))
@@ -78,7 +85,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         loop {
             let read = tokio::select! {
                 read = self.read_frame() => read,
-                _ = shutdown.wait_for(|stop| *stop) => {
+                _ = &mut shutdown => {
                     tracing::debug!(conn = self.id, "closing idle connection for shutdown");
                     return;
                 }
@@ -155,14 +162,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     async fn answer(&mut self) -> Result<(), Fault> {
         let started = Instant::now();
-        let request = parse_request(&self.line)?;
+        let request = parse_request_ref(&self.line)?;
         self.ids.advance(request.id)?;
         if let Some(claimed) = request.pid {
             self.peer.check_claimed_pid(claimed).map_err(Fault::Pid)?;
         }
         let value = request.value.as_deref();
         let cwd = if needs_cwd(request.permission, value) {
-            self.peer
+            self.proc
                 .cwd()
                 .inspect_err(|e| tracing::warn!(conn = self.id, peer = %self.peer, "{e}"))
                 .ok()
@@ -172,7 +179,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let snapshot = self.shared.store.current();
         let policy = &snapshot.policy;
         if policy.uses_subject() && self.facts.is_none() {
-            self.facts = Some(self.peer.facts());
+            self.facts = Some(self.proc.facts());
         }
         let facts = self.facts.as_ref();
         let subject = Subject {
@@ -184,8 +191,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             unit: facts.and_then(|f| f.unit.as_deref()),
             cwd: cwd.as_deref(),
         };
-        let peer = self.peer;
-        let mut resolve = |path: &str| peer.resolve_symlinks(path);
+        let proc = &self.proc;
+        let mut resolve = |path: &str| proc.resolve_symlinks(path);
         let decision = policy.decide(request.permission, value, &subject, &mut resolve);
         // Audit mode records the verdict and (mostly) answers allow: `Policy::answer`.
         let answered = policy.answer(request.permission, value, &decision);
@@ -212,7 +219,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 unit: subject.unit.map(str::to_owned),
                 id: request.id,
                 permission: request.permission.as_str(),
-                value: request.value.clone(),
+                value: value.map(str::to_owned),
                 resolved,
                 decision: decision.effect.as_str(),
                 answered: answered.as_str(),
@@ -224,12 +231,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             })))
             .await?;
         }
-        let response = match answered {
-            Effect::Allow => Response::allow(request.id),
-            Effect::Deny => Response::deny(request.id, decision.reason.as_deref().unwrap_or("")),
-        };
         self.out.clear();
-        response.write_line(&mut self.out);
+        write_answer(
+            &mut self.out,
+            request.id,
+            answered,
+            decision.reason.as_deref().unwrap_or(""),
+        );
         self.writer.write_all(&self.out).await?;
         self.writer.flush().await?;
         tracing::debug!(

@@ -44,6 +44,30 @@ impl Peer {
             "frame claims pid {claimed}, but the kernel reports pid {actual} (namespace pids {namespaced:?})"
         ))
     }
+}
+
+/// The peer's `/proc/<pid>` directory, opened once when the connection is accepted, so each
+/// relative path costs one `readlinkat` instead of a lookup from `/` (and the facts are read
+/// through it too). The handle stays bound to the process that connected: once that process has
+/// exited, reads through it fail (and the request fails closed) even if the pid is reused.
+#[derive(Debug)]
+pub struct ProcDir {
+    pid: Option<u32>,
+    #[cfg(target_os = "linux")]
+    dir: Result<std::os::fd::OwnedFd, String>,
+}
+
+impl ProcDir {
+    pub fn open(peer: &Peer) -> ProcDir {
+        ProcDir {
+            pid: peer.pid,
+            #[cfg(target_os = "linux")]
+            dir: match peer.pid {
+                Some(pid) => open_proc_dir(pid),
+                None => Err("the kernel did not report the peer's pid".to_owned()),
+            },
+        }
+    }
 
     /// The peer's current working directory, for resolving relative paths. Read on each use:
     /// a script can change it with `Deno.chdir`.
@@ -51,8 +75,64 @@ impl Peer {
         let pid = self
             .pid
             .ok_or_else(|| "the kernel did not report the peer's pid".to_owned())?;
-        process_cwd(pid)
+        #[cfg(target_os = "linux")]
+        {
+            let dir = self.dir.as_ref().map_err(Clone::clone)?;
+            process_cwd(pid, dir)
+        }
+        #[cfg(not(target_os = "linux"))]
+        Err(format!(
+            "the working directory of process {pid} cannot be read on this platform"
+        ))
     }
+
+    /// Facts about the peer beyond its credentials, for `when` conditions; `None` where they
+    /// cannot be read (rules fail closed on it).
+    pub fn facts(&self) -> Facts {
+        #[cfg(target_os = "linux")]
+        if let Ok(dir) = &self.dir {
+            return read_facts(dir);
+        }
+        Facts::default()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_proc_dir(pid: u32) -> Result<std::os::fd::OwnedFd, String> {
+    use nix::fcntl::OFlag;
+    let path = format!("/proc/{pid}");
+    nix::fcntl::open(
+        path.as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open {path}: {e}"))
+}
+
+/// Reads the link `name` in a `/proc/<pid>` directory.
+#[cfg(target_os = "linux")]
+fn read_link_at(dir: &std::os::fd::OwnedFd, name: &str) -> Result<String, String> {
+    nix::fcntl::readlinkat(dir, name)
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|_| "not valid UTF-8".to_owned())
+}
+
+/// Reads the file `name` in a `/proc/<pid>` directory.
+#[cfg(target_os = "linux")]
+fn read_at(dir: &std::os::fd::OwnedFd, name: &str) -> Option<String> {
+    use nix::fcntl::OFlag;
+    use std::io::Read as _;
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut text = String::new();
+    std::fs::File::from(fd).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Facts about a peer beyond its credentials, for `when` conditions. Read once per connection,
@@ -64,51 +144,42 @@ pub struct Facts {
     pub groups: Option<Vec<u32>>,
 }
 
-impl Peer {
-    pub fn facts(&self) -> Facts {
-        match self.pid {
-            Some(pid) => read_facts(pid),
-            None => Facts::default(),
-        }
-    }
-
+impl ProcDir {
     /// Resolves the symlinks of `path` as the peer sees it: inside its root directory
-    /// (`/proc/<pid>/root`, which differs for a peer in a container or chroot).
+    /// (`/proc/<pid>/root`, which differs for a peer in a container or chroot), reached through
+    /// this handle (`/proc/self/fd/<fd>/root`) so it is the root of the process that connected.
     pub fn resolve_symlinks(&self, path: &str) -> Result<String, String> {
-        let pid = self
-            .pid
-            .ok_or_else(|| "the kernel did not report the peer's pid".to_owned())?;
-        crate::symlinks::resolve_in_root(std::path::Path::new(&format!("/proc/{pid}/root")), path)
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd as _;
+            let dir = self.dir.as_ref().map_err(Clone::clone)?;
+            let root = format!("/proc/self/fd/{}/root", dir.as_raw_fd());
+            crate::symlinks::resolve_in_root(std::path::Path::new(&root), path)
+        }
+        #[cfg(not(target_os = "linux"))]
+        Err(format!(
+            "symlinks of `{path}` cannot be resolved on this platform"
+        ))
     }
 }
 
 #[cfg(target_os = "linux")]
-fn read_facts(pid: u32) -> Facts {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+fn read_facts(dir: &std::os::fd::OwnedFd) -> Facts {
+    let exe = read_link_at(dir, "exe")
         .ok()
-        .and_then(|p| p.into_os_string().into_string().ok())
         .filter(|p| !p.ends_with(" (deleted)"));
-    let groups = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("Groups:"))
-                .map(|list| {
-                    list.split_whitespace()
-                        .filter_map(|g| g.parse().ok())
-                        .collect()
-                })
-        });
-    let unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .map(|cgroup| systemd_unit(&cgroup));
+    let groups = read_at(dir, "status").and_then(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Groups:"))
+            .map(|list| {
+                list.split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect()
+            })
+    });
+    let unit = read_at(dir, "cgroup").map(|cgroup| systemd_unit(&cgroup));
     Facts { exe, unit, groups }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn read_facts(_pid: u32) -> Facts {
-    Facts::default()
 }
 
 /// The systemd unit of a process from its `/proc/<pid>/cgroup`: the innermost `.service` or
@@ -151,13 +222,8 @@ fn namespace_pids(_pid: u32) -> Vec<u32> {
 }
 
 #[cfg(target_os = "linux")]
-fn process_cwd(pid: u32) -> Result<String, String> {
-    let link = format!("/proc/{pid}/cwd");
-    let cwd = std::fs::read_link(&link).map_err(|e| format!("cannot read {link}: {e}"))?;
-    let cwd = cwd
-        .into_os_string()
-        .into_string()
-        .map_err(|_| format!("{link} is not valid UTF-8"))?;
+fn process_cwd(pid: u32, dir: &std::os::fd::OwnedFd) -> Result<String, String> {
+    let cwd = read_link_at(dir, "cwd").map_err(|e| format!("cannot read /proc/{pid}/cwd: {e}"))?;
     // The kernel appends " (deleted)" to a removed directory; such a base cannot be trusted.
     if cwd.ends_with(" (deleted)") && !std::path::Path::new(&cwd).exists() {
         return Err(format!(
@@ -165,13 +231,6 @@ fn process_cwd(pid: u32) -> Result<String, String> {
         ));
     }
     Ok(cwd)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn process_cwd(pid: u32) -> Result<String, String> {
-    Err(format!(
-        "the working directory of process {pid} cannot be read on this platform"
-    ))
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -200,7 +259,7 @@ mod tests {
 
     #[test]
     fn own_facts() {
-        let facts = me().facts();
+        let facts = ProcDir::open(&me()).facts();
         assert_eq!(
             facts.exe.as_deref(),
             std::env::current_exe().unwrap().to_str()
@@ -224,9 +283,34 @@ mod tests {
         let err = peer.check_claimed_pid(std::process::id() + 1).unwrap_err();
         assert!(err.contains("kernel reports pid"), "{err}");
         assert_eq!(
-            peer.cwd().unwrap(),
+            ProcDir::open(&peer).cwd().unwrap(),
             std::env::current_dir().unwrap().to_str().unwrap()
         );
+        let link = ProcDir::open(&peer).resolve_symlinks("/proc/self").unwrap();
+        assert_eq!(link, format!("/proc/{}", std::process::id()));
+    }
+
+    #[test]
+    fn a_handle_stays_with_the_process_that_connected() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir("/tmp")
+            .spawn()
+            .unwrap();
+        let dir = ProcDir::open(&Peer {
+            pid: Some(child.id()),
+            uid: None,
+            gid: None,
+        });
+        assert_eq!(dir.cwd().unwrap(), "/tmp");
+        assert!(dir.facts().exe.is_some_and(|exe| exe.ends_with("sleep")));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Gone: whatever process gets this pid next, the handle no longer answers for it.
+        let err = dir.cwd().unwrap_err();
+        assert!(err.contains(&format!("/proc/{}/cwd", child.id())), "{err}");
+        assert!(dir.resolve_symlinks("/etc").is_err());
+        assert_eq!(dir.facts().exe, None);
     }
 
     #[test]
@@ -237,6 +321,8 @@ mod tests {
             gid: None,
         };
         assert!(peer.check_claimed_pid(1).is_err());
-        assert!(peer.cwd().is_err());
+        assert!(ProcDir::open(&peer).cwd().is_err());
+        assert!(ProcDir::open(&peer).resolve_symlinks("/etc").is_err());
+        assert_eq!(ProcDir::open(&peer).facts().exe, None);
     }
 }

@@ -4,10 +4,11 @@
 use crate::connection::Connection;
 use crate::peer::Peer;
 use crate::reload::PolicyStore;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -39,12 +40,44 @@ pub trait Accept {
     ) -> impl Future<Output = std::io::Result<(Peer, Self::Read, Self::Write)>> + Send;
 }
 
+/// One stop signal per open connection. A connection waits on its own receiver, so the frame
+/// loop shares no lock with other connections; this map is locked only when a connection opens
+/// or closes, and once at shutdown.
+#[derive(Debug, Default)]
+struct Closers(Mutex<HashMap<u64, oneshot::Sender<()>>>);
+
+impl Closers {
+    fn register(&self, id: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        rx
+    }
+
+    fn remove(&self, id: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Tells every open connection to close once idle.
+    fn close_all(&self) {
+        let all = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        for tx in all.into_values() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// Serves connections from `listener` until `stop` resolves, then stops accepting, closes idle
 /// connections, and waits (bounded) for the others to answer what they have read.
 pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Future<Output = ()>) {
     let max = shared.limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let closers = Arc::new(Closers::default());
     let next_id = AtomicU64::new(1);
     tokio::pin!(stop);
     loop {
@@ -63,9 +96,11 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
             Ok((peer, reader, writer)) => {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let connection = Connection::new(id, peer, reader, writer, shared.clone());
-                let shutdown = shutdown_rx.clone();
+                let shutdown = closers.register(id);
+                let closers = closers.clone();
                 tokio::spawn(async move {
                     connection.run(shutdown).await;
+                    closers.remove(id);
                     drop(permit);
                 });
             }
@@ -78,7 +113,7 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
         }
     }
     tracing::info!("stopping: no new connections; answering requests in hand");
-    let _ = shutdown_tx.send(true);
+    closers.close_all();
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
         .await

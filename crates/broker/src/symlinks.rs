@@ -14,6 +14,9 @@ const MAX_LINKS: usize = 40;
 
 /// The real path of `path` (absolute, normalised) inside `root`.
 pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
+    // A root that cannot be read (the process is gone) would make every path look new and so
+    // "resolve" to itself: refuse instead.
+    std::fs::metadata(root).map_err(|e| format!("cannot read the peer's root: {e}"))?;
     let mut pending: Vec<String> = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -112,5 +115,7 @@ mod tests {
                 .unwrap_err()
                 .contains("more than 40 symlinks")
         );
+        let gone = resolve_in_root(&root.join("no-such-root"), "/etc").unwrap_err();
+        assert!(gone.contains("cannot read the peer's root"), "{gone}");
     }
 }

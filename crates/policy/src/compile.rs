@@ -132,7 +132,7 @@ impl Policy {
         Policy {
             rules: Vec::new(),
             default_effect: Effect::Deny,
-            default_reason: sanitize_reason(reason),
+            default_reason: sanitize_reason(reason).into_owned(),
             mode: Mode::Enforce,
             symlinks: Symlinks::Lexical,
             tables: Default::default(),
@@ -356,7 +356,7 @@ impl Compiler<'_> {
     }
 
     fn reason(&mut self, source: &Source, text: &Text) -> String {
-        let clean = sanitize_reason(text.get_ref());
+        let clean = sanitize_reason(text.get_ref()).into_owned();
         if clean != *text.get_ref() {
             self.warning(
                 source,

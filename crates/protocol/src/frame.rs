@@ -296,7 +296,7 @@ impl Response {
     /// A deny; the reason is reduced to one printable line (see [`sanitize_reason`]). An empty
     /// reason is omitted, so Deno prints its own message.
     pub fn deny(id: u32, reason: &str) -> Self {
-        let reason = sanitize_reason(reason);
+        let reason = sanitize_reason(reason).into_owned();
         Response {
             id,
             result: Effect::Deny,
@@ -318,12 +318,33 @@ impl Response {
 
     /// Appends the response as one `\n`-terminated line.
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        // Serialising a struct of integers, a fixed enum and a string into a Vec cannot fail.
-        if serde_json::to_writer(&mut *out, self).is_err() {
-            out.extend_from_slice(br#"{"id":0,"result":"deny"}"#);
-        }
-        out.push(b'\n');
+        write_answer(
+            out,
+            self.id,
+            self.result,
+            self.reason.as_deref().unwrap_or(""),
+        );
     }
+}
+
+/// Appends an answer as one `\n`-terminated line, exactly as [`Response::write_line`] would write
+/// `Response::allow(id)` or `Response::deny(id, reason)`, without building one: the reason is
+/// sanitised (borrowed when already clean) and `reason` is ignored for an allow.
+pub fn write_answer(out: &mut Vec<u8>, id: u32, result: Effect, reason: &str) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail; if serialising the reason somehow did, it is left out.
+    let _ = write!(out, "{{\"id\":{id},\"result\":\"{}\"", result.as_str());
+    if result == Effect::Deny {
+        let reason = sanitize_reason(reason);
+        if !reason.is_empty() {
+            let before = out.len();
+            out.extend_from_slice(b",\"reason\":");
+            if serde_json::to_writer(&mut *out, reason.as_ref()).is_err() {
+                out.truncate(before);
+            }
+        }
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// The fields of a response as a client reads them. Like Deno, unknown fields are ignored and a

@@ -21,7 +21,7 @@ mod sequence;
 
 pub use frame::{
     Effect, Permission, Request, RequestRef, Response, parse_request, parse_request_by_schema,
-    parse_request_ref, parse_response,
+    parse_request_ref, parse_response, write_answer,
 };
 pub use reason::sanitize_reason;
 pub use schema::{REQUEST_SCHEMA, RESPONSE_SCHEMA, Schema, request_schema, response_schema};

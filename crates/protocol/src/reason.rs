@@ -1,14 +1,32 @@
 //! Deny reasons reach the user's terminal raw: Deno prints `NotCapable: <reason>` without
 //! escaping. A reason must therefore be one line of printable text.
 
-/// Longest reason sent, in characters; longer ones are cut and end in `…`.
+use std::borrow::Cow;
+
+/// Longest reason sent, in characters (`…` included); longer ones are cut and end in `…`.
 pub const MAX_REASON_CHARS: usize = 512;
 
 /// Reduces `reason` to one printable line: ANSI escape sequences (CSI, OSC and two-byte escapes)
 /// are removed, line breaks and tabs become spaces, every other control character and the Unicode
 /// bidirectional overrides (which can reorder what a terminal shows) are dropped, and the result
-/// is trimmed and bounded to [`MAX_REASON_CHARS`].
-pub fn sanitize_reason(reason: &str) -> String {
+/// is trimmed and bounded to [`MAX_REASON_CHARS`]. A reason that is already clean (every rule's
+/// reason is, once the policy is compiled) is returned as it is, without copying.
+pub fn sanitize_reason(reason: &str) -> Cow<'_, str> {
+    if is_clean(reason) {
+        Cow::Borrowed(reason)
+    } else {
+        Cow::Owned(rewrite(reason))
+    }
+}
+
+/// Whether [`rewrite`] would return `reason` unchanged.
+fn is_clean(reason: &str) -> bool {
+    reason.len() == reason.trim().len()
+        && reason.chars().count() <= MAX_REASON_CHARS
+        && !reason.chars().any(|c| c.is_control() || is_bidi_control(c))
+}
+
+fn rewrite(reason: &str) -> String {
     let mut out = String::with_capacity(reason.len().min(MAX_REASON_CHARS));
     let mut chars = reason.chars().peekable();
     let mut count = 0;
@@ -28,15 +46,22 @@ pub fn sanitize_reason(reason: &str) -> String {
             c => Some(c),
         };
         if let Some(c) = kept {
-            if count == MAX_REASON_CHARS {
-                out.push('…');
-                break;
-            }
             out.push(c);
             count += 1;
+            // One past the bound is enough to know it must be cut.
+            if count > MAX_REASON_CHARS {
+                break;
+            }
         }
     }
-    out.trim().to_owned()
+    let trimmed = out.trim();
+    if trimmed.chars().count() <= MAX_REASON_CHARS {
+        return trimmed.to_owned();
+    }
+    // Cut so that the result, `…` included, is within the bound: sanitising it again changes
+    // nothing.
+    let cut: String = trimmed.chars().take(MAX_REASON_CHARS - 1).collect();
+    format!("{}…", cut.trim_end())
 }
 
 fn skip_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
@@ -96,10 +121,42 @@ mod tests {
     }
 
     #[test]
+    fn clean_reasons_are_borrowed_and_the_shortcut_changes_nothing() {
+        let long = "y".repeat(MAX_REASON_CHARS + 1);
+        let exact = "z".repeat(MAX_REASON_CHARS);
+        for input in [
+            "plain",
+            "two\nlines",
+            " padded",
+            "padded ",
+            "\u{a0}nbsp",
+            "\x1b[1m",
+            "a\u{202e}b",
+            "\u{9b}x",
+            "ünï ✓",
+            "",
+            long.as_str(),
+            exact.as_str(),
+            "tab\tin",
+            "del\x7f",
+        ] {
+            let out = sanitize_reason(input);
+            assert_eq!(out, rewrite(input), "input {input:?}");
+            assert_eq!(
+                matches!(out, Cow::Borrowed(_)),
+                out == input,
+                "input {input:?}"
+            );
+            // Sanitising is idempotent: what it returns is clean.
+            assert!(matches!(sanitize_reason(&out), Cow::Borrowed(_)), "{out:?}");
+        }
+    }
+
+    #[test]
     fn long_reasons_are_bounded() {
         let long = "x".repeat(10_000);
         let out = sanitize_reason(&long);
-        assert_eq!(out.chars().count(), MAX_REASON_CHARS + 1);
+        assert_eq!(out.chars().count(), MAX_REASON_CHARS);
         assert!(out.ends_with('…'));
     }
 }
