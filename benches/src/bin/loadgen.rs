@@ -79,7 +79,7 @@ async fn emulate(
     work: Arc<Vec<(String, serde_json::Value)>>,
     warmup: Instant,
     deadline: Instant,
-) -> Vec<u32> {
+) -> (Vec<u32>, u64) {
     let stream = UnixStream::connect(&socket).await.expect("connect");
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -111,20 +111,36 @@ async fn emulate(
             latencies.push(u32::try_from(took.as_nanos()).unwrap_or(u32::MAX));
         }
     }
-    latencies
+    (latencies, u64::from(id))
 }
 
 struct Result {
     requests: usize,
     seconds: f64,
+    /// CPU time (user + system) the responder process spent per answered request, in µs.
+    cpu_us: f64,
     p50: u32,
     p99: u32,
     p999: u32,
     max: u32,
 }
 
-async fn measure(socket: &Path, connections: usize, seconds: f64) -> Result {
+/// User + system CPU time of a process so far, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name (field 2) may contain spaces; the fields after it are fixed.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+async fn measure(socket: &Path, responder: u32, connections: usize, seconds: f64) -> Result {
     let work = Arc::new(workload());
+    let cpu_before = cpu_ticks(responder);
     let warmup = Instant::now() + Duration::from_millis(300);
     let deadline = warmup + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..connections)
@@ -139,12 +155,22 @@ async fn measure(socket: &Path, connections: usize, seconds: f64) -> Result {
         })
         .collect();
     let mut all = Vec::new();
+    let mut sent = 0;
     for t in tasks {
-        all.extend(t.await.unwrap());
+        let (latencies, count) = t.await.unwrap();
+        all.extend(latencies);
+        sent += count;
     }
+    // Every request sent, warm-up included, cost the responder CPU; count them all.
+    let cpu_ticks_used = cpu_ticks(responder) - cpu_before;
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     all.sort_unstable();
     let at = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize];
     Result {
+        cpu_us: cpu_ticks_used as f64 / ticks_per_second * 1e6 / sent as f64,
         requests: all.len(),
         seconds,
         p50: at(0.5),
@@ -285,6 +311,7 @@ fn main() {
     // Killed on drop, panic included: no orphaned daemon or floor after a failed run.
     let _daemon = KillOnDrop(daemon(&dir, &daemon_socket));
     let _floor = KillOnDrop(floor_process(&floor_socket));
+    let (daemon_pid, floor_pid) = (_daemon.0.id(), _floor.0.id());
     if let Some(i) = args.iter().position(|a| a == "--deno") {
         // Real Deno end to end, best of three runs each, in alternation.
         let deno = PathBuf::from(&args[i + 1])
@@ -307,30 +334,35 @@ fn main() {
         );
     }
     runtime.block_on(async {
-        println!("| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs |");
-        println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+        println!("| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request |");
+        println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for &n in &connections {
             let mut rows = Vec::new();
-            for (name, socket) in [("floor", &floor_socket), ("daemon", &daemon_socket)] {
-                let r = measure(socket, n, seconds).await;
+            for (name, socket, pid) in [
+                ("floor", &floor_socket, floor_pid),
+                ("daemon", &daemon_socket, daemon_pid),
+            ] {
+                let r = measure(socket, pid, n, seconds).await;
                 let us = |ns: u32| ns as f64 / 1000.0;
                 println!(
-                    "| {n} | {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    "| {n} | {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
                     r.requests as f64 / r.seconds,
                     us(r.p50),
                     us(r.p99),
                     us(r.p999),
-                    us(r.max)
+                    us(r.max),
+                    r.cpu_us
                 );
                 rows.push(r);
             }
             let (f, d) = (&rows[0], &rows[1]);
             println!(
-                "| {n} | daemon/floor | {:.2}x | {:.2}x | {:.2}x | {:.2}x | |",
+                "| {n} | daemon/floor | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x |",
                 d.requests as f64 / f.requests as f64,
                 d.p50 as f64 / f.p50 as f64,
                 d.p99 as f64 / f.p99 as f64,
-                d.p999 as f64 / f.p999 as f64
+                d.p999 as f64 / f.p999 as f64,
+                d.cpu_us / f.cpu_us
             );
         }
     });

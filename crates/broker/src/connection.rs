@@ -139,10 +139,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// connections are normal); once it has started it must end within `frame_timeout`.
     async fn read_frame(&mut self) -> Result<bool, Fault> {
         self.line.clear();
-        if self.reader.fill_buf().await?.is_empty() {
+        let max = self.shared.limits.max_frame_bytes;
+        let buffered = self.reader.fill_buf().await?;
+        if buffered.is_empty() {
             return Ok(false);
         }
-        let max = self.shared.limits.max_frame_bytes;
+        // The common case: the whole frame arrived in one read. Take it without arming a timer.
+        let window = &buffered[..buffered.len().min(max + 1)];
+        if let Some(end) = memchr::memchr(b'\n', window) {
+            self.line.extend_from_slice(&buffered[..end]);
+            self.reader.consume(end + 1);
+            return Ok(true);
+        }
         let timeout = self.shared.limits.frame_timeout;
         let mut bounded = (&mut self.reader).take(max as u64 + 1);
         let line = &mut self.line;

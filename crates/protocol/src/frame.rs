@@ -331,11 +331,25 @@ impl Response {
 /// `Response::allow(id)` or `Response::deny(id, reason)`, without building one: the reason is
 /// sanitised (borrowed when already clean) and `reason` is ignored for an allow.
 pub fn write_answer(out: &mut Vec<u8>, id: u32, result: Effect, reason: &str) {
-    use std::io::Write as _;
-    // Writing into a Vec cannot fail; if serialising the reason somehow did, it is left out.
-    let _ = write!(out, "{{\"id\":{id},\"result\":\"{}\"", result.as_str());
+    out.extend_from_slice(b"{\"id\":");
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut rest = id;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b",\"result\":\"");
+    out.extend_from_slice(result.as_str().as_bytes());
+    out.push(b'"');
     if result == Effect::Deny {
         let reason = sanitize_reason(reason);
+        // Writing into a Vec cannot fail; if serialising the reason somehow did, it is left out.
         if !reason.is_empty() {
             let before = out.len();
             out.extend_from_slice(b",\"reason\":");
@@ -410,6 +424,31 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"id\":7,\"result\":\"allow\"}\n{\"id\":8,\"result\":\"deny\",\"reason\":\"no way\"}\n{\"id\":9,\"result\":\"deny\"}\n"
         );
+    }
+
+    #[test]
+    fn answers_are_written_like_serde_writes_responses() {
+        for id in [0, 1, 9, 10, 99, 100, 12345, 4_000_000_000, u32::MAX] {
+            for (result, reason) in [
+                (Effect::Allow, "ignored"),
+                (Effect::Deny, ""),
+                (Effect::Deny, "quote \" and \\ and ünï"),
+                (Effect::Deny, "\x1b[31mred"),
+            ] {
+                let mut out = Vec::new();
+                write_answer(&mut out, id, result, reason);
+                let response = match result {
+                    Effect::Allow => Response::allow(id),
+                    Effect::Deny => Response::deny(id, reason),
+                };
+                let mut expected = serde_json::to_vec(&response).unwrap();
+                expected.push(b'\n');
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    String::from_utf8(expected).unwrap()
+                );
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub fn sanitize_reason(reason: &str) -> Cow<'_, str> {
 
 /// Whether [`rewrite`] would return `reason` unchanged.
 fn is_clean(reason: &str) -> bool {
+    let bytes = reason.as_bytes();
+    if bytes.iter().all(|b| (b' '..=b'~').contains(b)) {
+        // Printable ASCII: one byte per character, and only the space can need trimming.
+        return bytes.len() <= MAX_REASON_CHARS
+            && bytes.first() != Some(&b' ')
+            && bytes.last() != Some(&b' ');
+    }
     reason.len() == reason.trim().len()
         && reason.chars().count() <= MAX_REASON_CHARS
         && !reason.chars().any(|c| c.is_control() || is_bidi_control(c))
