@@ -1,13 +1,16 @@
-//! Load generator: N emulated Deno processes against a broker socket, side by side with a
-//! do-nothing floor responder on the same kind of socket, in one run.
+//! Load generator: N emulated Deno processes against the daemon, side by side with a do-nothing
+//! floor responder on the same kind of socket, in one run. See BENCHMARKS.md.
 //!
 //! Each emulated process is one connection with strictly one request outstanding (as Deno), sending
 //! real frames from Deno 2.9.6 (`crates/protocol/tests/data/frames-2.9.6.jsonl`, pid rewritten to
 //! ours so the daemon's pid check passes) and checking every answer's id.
 //!
-//!   cargo run --release -p permission-broker-bench --bin loadgen -- [--connections 1,16,256,4096] [--seconds 3]
+//!   loadgen [--connections 1,16,256,4096] [--seconds 2] [--rounds 3] [--svg FILE]
+//!   loadgen --deno PATH        real Deno: 20,000 Deno.statSync calls, no broker / floor / daemon
+//!   loadgen --scale            memory (idle, 10,000 idle connections, 10 million requests), start time
+//!   loadgen --reload           reload time for 100,000 rules, and latency under a reload every 100 ms
 //!
-//! Traffic goes only to Unix sockets in a temporary directory; every run is bounded in time.
+//! Traffic goes only to Unix sockets in a temporary directory; every run is bounded in time or count.
 
 #![allow(
     clippy::print_stdout,
@@ -16,10 +19,11 @@
     clippy::panic
 )]
 
+use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -41,8 +45,8 @@ fn workload() -> Vec<(String, serde_json::Value)> {
 }
 
 /// The floor: answers every line `allow` with the request's id, nothing else.
-async fn floor(listener: UnixListener, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
+async fn floor(listener: UnixListener) {
+    loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
@@ -72,57 +76,94 @@ async fn floor(listener: UnixListener, stop: Arc<AtomicBool>) {
     }
 }
 
-/// One emulated Deno process: sequential requests until `deadline`; returns latencies in ns.
+/// When an emulated process stops: at `deadline`, or once `sent` reaches `limit` (all processes
+/// together).
+#[derive(Clone)]
+struct Stop {
+    warmup: Instant,
+    deadline: Instant,
+    sent: Arc<AtomicU64>,
+    limit: u64,
+}
+
+/// What one emulated process saw.
+#[derive(Default)]
+struct Outcome {
+    /// Latencies in ns, after warm-up.
+    latencies: Vec<u32>,
+    sent: u64,
+    /// Requests not answered, or answered with the wrong id (the process stops at the first).
+    failures: u64,
+}
+
+/// One emulated Deno process: sequential requests until told to stop.
 async fn emulate(
     socket: PathBuf,
     offset: usize,
     work: Arc<Vec<(String, serde_json::Value)>>,
-    warmup: Instant,
-    deadline: Instant,
-) -> (Vec<u32>, u64) {
-    let stream = UnixStream::connect(&socket).await.expect("connect");
+    stop: Stop,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let Ok(stream) = UnixStream::connect(&socket).await else {
+        outcome.failures = 1;
+        return outcome;
+    };
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let pid = std::process::id();
-    let mut latencies = Vec::with_capacity(4096);
     let mut id: u32 = 0;
     let mut i = offset;
-    while Instant::now() < deadline {
+    let mut frame = String::with_capacity(256);
+    while Instant::now() < stop.deadline && stop.sent.fetch_add(1, Ordering::Relaxed) < stop.limit {
         id += 1;
         let (permission, value) = &work[i % work.len()];
         i += 1;
-        let frame = format!(
-            "{{\"v\":1,\"pid\":{pid},\"id\":{id},\"datetime\":\"2026-11-23T16:30:45.262660275+00:00\",\"permission\":\"{permission}\",\"value\":{value}}}\n"
-        );
+        frame.clear();
+        std::fmt::Write::write_fmt(
+            &mut frame,
+            format_args!(
+                "{{\"v\":1,\"pid\":{pid},\"id\":{id},\"datetime\":\"2026-11-23T16:30:45.262660275+00:00\",\"permission\":\"{permission}\",\"value\":{value}}}\n"
+            ),
+        )
+        .unwrap();
         let start = Instant::now();
-        write.write_all(frame.as_bytes()).await.expect("write");
-        let line = lines
-            .next_line()
-            .await
-            .expect("read")
-            .expect("connection closed by the broker");
+        outcome.sent += 1;
+        let answered = match write.write_all(frame.as_bytes()).await {
+            Ok(()) => lines.next_line().await.ok().flatten(),
+            Err(_) => None,
+        };
         let took = start.elapsed();
         let expected = format!("{{\"id\":{id},");
-        assert!(
-            line.starts_with(&expected),
-            "answer {line} for request {id}"
-        );
-        if start >= warmup {
-            latencies.push(u32::try_from(took.as_nanos()).unwrap_or(u32::MAX));
+        if !answered.is_some_and(|line| line.starts_with(&expected)) {
+            outcome.failures += 1;
+            break;
+        }
+        if start >= stop.warmup {
+            outcome
+                .latencies
+                .push(u32::try_from(took.as_nanos()).unwrap_or(u32::MAX));
         }
     }
-    (latencies, u64::from(id))
+    outcome
 }
 
-struct Result {
+struct Measured {
+    connections: usize,
     requests: usize,
     seconds: f64,
-    /// CPU time (user + system) the responder process spent per answered request, in µs.
+    /// CPU time (user + system) the responder process spent per request sent, in µs.
     cpu_us: f64,
+    failures: u64,
     p50: u32,
     p99: u32,
     p999: u32,
     max: u32,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
 }
 
 /// User + system CPU time of a process so far, in clock ticks (`/proc/<pid>/stat`).
@@ -138,41 +179,62 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-async fn measure(socket: &Path, responder: u32, connections: usize, seconds: f64) -> Result {
+fn ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
+/// `connections` emulated processes for `seconds` (after a 300 ms warm-up), or until `limit`
+/// requests in all.
+async fn measure(
+    socket: &Path,
+    responder: u32,
+    connections: usize,
+    seconds: f64,
+    limit: u64,
+) -> Measured {
     let work = Arc::new(workload());
     let cpu_before = cpu_ticks(responder);
     let warmup = Instant::now() + Duration::from_millis(300);
-    let deadline = warmup + Duration::from_secs_f64(seconds);
+    let stop = Stop {
+        warmup,
+        deadline: warmup + Duration::from_secs_f64(seconds),
+        sent: Arc::new(AtomicU64::new(0)),
+        limit,
+    };
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
             tokio::spawn(emulate(
                 socket.to_path_buf(),
                 c * 7,
                 work.clone(),
-                warmup,
-                deadline,
+                stop.clone(),
             ))
         })
         .collect();
-    let mut all = Vec::new();
-    let mut sent = 0;
+    let (mut all, mut sent, mut failures) = (Vec::new(), 0, 0);
     for t in tasks {
-        let (latencies, count) = t.await.unwrap();
-        all.extend(latencies);
-        sent += count;
+        let outcome = t.await.unwrap();
+        all.extend(outcome.latencies);
+        sent += outcome.sent;
+        failures += outcome.failures;
     }
+    let measured_for = warmup.elapsed().as_secs_f64().min(seconds);
     // Every request sent, warm-up included, cost the responder CPU; count them all.
-    let cpu_ticks_used = cpu_ticks(responder) - cpu_before;
-    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
+    let cpu = (cpu_ticks(responder) - cpu_before) as f64 / ticks_per_second();
+    if all.is_empty() {
+        all.push(0);
+    }
     all.sort_unstable();
     let at = |q: f64| all[((all.len() as f64 - 1.0) * q) as usize];
-    Result {
-        cpu_us: cpu_ticks_used as f64 / ticks_per_second * 1e6 / sent as f64,
+    Measured {
+        connections,
+        cpu_us: cpu * 1e6 / sent.max(1) as f64,
         requests: all.len(),
-        seconds,
+        seconds: measured_for,
+        failures,
         p50: at(0.5),
         p99: at(0.99),
         p999: at(0.999),
@@ -180,28 +242,47 @@ async fn measure(socket: &Path, responder: u32, connections: usize, seconds: f64
     }
 }
 
-fn daemon(dir: &Path, socket: &Path) -> Child {
-    let set = permission_broker_bench::realistic(1000);
-    // A fleet-like policy of about 1,000 rules that also allows what the captured frames ask.
+/// Writes `toml` as the policy in `dir`: a fleet-like set of `rules` rules that also allows what
+/// the captured frames ask, plus a `probe` rule whose effect a reload can flip.
+fn write_policy(dir: &Path, rules: usize, probe: &str) -> PathBuf {
+    let set = permission_broker_bench::realistic(rules);
     let policy = format!(
-        "{}[[rule]]\nid = \"frames\"\neffect = \"allow\"\npermissions = [\"read\", \"write\"]\npaths = [\"/srv/app\", \"{}\", \"{}\"]\n",
+        "{}[[rule]]\nid = \"frames\"\neffect = \"allow\"\npermissions = [\"read\", \"write\"]\npaths = [\"/srv/app\", \"{}\", \"{}\"]\n\n[[rule]]\nid = \"probe\"\neffect = \"{probe}\"\npermissions = [\"read\"]\npaths = [\"/probe\"]\n",
         set.toml,
         std::env::current_dir().unwrap().display(),
         dir.display()
     );
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, policy).unwrap();
+    // In a directory of its own: the daemon watches it, and files written beside the policy
+    // (the decision log) would wake the watcher on every write.
+    let policy_dir = dir.join("policy");
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    let path = policy_dir.join("policy.toml");
+    let staged = policy_dir.join(".policy.toml.new");
+    std::fs::write(&staged, policy).unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    path
+}
+
+struct Daemon {
+    child: Child,
+    ready_after: Duration,
+}
+
+/// Starts the daemon on `policy`; returns once it has printed its ready line.
+fn daemon(socket: &Path, policy: &Path, extra: &[&str], log: &str) -> Daemon {
     let binary = std::env::current_exe()
         .unwrap()
         .parent()
         .unwrap()
         .join("permission-broker");
+    let started = Instant::now();
     let mut child = Command::new(&binary)
         .args(["serve", "--socket"])
         .arg(socket)
         .arg("--policy")
-        .arg(&path)
-        .env("RUST_LOG", "warn")
+        .arg(policy)
+        .args(extra)
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -212,18 +293,41 @@ fn daemon(dir: &Path, socket: &Path) -> Child {
             )
         });
     let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut ready).unwrap();
+    let ready_after = started.elapsed();
     assert!(ready.contains("ready"), "{ready}");
-    child
+    Daemon { child, ready_after }
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB (`VmRSS`).
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs the floor responder in its own process, so it pays the same cross-process wake-ups as
 /// the daemon.
-fn floor_process(socket: &Path) -> Child {
+fn floor_process(socket: &Path) -> Daemon {
+    let started = Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .arg("--floor")
         .arg(socket)
@@ -231,12 +335,13 @@ fn floor_process(socket: &Path) -> Child {
         .spawn()
         .unwrap();
     let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    child
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    Daemon {
+        child,
+        ready_after: started.elapsed(),
+    }
 }
 
 /// 20,000 `Deno.statSync` calls timed inside the script: µs per call.
@@ -267,24 +372,405 @@ fn deno_stat(deno: &Path, dir: &Path, broker: Option<&Path>) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+fn us(ns: u32) -> f64 {
+    f64::from(ns) / 1000.0
+}
+
+fn row(name: &str, r: &Measured) {
+    println!(
+        "| {} | {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
+        r.connections,
+        r.rate(),
+        us(r.p50),
+        us(r.p99),
+        us(r.p999),
+        us(r.max),
+        r.cpu_us,
+        r.failures
+    );
+}
+
+/// The default mode: floor, daemon and daemon with a decision log, at each connection count,
+/// in alternating rounds; the round with the median throughput is reported for each.
+async fn throughput(
+    dir: &Path,
+    connections: &[usize],
+    seconds: f64,
+    rounds: usize,
+    svg: Option<&Path>,
+) {
+    let policy = write_policy(dir, 1000, "allow");
+    let targets = [
+        (
+            "floor",
+            floor_process(&dir.join("floor.sock")),
+            dir.join("floor.sock"),
+        ),
+        (
+            "daemon",
+            daemon(&dir.join("daemon.sock"), &policy, &[], "warn"),
+            dir.join("daemon.sock"),
+        ),
+        (
+            "daemon + decision log",
+            daemon(
+                &dir.join("logged.sock"),
+                &policy,
+                &[
+                    "--decision-log",
+                    dir.join("decisions.jsonl").to_str().unwrap(),
+                ],
+                "warn",
+            ),
+            dir.join("logged.sock"),
+        ),
+    ];
+    println!(
+        "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
+    );
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut plotted = Vec::new();
+    for &n in connections {
+        let mut results: Vec<Vec<Measured>> = targets.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (t, (_, process, socket)) in targets.iter().enumerate() {
+                results[t].push(measure(socket, process.pid(), n, seconds, u64::MAX).await);
+            }
+            // The log grows by every decision; keep the disk out of it.
+            let _ = std::fs::File::create(dir.join("decisions.jsonl"));
+        }
+        let mut medians = Vec::new();
+        for ((name, _, _), mut runs) in targets.iter().zip(results) {
+            runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+            let median = runs.swap_remove(runs.len() / 2);
+            row(name, &median);
+            medians.push(median);
+        }
+        let (f, d) = (&medians[0], &medians[1]);
+        println!(
+            "| {n} | daemon/floor | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x | |",
+            d.rate() / f.rate(),
+            f64::from(d.p50) / f64::from(f.p50),
+            f64::from(d.p99) / f64::from(f.p99),
+            f64::from(d.p999) / f64::from(f.p999),
+            d.cpu_us / f.cpu_us
+        );
+        plotted.push(medians);
+    }
+    if let Some(path) = svg {
+        std::fs::write(path, plot(&plotted)).unwrap();
+        println!("\nplot written to {}", path.display());
+    }
+}
+
+/// Latency percentiles against connection count, log-log, floor dashed and daemon solid.
+fn plot(results: &[Vec<Measured>]) -> String {
+    let (w, h, left, right, top, bottom) = (760.0, 460.0, 70.0, 210.0, 40.0, 50.0);
+    let xs: Vec<f64> = results
+        .iter()
+        .map(|r| (r[0].connections as f64).log10())
+        .collect();
+    let (x0, x1) = (
+        xs.first().copied().unwrap_or(0.0),
+        xs.last().copied().unwrap_or(1.0).max(0.1),
+    );
+    let all_us = results
+        .iter()
+        .flatten()
+        .flat_map(|m| [us(m.p50), us(m.p999)]);
+    let (lo, hi) = all_us.fold((f64::MAX, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (y0, y1) = (lo.max(1.0).log10().floor(), hi.max(10.0).log10().ceil());
+    let px = |x: f64| left + (x - x0) / (x1 - x0).max(1e-9) * (w - left - right);
+    let py = |y: f64| top + (1.0 - (y.log10() - y0) / (y1 - y0)) * (h - top - bottom);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"22\" font-size=\"15\">Latency per request against connections (daemon solid, floor dashed)</text>\n"
+    );
+    for d in (y0 as i32)..=(y1 as i32) {
+        let y = py(10f64.powi(d));
+        svg += &format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            w - right,
+            left - 6.0,
+            y + 4.0,
+            10f64.powi(d)
+        );
+    }
+    for (r, x) in results.iter().zip(&xs) {
+        let x = px(*x);
+        svg += &format!(
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{}\" stroke=\"#eee\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            h - bottom,
+            h - bottom + 18.0,
+            r[0].connections
+        );
+    }
+    svg += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">connections (one request outstanding each)</text>\n<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">latency, µs (log)</text>\n",
+        (left + w - right) / 2.0,
+        h - 12.0,
+        (top + h - bottom) / 2.0,
+        (top + h - bottom) / 2.0
+    );
+    type Pick = fn(&Measured) -> u32;
+    let series: [(&str, Pick, &str); 3] = [
+        ("p50", |m| m.p50, "#1f77b4"),
+        ("p99", |m| m.p99, "#ff7f0e"),
+        ("p99.9", |m| m.p999, "#d62728"),
+    ];
+    let mut legend_y = top + 10.0;
+    for (target, dash) in [(1usize, ""), (0, " stroke-dasharray=\"6 4\"")] {
+        for (name, pick, colour) in series {
+            let points: Vec<String> = results
+                .iter()
+                .zip(&xs)
+                .map(|(r, x)| format!("{:.1},{:.1}", px(*x), py(us(pick(&r[target])).max(1.0))))
+                .collect();
+            svg += &format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
+                points.join(" ")
+            );
+            let label = if target == 1 { "daemon" } else { "floor" };
+            let lx = w - right + 15.0;
+            svg += &format!(
+                "<line x1=\"{lx}\" x2=\"{}\" y1=\"{legend_y}\" y2=\"{legend_y}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{label} {name}</text>\n",
+                lx + 30.0,
+                lx + 36.0,
+                legend_y + 4.0
+            );
+            legend_y += 20.0;
+        }
+    }
+    svg += "</svg>\n";
+    svg
+}
+
+/// Real Deno end to end, best of three runs each, in alternation.
+fn real_deno(dir: &Path, deno: &Path) {
+    let policy = write_policy(dir, 1000, "allow");
+    let floor = dir.join("floor.sock");
+    let socket = dir.join("daemon.sock");
+    let _floor = floor_process(&floor);
+    let _daemon = daemon(&socket, &policy, &[], "warn");
+    let (mut none, mut floor_us, mut daemon_us) = (f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        none = none.min(deno_stat(deno, dir, None));
+        floor_us = floor_us.min(deno_stat(deno, dir, Some(&floor)));
+        daemon_us = daemon_us.min(deno_stat(deno, dir, Some(&socket)));
+    }
+    println!("| Deno.statSync, µs per call (best of 3 x 20,000) | value |");
+    println!("| --- | ---: |");
+    println!("| no broker, --allow-read | {none:.2} |");
+    println!("| floor responder | {floor_us:.2} |");
+    println!("| daemon (about 1,000 rules) | {daemon_us:.2} |");
+    println!(
+        "| daemon's extra cost over the floor | {:.2} |",
+        daemon_us - floor_us
+    );
+}
+
+/// Memory and start-up: idle RSS, RSS with 10,000 idle connections, RSS every million requests
+/// over 10 million, and time from start to ready.
+async fn scale(dir: &Path, idle_connections: usize, total: u64) {
+    println!("| start to ready (median of 5) | value |");
+    println!("| --- | ---: |");
+    for rules in [1_000, 100_000] {
+        let policy = write_policy(dir, rules, "allow");
+        let mut times: Vec<Duration> = (0..5)
+            .map(|_| daemon(&dir.join("start.sock"), &policy, &[], "warn").ready_after)
+            .collect();
+        times.sort();
+        println!(
+            "| {rules} rules | {:.1} ms |",
+            times[2].as_secs_f64() * 1000.0
+        );
+    }
+    let policy = write_policy(dir, 1000, "allow");
+    let socket = dir.join("scale.sock");
+    let d = daemon(&socket, &policy, &[], "warn");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = d.rss_kib();
+    let mut held = Vec::with_capacity(idle_connections);
+    for _ in 0..idle_connections {
+        held.push(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+    }
+    // The daemon accepts asynchronously: wait until its memory stops moving.
+    let mut with_idle = d.rss_kib();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = d.rss_kib();
+        if now == with_idle {
+            break;
+        }
+        with_idle = now;
+    }
+    // Every held connection is still served: ask on the last one.
+    let mut last = held.last().unwrap();
+    writeln!(
+        last,
+        "{{\"v\":1,\"id\":1,\"datetime\":\"2026-11-23T16:30:45.262660+00:00\",\"permission\":\"env\",\"value\":\"HOME\"}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(last)
+        .read_line(&mut answer)
+        .unwrap();
+    assert!(answer.starts_with("{\"id\":1,"), "{answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_close = d.rss_kib();
+    println!();
+    println!("| daemon memory (about 1,000 rules) | RSS |");
+    println!("| --- | ---: |");
+    println!("| idle | {idle} KiB |");
+    println!(
+        "| with {idle_connections} idle connections | {with_idle} KiB ({:.1} KiB per connection) |",
+        (with_idle.saturating_sub(idle)) as f64 / idle_connections as f64
+    );
+    println!("| after closing them | {after_close} KiB |");
+    println!();
+    println!("| requests answered (256 connections) | RSS | failures |");
+    println!("| ---: | ---: | ---: |");
+    let step = total / 10;
+    let mut done = 0;
+    while done < total {
+        let r = measure(&socket, d.pid(), 256, 3600.0, step).await;
+        done += step;
+        println!("| {done} | {} KiB | {} |", d.rss_kib(), r.failures);
+    }
+}
+
+/// Sends `SIGHUP` to a process.
+fn hup(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+}
+
+/// Asks about `/probe` on its own connection until the answer is `want`; returns how long it took.
+async fn probe_until(socket: &Path, id: &mut u32, want: &str) -> Duration {
+    let started = Instant::now();
+    let stream = UnixStream::connect(socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    loop {
+        *id += 1;
+        write
+            .write_all(
+                format!(
+                    "{{\"v\":1,\"id\":{id},\"datetime\":\"2026-11-23T16:30:45.262660+00:00\",\"permission\":\"read\",\"value\":\"/probe\"}}\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let line = lines.next_line().await.unwrap().unwrap();
+        if line.contains(want) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no reload");
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Reload time for 100,000 rules, and the latency of 256 connections without reloads and then
+/// with the policy rewritten and reloaded every 100 ms.
+async fn reload(dir: &Path, rules: usize, seconds: f64) {
+    let policy = write_policy(dir, rules, "allow");
+    let socket = dir.join("reload.sock");
+    let d = daemon(&socket, &policy, &["--no-watch"], "warn");
+    let mut id = 0;
+    let mut times = Vec::new();
+    for round in 0..5 {
+        let want = if round % 2 == 0 { "deny" } else { "allow" };
+        write_policy(dir, rules, want);
+        hup(d.pid());
+        times.push(probe_until(&socket, &mut id, &format!("\"result\":\"{want}\"")).await);
+    }
+    times.sort();
+    println!(
+        "reload of {rules} rules (SIGHUP to the first answer under the new policy, median of 5): {:.0} ms",
+        times[2].as_secs_f64() * 1000.0
+    );
+    let quiet = measure(&socket, d.pid(), 256, seconds, u64::MAX).await;
+    let flips = Arc::new(AtomicU64::new(0));
+    let reloader = {
+        let (dir, flips, socket) = (dir.to_path_buf(), flips.clone(), socket.clone());
+        let pid = d.pid();
+        tokio::spawn(async move {
+            let mut round = 0u64;
+            let mut ticker = tokio::time::interval(Duration::from_millis(100));
+            let watcher = tokio::spawn(async move {
+                let mut id = 1_000_000;
+                let mut want = "deny";
+                loop {
+                    probe_until(&socket, &mut id, &format!("\"result\":\"{want}\"")).await;
+                    flips.fetch_add(1, Ordering::Relaxed);
+                    want = if want == "deny" { "allow" } else { "deny" };
+                }
+            });
+            loop {
+                ticker.tick().await;
+                round += 1;
+                let effect = if round % 2 == 1 { "deny" } else { "allow" };
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || write_policy(&dir, rules, effect))
+                    .await
+                    .unwrap();
+                hup(pid);
+                if round > 100_000 {
+                    watcher.abort();
+                    break;
+                }
+            }
+        })
+    };
+    let busy = measure(&socket, d.pid(), 256, seconds, u64::MAX).await;
+    reloader.abort();
+    println!();
+    println!(
+        "| 256 connections, {rules} rules | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, r) in [("no reloads", &quiet), ("reload every 100 ms", &busy)] {
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
+            r.rate(),
+            us(r.p50),
+            us(r.p99),
+            us(r.p999),
+            us(r.max),
+            r.cpu_us,
+            r.failures
+        );
+    }
+    println!(
+        "policy swaps observed by a probe connection during the reload run: {}; p99 with reloads / without: {:.2}x",
+        flips.load(Ordering::Relaxed),
+        f64::from(busy.p99) / f64::from(quiet.p99)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if let Some(i) = args.iter().position(|a| a == "--floor") {
         let socket = PathBuf::from(&args[i + 1]);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         runtime.block_on(async {
             let listener = UnixListener::bind(&socket).unwrap();
             println!("ready");
-            floor(listener, Arc::new(AtomicBool::new(false))).await;
+            floor(listener).await;
         });
         return;
     }
-    let value = |flag: &str, default: &str| {
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let value = |name: &str, default: &str| {
         args.iter()
-            .position(|a| a == flag)
+            .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
             .cloned()
             .unwrap_or_else(|| default.to_owned())
@@ -293,94 +779,36 @@ fn main() {
         .split(',')
         .map(|n| n.parse().unwrap())
         .collect();
-    let seconds: f64 = value("--seconds", "3").parse().unwrap();
+    let seconds: f64 = value("--seconds", "2").parse().unwrap();
+    let rounds: usize = value("--rounds", "3").parse().unwrap();
     if let Ok((_, hard)) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
     {
         let _ =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
-    let dir = tempfile_dir();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let floor_socket = dir.join("floor.sock");
-    let daemon_socket = dir.join("daemon.sock");
-    let stop = Arc::new(AtomicBool::new(false));
-    // Killed on drop, panic included: no orphaned daemon or floor after a failed run.
-    let _daemon = KillOnDrop(daemon(&dir, &daemon_socket));
-    let _floor = KillOnDrop(floor_process(&floor_socket));
-    let (daemon_pid, floor_pid) = (_daemon.0.id(), _floor.0.id());
-    if let Some(i) = args.iter().position(|a| a == "--deno") {
-        // Real Deno end to end, best of three runs each, in alternation.
-        let deno = PathBuf::from(&args[i + 1])
-            .canonicalize()
-            .expect("the Deno binary");
-        let (mut none, mut floor_us, mut daemon_us) = (f64::MAX, f64::MAX, f64::MAX);
-        for _ in 0..3 {
-            none = none.min(deno_stat(&deno, &dir, None));
-            floor_us = floor_us.min(deno_stat(&deno, &dir, Some(&floor_socket)));
-            daemon_us = daemon_us.min(deno_stat(&deno, &dir, Some(&daemon_socket)));
-        }
-        println!("| Deno.statSync, µs per call (best of 3 x 20,000) | value |");
-        println!("| --- | ---: |");
-        println!("| no broker, --allow-read | {none:.2} |");
-        println!("| floor responder | {floor_us:.2} |");
-        println!("| daemon (about 1,000 rules) | {daemon_us:.2} |");
-        println!(
-            "| daemon's extra cost over the floor | {:.2} |",
-            daemon_us - floor_us
-        );
-    }
-    runtime.block_on(async {
-        println!("| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request |");
-        println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-        for &n in &connections {
-            let mut rows = Vec::new();
-            for (name, socket, pid) in [
-                ("floor", &floor_socket, floor_pid),
-                ("daemon", &daemon_socket, daemon_pid),
-            ] {
-                let r = measure(socket, pid, n, seconds).await;
-                let us = |ns: u32| ns as f64 / 1000.0;
-                println!(
-                    "| {n} | {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
-                    r.requests as f64 / r.seconds,
-                    us(r.p50),
-                    us(r.p99),
-                    us(r.p999),
-                    us(r.max),
-                    r.cpu_us
-                );
-                rows.push(r);
-            }
-            let (f, d) = (&rows[0], &rows[1]);
-            println!(
-                "| {n} | daemon/floor | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x |",
-                d.requests as f64 / f.requests as f64,
-                d.p50 as f64 / f.p50 as f64,
-                d.p99 as f64 / f.p99 as f64,
-                d.p999 as f64 / f.p999 as f64,
-                d.cpu_us / f.cpu_us
-            );
-        }
-    });
-    stop.store(true, Ordering::Relaxed);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pb-loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    let svg = args
+        .iter()
+        .position(|a| a == "--svg")
+        .map(|i| PathBuf::from(&args[i + 1]));
+    runtime.block_on(async {
+        if let Some(i) = args.iter().position(|a| a == "--deno") {
+            let deno = PathBuf::from(&args[i + 1])
+                .canonicalize()
+                .expect("the Deno binary");
+            real_deno(&dir, &deno);
+        } else if flag("--scale") {
+            let idle = value("--idle-connections", "10000").parse().unwrap();
+            let total = value("--requests", "10000000").parse().unwrap();
+            scale(&dir, idle, total).await;
+        } else if flag("--reload") {
+            let rules = value("--rules", "100000").parse().unwrap();
+            reload(&dir, rules, seconds).await;
+        } else {
+            throughput(&dir, &connections, seconds, rounds, svg.as_deref()).await;
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
