@@ -398,6 +398,68 @@ fn ask(socket: Option<PathBuf>, permission: Permission, value: Option<String>) -
     }
 }
 
+/// Descriptors a connection holds: its socket and its peer's `/proc/<pid>` handle.
+const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+/// Descriptors for everything else: listener, log, watcher, runtime, reloads.
+const DESCRIPTORS_RESERVED: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one (the soft default, often 1,024, would cap
+/// the daemon at about 500 connections), and says so when even the hard limit cannot hold
+/// `max_connections`: past it, accepting waits for a connection to close.
+#[cfg(unix)]
+fn raise_descriptor_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::warn!(
+            soft,
+            hard,
+            "cannot raise the open-file limit to its hard limit"
+        );
+    }
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(soft, _)| soft);
+    let needed = max_connections as u64 * DESCRIPTORS_PER_CONNECTION + DESCRIPTORS_RESERVED;
+    if limit < needed {
+        tracing::warn!(
+            max_connections,
+            needed,
+            limit,
+            "the open-file limit holds only about {} connections (each needs a socket and a /proc handle); raise LimitNOFILE / ulimit -n or lower max_connections",
+            limit.saturating_sub(DESCRIPTORS_RESERVED) / DESCRIPTORS_PER_CONNECTION
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_descriptor_limit(_max_connections: usize) {}
+
+/// A decision log inside the watched policy directory wakes the watcher on every record.
+fn warn_if_log_beside_policy(settings: &Settings) {
+    let Some(log) = settings.decision_log.as_deref().filter(|t| *t != "-") else {
+        return;
+    };
+    let dir_of = |p: &std::path::Path| {
+        let dir = if p.is_dir() {
+            p
+        } else {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+        };
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+    };
+    let log_dir = dir_of(std::path::Path::new(log));
+    if settings.watch && log_dir.starts_with(dir_of(&settings.policy)) {
+        tracing::warn!(
+            decision_log = log,
+            policy = %settings.policy.display(),
+            "the decision log is inside the watched policy directory: every record written wakes the policy watcher; keep it elsewhere (such as /var/log/permission-broker)"
+        );
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     // Everything is validated before anything is bound.
     let settings = match settings(args) {
@@ -434,6 +496,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         loaded.revision,
         loaded.policy.rules().len()
     );
+    raise_descriptor_limit(settings.limits.max_connections);
+    warn_if_log_beside_policy(&settings);
     let store = Arc::new(reload::PolicyStore::new(settings.policy.clone(), loaded));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

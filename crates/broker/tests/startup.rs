@@ -312,3 +312,96 @@ fn signals_right_after_ready_are_handled_not_fatal() {
         );
     }
 }
+
+/// Starts `serve` under `prlimit --nofile=SOFT:HARD` until ready; returns its stderr so far and
+/// its open-file limit as the kernel reports it.
+fn serve_with_nofile(soft: u64, hard: u64, extra: &[&str]) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let socket = dir.path().join("s.sock");
+    let mut child = Command::new("prlimit")
+        .arg(format!("--nofile={soft}:{hard}"))
+        .arg(BROKER)
+        .arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--policy")
+        .arg(&policy)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux; scripts/test.sh installs it)");
+    let mut ready = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut ready).unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (String::from_utf8_lossy(&output.stderr).into_owned(), nofile)
+}
+
+#[test]
+fn the_open_file_limit_is_raised_and_a_too_small_one_is_named() {
+    // A low soft limit under a roomy hard one: raised, and nothing to say.
+    let (stderr, nofile) = serve_with_nofile(128, 4096, &["--max-connections", "1000"]);
+    assert!(
+        nofile.split_whitespace().filter(|w| *w == "4096").count() == 2,
+        "{nofile}"
+    );
+    assert!(!stderr.contains("open-file limit"), "{stderr}");
+    // A hard limit too small for max_connections (a socket and a /proc handle each): named.
+    let (stderr, _) = serve_with_nofile(128, 256, &["--max-connections", "1000"]);
+    assert!(
+        stderr.contains("the open-file limit holds only about 96 connections")
+            && stderr.contains("needed=2064")
+            && stderr.contains("limit=256"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_decision_log_inside_the_watched_policy_directory_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let (stderr, _) = {
+        let socket = dir.path().join("s.sock");
+        let mut child = Command::new(BROKER)
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--decision-log")
+            .arg(&log)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut stdout, &mut ready).unwrap();
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        (String::from_utf8_lossy(&output.stderr).into_owned(), ready)
+    };
+    assert!(
+        stderr.contains("the decision log is inside the watched policy directory"),
+        "{stderr}"
+    );
+}
