@@ -242,13 +242,27 @@ async fn measure(
     }
 }
 
-/// Writes `toml` as the policy in `dir`: a fleet-like set of `rules` rules that also allows what
-/// the captured frames ask, plus a `probe` rule whose effect a reload can flip.
-fn write_policy(dir: &Path, rules: usize, probe: &str) -> PathBuf {
-    let set = permission_broker_bench::realistic(rules);
+/// Writes the policy in `dir`: a fleet-like set of `rules` rules that also allows what the
+/// captured frames ask, plus a `probe` rule that denies `/probe` with the reason `round <round>`,
+/// so a client can tell which version of the file decided.
+fn write_policy(dir: &Path, rules: usize, round: u64) -> PathBuf {
+    // Generated once per size: writing a new round must not cost the machine a rule generation.
+    static GENERATED: std::sync::Mutex<Vec<(usize, Arc<String>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let toml = {
+        let mut generated = GENERATED.lock().unwrap();
+        match generated.iter().find(|(n, _)| *n == rules) {
+            Some((_, toml)) => toml.clone(),
+            None => {
+                let toml = Arc::new(permission_broker_bench::realistic(rules).toml);
+                generated.push((rules, toml.clone()));
+                toml
+            }
+        }
+    };
     let policy = format!(
-        "{}[[rule]]\nid = \"frames\"\neffect = \"allow\"\npermissions = [\"read\", \"write\"]\npaths = [\"/srv/app\", \"{}\", \"{}\"]\n\n[[rule]]\nid = \"probe\"\neffect = \"{probe}\"\npermissions = [\"read\"]\npaths = [\"/probe\"]\n",
-        set.toml,
+        "{}[[rule]]\nid = \"frames\"\neffect = \"allow\"\npermissions = [\"read\", \"write\"]\npaths = [\"/srv/app\", \"{}\", \"{}\"]\n\n[[rule]]\nid = \"probe\"\neffect = \"deny\"\npermissions = [\"read\"]\npaths = [\"/probe\"]\nreason = \"round {round}\"\n",
+        toml,
         std::env::current_dir().unwrap().display(),
         dir.display()
     );
@@ -399,7 +413,7 @@ async fn throughput(
     rounds: usize,
     svg: Option<&Path>,
 ) {
-    let policy = write_policy(dir, 1000, "allow");
+    let policy = write_policy(dir, 1000, 0);
     let targets = [
         (
             "floor",
@@ -546,7 +560,7 @@ fn plot(results: &[Vec<Measured>]) -> String {
 
 /// Real Deno end to end, best of three runs each, in alternation.
 fn real_deno(dir: &Path, deno: &Path) {
-    let policy = write_policy(dir, 1000, "allow");
+    let policy = write_policy(dir, 1000, 0);
     let floor = dir.join("floor.sock");
     let socket = dir.join("daemon.sock");
     let _floor = floor_process(&floor);
@@ -574,7 +588,7 @@ async fn scale(dir: &Path, idle_connections: usize, total: u64) {
     println!("| start to ready (median of 5) | value |");
     println!("| --- | ---: |");
     for rules in [1_000, 100_000] {
-        let policy = write_policy(dir, rules, "allow");
+        let policy = write_policy(dir, rules, 0);
         let mut times: Vec<Duration> = (0..5)
             .map(|_| daemon(&dir.join("start.sock"), &policy, &[], "warn").ready_after)
             .collect();
@@ -584,14 +598,18 @@ async fn scale(dir: &Path, idle_connections: usize, total: u64) {
             times[2].as_secs_f64() * 1000.0
         );
     }
-    let policy = write_policy(dir, 1000, "allow");
+    let policy = write_policy(dir, 1000, 0);
     let socket = dir.join("scale.sock");
     let d = daemon(&socket, &policy, &[], "warn");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = d.rss_kib();
     let mut held = Vec::with_capacity(idle_connections);
     for _ in 0..idle_connections {
-        held.push(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+        let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        held.push(stream);
     }
     // The daemon accepts asynchronously: wait until its memory stops moving.
     let mut with_idle = d.rss_kib();
@@ -613,8 +631,11 @@ async fn scale(dir: &Path, idle_connections: usize, total: u64) {
     let mut answer = String::new();
     std::io::BufReader::new(last)
         .read_line(&mut answer)
-        .unwrap();
+        .expect("the last of the idle connections is served (was the open-file limit reached?)");
     assert!(answer.starts_with("{\"id\":1,"), "{answer}");
+    let descriptors = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count();
     drop(held);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after_close = d.rss_kib();
@@ -627,6 +648,7 @@ async fn scale(dir: &Path, idle_connections: usize, total: u64) {
         (with_idle.saturating_sub(idle)) as f64 / idle_connections as f64
     );
     println!("| after closing them | {after_close} KiB |");
+    println!("| descriptors open with the idle connections | {descriptors} |");
     println!();
     println!("| requests answered (256 connections) | RSS | failures |");
     println!("| ---: | ---: | ---: |");
@@ -648,45 +670,59 @@ fn hup(pid: u32) {
     .unwrap();
 }
 
-/// Asks about `/probe` on its own connection until the answer is `want`; returns how long it took.
-async fn probe_until(socket: &Path, id: &mut u32, want: &str) -> Duration {
-    let started = Instant::now();
-    let stream = UnixStream::connect(socket).await.unwrap();
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    loop {
-        *id += 1;
-        write
-            .write_all(
-                format!(
-                    "{{\"v\":1,\"id\":{id},\"datetime\":\"2026-11-23T16:30:45.262660+00:00\",\"permission\":\"read\",\"value\":\"/probe\"}}\n"
-                )
-                .as_bytes(),
-            )
-            .await
-            .unwrap();
-        let line = lines.next_line().await.unwrap().unwrap();
-        if line.contains(want) {
-            return started.elapsed();
+/// A connection that asks about `/probe`; the answer's reason names the policy round.
+struct Probe {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    write: tokio::net::unix::OwnedWriteHalf,
+    id: u32,
+}
+
+impl Probe {
+    async fn open(socket: &Path) -> Probe {
+        let (read, write) = UnixStream::connect(socket).await.unwrap().into_split();
+        Probe {
+            lines: BufReader::new(read).lines(),
+            write,
+            id: 0,
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no reload");
-        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+
+    /// The round of the policy that answered, or `None` if the connection failed.
+    async fn round(&mut self) -> Option<u64> {
+        self.id += 1;
+        let frame = format!(
+            "{{\"v\":1,\"id\":{},\"datetime\":\"2026-11-23T16:30:45.262660+00:00\",\"permission\":\"read\",\"value\":\"/probe\"}}\n",
+            self.id
+        );
+        self.write.write_all(frame.as_bytes()).await.ok()?;
+        let line = self.lines.next_line().await.ok()??;
+        let (_, rest) = line.split_once("round ")?;
+        rest.trim_end_matches("\"}").parse().ok()
+    }
+
+    /// Asks until the answer comes from `round`; returns how long that took.
+    async fn until(&mut self, round: u64) -> Duration {
+        let started = Instant::now();
+        while self.round().await != Some(round) {
+            assert!(started.elapsed() < Duration::from_secs(60), "no reload");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        started.elapsed()
     }
 }
 
 /// Reload time for 100,000 rules, and the latency of 256 connections without reloads and then
-/// with the policy rewritten and reloaded every 100 ms.
+/// with the policy rewritten and reloaded (`SIGHUP`) every 100 ms.
 async fn reload(dir: &Path, rules: usize, seconds: f64) {
-    let policy = write_policy(dir, rules, "allow");
+    let policy = write_policy(dir, rules, 0);
     let socket = dir.join("reload.sock");
     let d = daemon(&socket, &policy, &["--no-watch"], "warn");
-    let mut id = 0;
+    let mut probe = Probe::open(&socket).await;
     let mut times = Vec::new();
-    for round in 0..5 {
-        let want = if round % 2 == 0 { "deny" } else { "allow" };
-        write_policy(dir, rules, want);
+    for round in 1..=5 {
+        write_policy(dir, rules, round);
         hup(d.pid());
-        times.push(probe_until(&socket, &mut id, &format!("\"result\":\"{want}\"")).await);
+        times.push(probe.until(round).await);
     }
     times.sort();
     println!(
@@ -694,40 +730,39 @@ async fn reload(dir: &Path, rules: usize, seconds: f64) {
         times[2].as_secs_f64() * 1000.0
     );
     let quiet = measure(&socket, d.pid(), 256, seconds, u64::MAX).await;
-    let flips = Arc::new(AtomicU64::new(0));
+    let writes = Arc::new(AtomicU64::new(0));
     let reloader = {
-        let (dir, flips, socket) = (dir.to_path_buf(), flips.clone(), socket.clone());
+        let (dir, writes) = (dir.to_path_buf(), writes.clone());
         let pid = d.pid();
         tokio::spawn(async move {
-            let mut round = 0u64;
             let mut ticker = tokio::time::interval(Duration::from_millis(100));
-            let watcher = tokio::spawn(async move {
-                let mut id = 1_000_000;
-                let mut want = "deny";
-                loop {
-                    probe_until(&socket, &mut id, &format!("\"result\":\"{want}\"")).await;
-                    flips.fetch_add(1, Ordering::Relaxed);
-                    want = if want == "deny" { "allow" } else { "deny" };
-                }
-            });
-            loop {
+            for round in 100.. {
                 ticker.tick().await;
-                round += 1;
-                let effect = if round % 2 == 1 { "deny" } else { "allow" };
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || write_policy(&dir, rules, effect))
+                tokio::task::spawn_blocking(move || write_policy(&dir, rules, round))
                     .await
                     .unwrap();
                 hup(pid);
-                if round > 100_000 {
-                    watcher.abort();
-                    break;
-                }
+                writes.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
+    // Which policy versions answered while the load ran: each new round seen is a swap.
+    let watcher = tokio::spawn(async move {
+        let (mut seen, mut last) = (0u64, 5);
+        while let Some(round) = probe.round().await {
+            if round != last {
+                seen += 1;
+                last = round;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        seen
+    });
     let busy = measure(&socket, d.pid(), 256, seconds, u64::MAX).await;
     reloader.abort();
+    drop(d);
+    let swaps = watcher.await.unwrap();
     println!();
     println!(
         "| 256 connections, {rules} rules | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
@@ -746,8 +781,8 @@ async fn reload(dir: &Path, rules: usize, seconds: f64) {
         );
     }
     println!(
-        "policy swaps observed by a probe connection during the reload run: {}; p99 with reloads / without: {:.2}x",
-        flips.load(Ordering::Relaxed),
+        "policy files written and SIGHUPs sent: {}; policy swaps seen by a probe connection: {swaps}; p99 with reloads / without: {:.2}x",
+        writes.load(Ordering::Relaxed),
         f64::from(busy.p99) / f64::from(quiet.p99)
     );
 }
@@ -781,11 +816,16 @@ fn main() {
         .collect();
     let seconds: f64 = value("--seconds", "2").parse().unwrap();
     let rounds: usize = value("--rounds", "3").parse().unwrap();
-    if let Ok((_, hard)) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    // 10,000 idle connections need 10,000 descriptors here and 20,000 in the daemon (a socket
+    // and a /proc handle each), which inherits this limit. Raising the hard limit needs root.
     {
-        let _ =
-            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let wanted = hard.max(65_536);
+            if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_err() {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
+        }
     }
     let dir = std::env::temp_dir().join(format!("pb-loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -36,11 +36,18 @@ pub enum Fault {
     NotAllowed(Option<u32>),
 }
 
+/// Bytes read from the socket at a time. A Deno frame is about 150 bytes and only one is in
+/// flight, so a small buffer costs nothing in speed and keeps an idle connection small; a
+/// longer frame (up to `max_frame_bytes`) is read in several pieces.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
+
 pub struct Connection<R, W> {
     id: u64,
     peer: Peer,
-    /// The peer's `/proc/<pid>`, held from accept on.
-    proc: ProcDir,
+    /// The peer's `/proc/<pid>`, opened when a request first needs it (a relative path, `when`
+    /// facts, symlink resolution) and held from then on; a connection that never needs it holds
+    /// one descriptor, not two.
+    proc: Option<ProcDir>,
     reader: BufReader<R>,
     writer: W,
     ids: IdSequence,
@@ -56,9 +63,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     pub fn new(id: u64, peer: Peer, reader: R, writer: W, shared: Arc<Shared>) -> Self {
         Connection {
             id,
-            proc: ProcDir::open(&peer),
+            proc: None,
             peer,
-            reader: BufReader::with_capacity(8 * 1024, reader),
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, reader),
             writer,
             ids: IdSequence::new(),
             facts: None,
@@ -176,8 +183,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             self.peer.check_claimed_pid(claimed).map_err(Fault::Pid)?;
         }
         let value = request.value.as_deref();
+        let peer = self.peer;
         let cwd = if needs_cwd(request.permission, value) {
             self.proc
+                .get_or_insert_with(|| ProcDir::open(&peer))
                 .cwd()
                 .inspect_err(|e| tracing::warn!(conn = self.id, peer = %self.peer, "{e}"))
                 .ok()
@@ -187,7 +196,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let snapshot = self.shared.store.current();
         let policy = &snapshot.policy;
         if policy.uses_subject() && self.facts.is_none() {
-            self.facts = Some(self.proc.facts());
+            let proc = self.proc.get_or_insert_with(|| ProcDir::open(&peer));
+            self.facts = Some(proc.facts());
         }
         let facts = self.facts.as_ref();
         let subject = Subject {
@@ -199,8 +209,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             unit: facts.and_then(|f| f.unit.as_deref()),
             cwd: cwd.as_deref(),
         };
-        let proc = &self.proc;
-        let mut resolve = |path: &str| proc.resolve_symlinks(path);
+        let proc = &mut self.proc;
+        let mut resolve = |path: &str| {
+            proc.get_or_insert_with(|| ProcDir::open(&peer))
+                .resolve_symlinks(path)
+        };
         let decision = policy.decide(request.permission, value, &subject, &mut resolve);
         // Audit mode records the verdict and (mostly) answers allow: `Policy::answer`.
         let answered = policy.answer(request.permission, value, &decision);

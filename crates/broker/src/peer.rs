@@ -46,10 +46,11 @@ impl Peer {
     }
 }
 
-/// The peer's `/proc/<pid>` directory, opened once when the connection is accepted, so each
-/// relative path costs one `readlinkat` instead of a lookup from `/` (and the facts are read
-/// through it too). The handle stays bound to the process that connected: once that process has
-/// exited, reads through it fail (and the request fails closed) even if the pid is reused.
+/// The peer's `/proc/<pid>` directory, opened once per connection (when a request first needs
+/// it), so each relative path costs one `readlinkat` instead of a lookup from `/` (and the facts
+/// and the symlink root are read through it too). The handle stays bound to the process: once
+/// that process has exited, reads through it fail (and the request fails closed) even if the pid
+/// is reused.
 #[derive(Debug)]
 pub struct ProcDir {
     pid: Option<u32>,

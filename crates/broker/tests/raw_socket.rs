@@ -111,6 +111,34 @@ fn answers_in_order_with_reasons() {
     std::thread::sleep(Duration::from_millis(50));
     conn.send(&f.as_bytes()[20..]);
     assert_eq!(conn.answer(), "{\"id\":11,\"result\":\"allow\"}\n");
+    // Frames longer than the daemon's 2 KiB read buffer, up to the 64 KiB bound, whole or in
+    // pieces; and a short frame right behind a long one in the same write.
+    for (id, len, pieces) in [
+        (12u32, 3_000usize, false),
+        (14, 20_000, true),
+        (15, 60_000, false),
+    ] {
+        let long = format!("/tmp/{}", "ab/".repeat(len / 3));
+        let f = frame(id, pid, &long);
+        if pieces {
+            for piece in f.as_bytes().chunks(4_096) {
+                conn.send(piece);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            assert_eq!(
+                conn.answer(),
+                format!("{{\"id\":{id},\"result\":\"allow\"}}\n")
+            );
+        } else {
+            // Ids increase, so the short frame behind takes the next one (15 -> 16).
+            conn.send(format!("{f}{}", frame(id + 1, pid, "/etc")).as_bytes());
+            assert_eq!(
+                conn.answer(),
+                format!("{{\"id\":{id},\"result\":\"allow\"}}\n")
+            );
+            assert!(conn.answer().starts_with(&format!("{{\"id\":{},", id + 1)));
+        }
+    }
 }
 
 #[test]
