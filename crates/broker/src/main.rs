@@ -78,6 +78,9 @@ enum Command {
         /// The broker's socket [default: $DENO_PERMISSION_BROKER_PATH, else the serve default].
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// Refuse (exit 87) unless the broker runs as this uid, as the kernel reports it.
+        #[arg(long, value_name = "UID")]
+        require_uid: Option<u32>,
         /// read, write, net, env, sys, run, ffi or import.
         permission: Permission,
         /// The value to ask about; omitted, the whole permission (null).
@@ -337,9 +340,10 @@ fn main() -> ExitCode {
         Command::Suggest { decision_log } => tools::suggest(&decision_log),
         Command::Ask {
             socket,
+            require_uid,
             permission,
             value,
-        } => ask(socket, permission, value),
+        } => ask(socket, require_uid, permission, value),
     }
 }
 
@@ -375,11 +379,19 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 #[allow(clippy::print_stdout)]
-fn ask(socket: Option<PathBuf>, permission: Permission, value: Option<String>) -> ExitCode {
-    let client = match socket {
-        Some(path) => permission_broker_client::Client::connect(path),
-        None => permission_broker_client::Client::from_env()
-            .unwrap_or_else(|| permission_broker_client::Client::connect(DEFAULT_SOCKET)),
+fn ask(
+    socket: Option<PathBuf>,
+    require_uid: Option<u32>,
+    permission: Permission,
+    value: Option<String>,
+) -> ExitCode {
+    use permission_broker_client::{BROKER_PATH_VAR, Client};
+    let path = socket
+        .or_else(|| std::env::var_os(BROKER_PATH_VAR).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let client = match require_uid {
+        Some(uid) => Client::connect_requiring_uid(path, uid),
+        None => Client::connect(path),
     };
     let decision = client.check(permission, value.as_deref());
     match (decision.is_allowed(), decision.reason) {

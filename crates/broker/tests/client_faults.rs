@@ -183,3 +183,45 @@ fn asks_the_real_daemon() {
         format!("deny: {}\n", permission_broker_policy::DEFAULT_REASON)
     );
 }
+
+#[test]
+fn a_broker_running_as_another_uid_is_refused_before_anything_is_sent() {
+    // The scripted broker runs as this test's uid; requiring another one is a fault, and the
+    // squatter never sees the check.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("squatter.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let me = nix::unistd::geteuid().as_raw();
+    let other = me.wrapping_add(4242);
+    let output = ask(
+        &socket,
+        &["--require-uid", &other.to_string(), "read", "/x"],
+    );
+    assert_fault(
+        &output,
+        &format!("runs as uid {me}, not the required uid {other}"),
+    );
+    let (stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut sent = String::new();
+    BufReader::new(stream).read_line(&mut sent).unwrap();
+    assert_eq!(sent, "", "nothing was sent to the squatter");
+}
+
+#[test]
+fn the_real_daemon_passes_the_uid_check() {
+    let daemon = Daemon::start("version = 1\n[defaults]\ndecision = \"allow\"\n", &[]);
+    let me = nix::unistd::geteuid().as_raw().to_string();
+    let output = ask(&daemon.socket, &["--require-uid", &me, "env", "HOME"]);
+    assert_eq!(
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        ),
+        (Some(0), "allow"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

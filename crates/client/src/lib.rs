@@ -91,13 +91,47 @@ impl Client {
 
     /// Connects to the broker at `path` (a Unix socket; on Windows a named pipe path).
     pub fn connect(path: impl AsRef<Path>) -> Client {
-        let path = path.as_ref();
+        Client::open(path.as_ref(), None)
+    }
+
+    /// As [`Client::connect`], and the process at the other end must run as `uid`, as the
+    /// kernel reports it (`SO_PEERCRED`), or the process terminates with exit code 87 before
+    /// anything is sent. A squatter that bound the socket path first (another local user, on a
+    /// shared `/tmp`) can then neither read the checks nor answer them. Unix only: on Windows
+    /// the named pipe has no uid to ask, so requiring one is a fault.
+    pub fn connect_requiring_uid(path: impl AsRef<Path>, uid: u32) -> Client {
+        Client::open(path.as_ref(), Some(uid))
+    }
+
+    /// As [`Client::from_env`], requiring the broker's uid as [`Client::connect_requiring_uid`].
+    pub fn from_env_requiring_uid(uid: u32) -> Option<Client> {
+        let path = std::env::var_os(BROKER_PATH_VAR)?;
+        if path.is_empty() {
+            fault(format_args!("{BROKER_PATH_VAR} is set but empty"));
+        }
+        Some(Client::open(Path::new(&path), Some(uid)))
+    }
+
+    fn open(path: &Path, uid: Option<u32>) -> Client {
         let stream = connect(path).unwrap_or_else(|e| {
             fault(format_args!(
                 "cannot connect to the broker at `{}`: {e}",
                 path.display()
             ))
         });
+        if let Some(required) = uid {
+            match peer_uid(&stream) {
+                Ok(actual) if actual == required => {}
+                Ok(actual) => fault(format_args!(
+                    "the broker at `{}` runs as uid {actual}, not the required uid {required}",
+                    path.display()
+                )),
+                Err(e) => fault(format_args!(
+                    "cannot tell which uid the broker at `{}` runs as: {e}",
+                    path.display()
+                )),
+            }
+        }
         Client {
             inner: Mutex::new(Inner {
                 reader: BufReader::new(stream),
@@ -182,4 +216,17 @@ fn connect(path: &Path) -> std::io::Result<Stream> {
 #[cfg(windows)]
 fn connect(path: &Path) -> std::io::Result<Stream> {
     Stream::connect_by_path(path)
+}
+
+/// The uid of the process that created the listening socket, from the kernel.
+#[cfg(unix)]
+fn peer_uid(stream: &Stream) -> std::io::Result<u32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|cred| cred.uid())
+        .map_err(std::io::Error::from)
+}
+
+#[cfg(windows)]
+fn peer_uid(_stream: &Stream) -> std::io::Result<u32> {
+    Err(std::io::Error::other("a named pipe has no uid"))
 }
