@@ -119,7 +119,51 @@ fn canonical_host(host: &str) -> Result<(String, Option<IpAddr>), String> {
         let ip = canonical_ip(ip);
         return Ok((ip.to_string(), Some(ip)));
     }
-    Ok((canonical_name(host)?, None))
+    let name = canonical_name(host)?;
+    // What the system resolver takes for an IPv4 address is one, whatever it looks like: a
+    // trailing dot (`10.0.0.1.`), fullwidth digits (mapped by IDNA), inet_aton's shorthand
+    // (`127.1`, `0x7f.1`, `2130706433`, octal `0177.0.0.1`). Otherwise a CIDR rule would not
+    // see the address a script connects to.
+    if let Some(v4) = inet_aton(&name) {
+        let ip = IpAddr::V4(v4);
+        return Ok((ip.to_string(), Some(ip)));
+    }
+    Ok((name, None))
+}
+
+/// The IPv4 address `text` means to `inet_aton(3)`: one to four parts, each decimal, octal
+/// (leading `0`) or hexadecimal (`0x`); the last part fills the remaining bytes.
+fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) = if let Some(hex) = part
+            .strip_prefix("0x")
+            .or_else(|| part.strip_prefix("0X"))
+        {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (*part, 10)
+        };
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return None;
+        }
+        values.push(u64::from_str_radix(digits, radix).ok()?);
+    }
+    let (last, leading) = values.split_last()?;
+    if leading.iter().any(|v| *v > 255) || *last >= 1u64 << (8 * (4 - leading.len())) {
+        return None;
+    }
+    let mut address = *last as u32;
+    for (i, v) in leading.iter().enumerate() {
+        address |= (*v as u32) << (24 - 8 * i);
+    }
+    Some(std::net::Ipv4Addr::from(address))
 }
 
 /// Lowercase ASCII without trailing dot; Unicode names become punycode (UTS 46), as Deno sends them.
@@ -398,6 +442,35 @@ fn table<K>(tables: &mut Vec<(u8, HashMap<K, Entries>)>, prefix: u8) -> &mut Has
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn what_the_resolver_takes_for_an_ipv4_address_is_one() {
+        for text in [
+            "1.0.255.255.:5353",
+            "127.1:80",
+            "0x7f.1:80",
+            "0x7F.0.0.1:80",
+            "2130706433:80",
+            "0177.0.0.1:80",
+            "127.0.1:80",
+            "\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}:80",
+        ] {
+            let parsed = parse_host(text).unwrap();
+            let expected = if text.starts_with("1.0") {
+                "1.0.255.255"
+            } else {
+                "127.0.0.1"
+            };
+            assert_eq!(parsed.host, expected, "{text}");
+            assert!(parsed.ip.is_some(), "{text}");
+            // Canonical: printing and parsing again gives the same.
+            assert_eq!(parse_host(&parsed.to_string()).unwrap(), parsed, "{text}");
+        }
+        for name in ["1.2.3.256", "0x", "08.1", "1.2.3.4.5", "example.com", "a1.2"] {
+            assert_eq!(parse_host(name).unwrap().ip, None, "{name}");
+        }
+    }
+
     use super::*;
 
     fn hp(host: &str, port: Option<u16>) -> HostPort {
