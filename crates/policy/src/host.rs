@@ -140,16 +140,14 @@ fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
     }
     let mut values = Vec::with_capacity(parts.len());
     for part in &parts {
-        let (digits, radix) = if let Some(hex) = part
-            .strip_prefix("0x")
-            .or_else(|| part.strip_prefix("0X"))
-        {
-            (hex, 16)
-        } else if part.len() > 1 && part.starts_with('0') {
-            (&part[1..], 8)
-        } else {
-            (*part, 10)
-        };
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (&part[1..], 8)
+            } else {
+                (*part, 10)
+            };
         if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
             return None;
         }
@@ -466,7 +464,14 @@ mod tests {
             // Canonical: printing and parsing again gives the same.
             assert_eq!(parse_host(&parsed.to_string()).unwrap(), parsed, "{text}");
         }
-        for name in ["1.2.3.256", "0x", "08.1", "1.2.3.4.5", "example.com", "a1.2"] {
+        for name in [
+            "1.2.3.256",
+            "0x",
+            "08.1",
+            "1.2.3.4.5",
+            "example.com",
+            "a1.2",
+        ] {
             assert_eq!(parse_host(name).unwrap().ip, None, "{name}");
         }
     }
