@@ -1,0 +1,130 @@
+//! Faults outside the protocol: broken policy files at reload, a decision log that cannot be
+//! written, and peers that vanish mid-request. In each, the daemon keeps serving what it served,
+//! says what went wrong, and never answers more permissively than the last good policy.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Asker, Daemon};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+fn policy(path: &str) -> String {
+    format!(
+        "version = 1\n[[rule]]\nid = \"r\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{path}\"]\n"
+    )
+}
+
+/// Replaces `file` the way an editor or config tool would (write beside, rename over).
+fn replace(file: &std::path::Path, text: &[u8]) {
+    let staged = file.with_extension("staged");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, file).unwrap();
+}
+
+#[test]
+fn a_truncated_half_written_or_deleted_policy_never_replaces_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_dir = dir.path().join("policy.d");
+    std::fs::create_dir(&policy_dir).unwrap();
+    let file = policy_dir.join("p.toml");
+    let good = policy("/a");
+    std::fs::write(&file, &good).unwrap();
+    let daemon = Daemon::start_in(dir, &file, &["--poll-interval", "3600"]);
+    let mut asker = Asker::open(&daemon);
+    assert!(asker.allowed("/a/x"));
+    let broken: Vec<(&str, Vec<u8>)> = vec![
+        // Cut in the middle of a rule: the rule is incomplete.
+        ("truncated", good.as_bytes()[..good.len() - 12].to_vec()),
+        // Cut in the middle of a string.
+        ("half-written", good.as_bytes()[..good.len() - 5].to_vec()),
+        // Cut in the middle of a multi-byte character.
+        (
+            "cut inside UTF-8",
+            [
+                &good.as_bytes()[..good.len() - 2],
+                "é".as_bytes()[..1].as_ref(),
+            ]
+            .concat(),
+        ),
+        ("empty", Vec::new()),
+        ("binary", vec![0, 159, 146, 150, 255]),
+    ];
+    let mut failures = 0;
+    for (what, text) in broken {
+        replace(&file, &text);
+        failures += 1;
+        // Each failed reload is reported; wait for this one.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while daemon
+            .log()
+            .iter()
+            .filter(|l| l.contains("policy reload failed; still serving the last good policy"))
+            .count()
+            < failures
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: no reload failure logged"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            asker.allowed("/a/x"),
+            "{what}: still serving the last good policy"
+        );
+        assert!(
+            !asker.allowed("/etc/passwd"),
+            "{what}: nothing more permissive"
+        );
+    }
+    // Deleted (mid-reload, as a tool deleting then re-creating would leave it): still serving.
+    std::fs::remove_file(&file).unwrap();
+    daemon.wait_for_log(&["policy reload failed"]);
+    asker.stays("/a/x", true, Duration::from_millis(300));
+    // A good file again: reloaded.
+    replace(&file, policy("/b").as_bytes());
+    asker.wait_until("/b/x", true, Duration::from_secs(2));
+    assert!(!asker.allowed("/a/x"));
+}
+
+#[test]
+fn a_full_decision_log_is_retried_and_reported_while_the_daemon_keeps_answering() {
+    // /dev/full: every write fails with ENOSPC. Records wait in the queue (nothing is dropped);
+    // the daemon reports the failure and keeps serving until the queue is full.
+    let daemon = Daemon::start(&policy("/tmp"), &["--decision-log", "/dev/full"]);
+    let mut asker = Asker::open(&daemon);
+    assert!(asker.allowed("/tmp/x"));
+    assert!(!asker.allowed("/etc/passwd"));
+    let error = daemon.wait_for_log(&["cannot write the decision log; retrying"]);
+    assert!(error.contains("No space left on device"), "{error}");
+    assert!(asker.allowed("/tmp/y"), "still answering");
+}
+
+#[test]
+fn a_peer_that_exits_mid_request_costs_nothing_but_its_connection() {
+    let daemon = Daemon::start(&policy("/tmp"), &[]);
+    let mut bystander = Asker::open(&daemon);
+    assert!(bystander.allowed("/tmp/a"));
+    for _ in 0..20 {
+        // Send a request and hang up without reading the answer: the daemon's write fails.
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        let frame = format!(
+            "{{\"v\":1,\"pid\":{},\"id\":1,\"datetime\":\"2026-11-23T16:30:45.262660+00:00\",\"permission\":\"read\",\"value\":\"/tmp/x\"}}\n",
+            std::process::id()
+        );
+        stream.write_all(frame.as_bytes()).unwrap();
+        drop(stream);
+        // Half a frame, then gone.
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        stream.write_all(&frame.as_bytes()[..30]).unwrap();
+        drop(stream);
+    }
+    assert!(
+        bystander.allowed("/tmp/b"),
+        "the bystander is still answered"
+    );
+    daemon.wait_for_log(&["connection closed in the middle of a frame (30 bytes unread)"]);
+}
