@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 /// Where records go.
@@ -43,7 +43,8 @@ pub enum Record {
 
 #[derive(Debug, Serialize)]
 pub struct DecisionRecord {
-    pub time: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
     pub conn: u64,
     pub pid: Option<u32>,
     pub uid: Option<u32>,
@@ -68,7 +69,8 @@ pub struct DecisionRecord {
 
 #[derive(Debug, Serialize)]
 pub struct FaultRecord {
-    pub time: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
     pub conn: u64,
     pub pid: Option<u32>,
     pub uid: Option<u32>,
@@ -77,8 +79,15 @@ pub struct FaultRecord {
     pub fault: String,
 }
 
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+/// When a decision or fault happened. Taken on the connection's path (one clock read); it is
+/// formatted as RFC 3339 only by the writer, off the path of the answer.
+pub fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    let time: chrono::DateTime<chrono::Utc> = (*time).into();
+    serializer.collect_str(&time.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
 }
 
 /// Counters an operator can read from the logs on shutdown.
@@ -268,4 +277,24 @@ async fn next(signal: &mut Reopen) -> Option<()> {
 #[cfg(not(unix))]
 async fn next(_: &mut Reopen) -> Option<()> {
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_rfc3339_utc_with_microseconds() {
+        let record = Record::Fault(FaultRecord {
+            time: SystemTime::UNIX_EPOCH + Duration::from_micros(1_763_929_845_262_660),
+            conn: 1,
+            pid: None,
+            uid: None,
+            gid: None,
+            last_id: None,
+            fault: String::new(),
+        });
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["time"], "2025-11-23T20:30:45.262660Z");
+    }
 }
