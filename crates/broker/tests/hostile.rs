@@ -8,10 +8,9 @@
 
 mod common;
 
-use common::Daemon;
-use std::io::{BufRead, BufReader, Read, Write};
+use common::{Daemon, RawConn};
+use std::io::BufRead;
 use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 const POLICY: &str = r#"
@@ -494,72 +493,36 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-struct Conn(BufReader<UnixStream>);
-
-impl Conn {
-    fn open(daemon: &Daemon) -> Conn {
-        let stream = UnixStream::connect(&daemon.socket).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Conn(BufReader::new(stream))
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        // The daemon may close the connection before reading all of a bad frame.
-        let _ = self.0.get_mut().write_all(bytes);
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        match self.0.read_line(&mut line) {
-            Ok(_) => line,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-
-    /// Whether the daemon has closed the connection (EOF or reset), waiting up to 10 s.
-    fn is_closed(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        match self.0.read(&mut byte) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-        }
-    }
-}
-
 #[test]
 fn hostile_peers_cost_only_their_own_connection() {
     let mut daemon = Daemon::start(POLICY, &["--frame-timeout", "0.5"]);
-    let mut bystander = Conn::open(&daemon);
+    let mut bystander = RawConn::open(&daemon);
     let mut bystander_id = 1;
     bystander.send(&good(bystander_id));
-    assert!(bystander.line().contains("allow"));
+    assert!(bystander.answer().contains("allow"));
     let cases = cases();
     let mut faults = 0;
     for (n, case) in cases.iter().enumerate() {
         // Connections are numbered in accept order; the bystander is 1.
         let conn_id = n + 2;
-        let mut conn = Conn::open(&daemon);
+        let mut conn = RawConn::open(&daemon);
         match &case.input {
-            Input::Bytes(bytes) => conn.send(bytes),
+            Input::Bytes(bytes) => conn.send_hostile(bytes),
             Input::Pieces(pieces) => {
                 for piece in pieces {
-                    conn.send(piece);
+                    conn.send_hostile(piece);
                     std::thread::sleep(Duration::from_millis(30));
                 }
             }
             Input::ThenHalfClose(bytes) => {
-                conn.send(bytes);
+                conn.send_hostile(bytes);
                 conn.0.get_ref().shutdown(Shutdown::Write).unwrap();
             }
         }
         match &case.fate {
             Fate::Answered(expected) => {
                 for text in expected {
-                    let line = conn.line();
+                    let line = conn.answer();
                     assert!(
                         line.contains(text),
                         "{}: expected {text:?}, got {line:?}",
@@ -572,22 +535,21 @@ fn hostile_peers_cost_only_their_own_connection() {
                     );
                 }
                 if matches!(case.input, Input::ThenHalfClose(_)) {
-                    assert!(
-                        conn.is_closed(),
+                    conn.assert_closed_unanswered(&format!(
                         "{}: a clean end after the half-close",
                         case.name
-                    );
+                    ));
                 }
             }
             Fate::Closed { before, fault } => {
                 for _ in 0..*before {
                     assert!(
-                        conn.line().contains("\"result\""),
+                        conn.answer().contains("\"result\""),
                         "{}: earlier frame answered",
                         case.name
                     );
                 }
-                assert!(conn.is_closed(), "{}: closed without an answer", case.name);
+                conn.assert_closed_unanswered(case.name);
                 daemon.wait_for_log(&["protocol fault", &format!("conn={conn_id} "), fault]);
                 faults += 1;
             }
@@ -595,7 +557,7 @@ fn hostile_peers_cost_only_their_own_connection() {
         assert!(daemon.is_running(), "{}: the daemon is still up", case.name);
         bystander_id += 1;
         bystander.send(&good(bystander_id));
-        let answer = bystander.line();
+        let answer = bystander.answer();
         assert!(
             answer.starts_with(&format!("{{\"id\":{bystander_id},\"result\":\"allow\"")),
             "{}: the bystander is still answered, got {answer:?}",
@@ -626,15 +588,15 @@ fn hostile_peers_cost_only_their_own_connection() {
 #[test]
 fn a_flood_of_connections_past_the_limit_waits_and_is_served_in_turn() {
     let mut daemon = Daemon::start(POLICY, &["--max-connections", "8"]);
-    let mut first: Vec<Conn> = (0..8).map(|_| Conn::open(&daemon)).collect();
+    let mut first: Vec<RawConn> = (0..8).map(|_| RawConn::open(&daemon)).collect();
     for (i, conn) in first.iter_mut().enumerate() {
-        conn.send(&good(1));
-        assert!(conn.line().contains("allow"), "connection {i} served");
+        conn.send_hostile(&good(1));
+        assert!(conn.answer().contains("allow"), "connection {i} served");
     }
     // Past the limit: connecting succeeds (the kernel queues it), but nothing is answered...
-    let mut waiting: Vec<Conn> = (0..24).map(|_| Conn::open(&daemon)).collect();
+    let mut waiting: Vec<RawConn> = (0..24).map(|_| RawConn::open(&daemon)).collect();
     for conn in &mut waiting {
-        conn.send(&good(1));
+        conn.send_hostile(&good(1));
     }
     waiting[0]
         .0
@@ -655,7 +617,7 @@ fn a_flood_of_connections_past_the_limit_waits_and_is_served_in_turn() {
     drop(first);
     for (i, mut conn) in waiting.into_iter().enumerate() {
         assert!(
-            conn.line().contains("\"id\":1,\"result\":\"allow\""),
+            conn.answer().contains("\"id\":1,\"result\":\"allow\""),
             "waiting connection {i}"
         );
         // Dropped once answered, which frees a slot for the next.
@@ -664,8 +626,8 @@ fn a_flood_of_connections_past_the_limit_waits_and_is_served_in_turn() {
         daemon.log().iter().all(|l| !l.contains("protocol fault")),
         "waiting is not a fault"
     );
-    let mut after = Conn::open(&daemon);
+    let mut after = RawConn::open(&daemon);
     after.send(&good(1));
-    assert!(after.line().contains("allow"));
+    assert!(after.answer().contains("allow"));
     assert!(daemon.is_running());
 }

@@ -5,9 +5,7 @@
 
 mod common;
 
-use common::Daemon;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use common::{Daemon, RawConn};
 use std::time::Duration;
 
 const POLICY: &str = r#"
@@ -37,61 +35,26 @@ fn invalid_utf8(frame: String) -> Vec<u8> {
     bytes
 }
 
-/// A client connection that reads answers line by line.
-struct Conn {
-    reader: BufReader<UnixStream>,
-}
-
-impl Conn {
-    fn open(daemon: &Daemon) -> Conn {
-        let stream = UnixStream::connect(&daemon.socket).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Conn {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).unwrap();
-    }
-
-    fn answer(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        line
-    }
-
-    fn ask(&mut self, id: u32, value: &str) -> String {
-        self.send(frame(id, Some(std::process::id()), value).as_bytes());
-        self.answer()
-    }
-
-    /// The daemon closed the connection without writing anything.
-    fn assert_closed_unanswered(&mut self, what: &str) {
-        let mut rest = Vec::new();
-        let read = self.reader.read_to_end(&mut rest);
-        assert!(
-            matches!(read, Ok(0))
-                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-            "{what}: expected a close without an answer, got {read:?} {:?}",
-            String::from_utf8_lossy(&rest)
-        );
-    }
+/// Asks about reading `value` with `id`, as this process.
+fn ask(conn: &mut RawConn, id: u32, value: &str) -> String {
+    conn.send(frame(id, Some(std::process::id()), value).as_bytes());
+    conn.answer()
 }
 
 #[test]
 fn answers_in_order_with_reasons() {
     let daemon = Daemon::start(POLICY, &[]);
-    let mut conn = Conn::open(&daemon);
-    assert_eq!(conn.ask(1, "/tmp/x"), "{\"id\":1,\"result\":\"allow\"}\n");
+    let mut conn = RawConn::open(&daemon);
     assert_eq!(
-        conn.ask(2, "/etc/passwd"),
+        ask(&mut conn, 1, "/tmp/x"),
+        "{\"id\":1,\"result\":\"allow\"}\n"
+    );
+    assert_eq!(
+        ask(&mut conn, 2, "/etc/passwd"),
         "{\"id\":2,\"result\":\"deny\",\"reason\":\"nope\"}\n"
     );
     assert_eq!(
-        conn.ask(7, "/tmp/../etc"),
+        ask(&mut conn, 7, "/tmp/../etc"),
         "{\"id\":7,\"result\":\"deny\",\"reason\":\"nope\"}\n"
     );
     // A frame without pid (Deno 2.5.3/2.5.4) is answered.
@@ -145,7 +108,7 @@ fn answers_in_order_with_reasons() {
 fn each_fault_closes_only_its_own_connection() {
     let daemon = Daemon::start(POLICY, &["--max-frame-bytes", "4096"]);
     let me = Some(std::process::id());
-    let mut bystander = Conn::open(&daemon);
+    let mut bystander = RawConn::open(&daemon);
     let oversize = format!("{}\n", "x".repeat(5000));
     let cases: Vec<(&str, Vec<Vec<u8>>, &str)> = vec![
         (
@@ -197,7 +160,7 @@ fn each_fault_closes_only_its_own_connection() {
         ("blank line", vec![b"\n".to_vec()], "frame is blank"),
     ];
     for (bystander_id, (what, frames, logged)) in (1..).zip(cases) {
-        let mut conn = Conn::open(&daemon);
+        let mut conn = RawConn::open(&daemon);
         let (last, first) = frames.split_last().unwrap();
         for f in first {
             conn.send(f);
@@ -211,11 +174,11 @@ fn each_fault_closes_only_its_own_connection() {
         daemon.wait_for_log(&["protocol fault", logged]);
         // The connection that behaves is still answered, and new ones are accepted.
         assert!(
-            bystander.ask(bystander_id, "/tmp/ok").contains("allow"),
+            ask(&mut bystander, bystander_id, "/tmp/ok").contains("allow"),
             "{what}: bystander"
         );
         assert!(
-            Conn::open(&daemon).ask(1, "/tmp").contains("allow"),
+            ask(&mut RawConn::open(&daemon), 1, "/tmp").contains("allow"),
             "{what}: new connection"
         );
     }
@@ -230,18 +193,18 @@ fn each_fault_closes_only_its_own_connection() {
 #[test]
 fn a_started_frame_must_finish_but_idle_is_fine() {
     let mut daemon = Daemon::start(POLICY, &["--frame-timeout", "0.3"]);
-    let mut idle = Conn::open(&daemon);
-    let mut slow = Conn::open(&daemon);
+    let mut idle = RawConn::open(&daemon);
+    let mut slow = RawConn::open(&daemon);
     slow.send(b"{\"v\":1,");
     std::thread::sleep(Duration::from_millis(800));
     slow.assert_closed_unanswered("slowloris");
     daemon.wait_for_log(&["protocol fault", "frame not finished within 300ms"]);
     // The idle connection waited just as long and is still served.
-    assert!(idle.ask(1, "/tmp").contains("allow"));
+    assert!(ask(&mut idle, 1, "/tmp").contains("allow"));
     // A peer that hangs up mid-frame is a fault of its own kind.
-    let mut half = Conn::open(&daemon);
+    let mut half = RawConn::open(&daemon);
     half.send(b"{\"v\":1,\"id\":1");
-    half.reader
+    half.0
         .get_mut()
         .shutdown(std::net::Shutdown::Write)
         .unwrap();
@@ -256,8 +219,8 @@ fn a_started_frame_must_finish_but_idle_is_fine() {
 #[test]
 fn stops_on_sigterm_and_removes_its_socket() {
     let mut daemon = Daemon::start(POLICY, &[]);
-    let mut conn = Conn::open(&daemon);
-    assert!(conn.ask(1, "/tmp").contains("allow"));
+    let mut conn = RawConn::open(&daemon);
+    assert!(ask(&mut conn, 1, "/tmp").contains("allow"));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

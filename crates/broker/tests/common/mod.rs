@@ -206,3 +206,47 @@ pub fn sigterm_and_wait(daemon: &mut Daemon) -> std::process::ExitStatus {
 pub fn signal(daemon: &Daemon, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), signal).unwrap();
 }
+
+/// A raw client connection to the daemon: bytes out, lines in, no protocol of its own.
+pub struct RawConn(pub BufReader<UnixStream>);
+
+impl RawConn {
+    pub fn open(daemon: &Daemon) -> RawConn {
+        let stream = UnixStream::connect(&daemon.socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawConn(BufReader::new(stream))
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.0.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Sends what the daemon may refuse before reading it all (the write may then fail).
+    pub fn send_hostile(&mut self, bytes: &[u8]) {
+        let _ = self.0.get_mut().write_all(bytes);
+    }
+
+    /// The next answer line; empty if the daemon closed (or reset) the connection.
+    pub fn answer(&mut self) -> String {
+        let mut line = String::new();
+        match self.0.read_line(&mut line) {
+            Ok(_) => line,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// The daemon closed the connection without writing anything.
+    pub fn assert_closed_unanswered(&mut self, what: &str) {
+        let mut rest = Vec::new();
+        let read = std::io::Read::read_to_end(&mut self.0, &mut rest);
+        assert!(
+            matches!(read, Ok(0))
+                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{what}: expected a close without an answer, got {read:?} {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+}
