@@ -390,10 +390,10 @@ fn us(ns: u32) -> f64 {
     f64::from(ns) / 1000.0
 }
 
-fn row(name: &str, r: &Measured) {
-    println!(
-        "| {} | {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
-        r.connections,
+/// The measured columns of a table row: requests/s, percentiles, CPU, failures.
+fn cells(r: &Measured) -> String {
+    format!(
+        "{:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {}",
         r.rate(),
         us(r.p50),
         us(r.p99),
@@ -401,7 +401,11 @@ fn row(name: &str, r: &Measured) {
         us(r.max),
         r.cpu_us,
         r.failures
-    );
+    )
+}
+
+fn row(name: &str, r: &Measured) {
+    println!("| {} | {name} | {} |", r.connections, cells(r));
 }
 
 /// The default mode: floor, daemon and daemon with a decision log, at each connection count,
@@ -769,16 +773,7 @@ async fn reload(dir: &Path, rules: usize, seconds: f64) {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, r) in [("no reloads", &quiet), ("reload every 100 ms", &busy)] {
-        println!(
-            "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} |",
-            r.rate(),
-            us(r.p50),
-            us(r.p99),
-            us(r.p999),
-            us(r.max),
-            r.cpu_us,
-            r.failures
-        );
+        println!("| {name} | {} |", cells(r));
     }
     println!(
         "policy files written and SIGHUPs sent: {}; policy swaps seen by a probe connection: {swaps}; p99 with reloads / without: {:.2}x",
