@@ -32,6 +32,17 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, policy_path: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_logging(dir, policy_path, extra, "permission_broker=debug")
+    }
+
+    /// Like [`Daemon::start_in`] with its own `RUST_LOG` filter (a load test keeps the captured
+    /// log to what it reads, not a debug line per decision).
+    pub fn start_logging(
+        dir: tempfile::TempDir,
+        policy_path: &Path,
+        extra: &[&str],
+        filter: &str,
+    ) -> Daemon {
         let socket = dir.path().join("broker.sock");
         let mut child = Command::new(BROKER)
             .arg("serve")
@@ -40,7 +51,7 @@ impl Daemon {
             .arg("--policy")
             .arg(policy_path)
             .args(extra)
-            .env("RUST_LOG", "permission_broker=debug")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
