@@ -4,154 +4,14 @@
 
 mod common;
 
-use common::{DENO_VERSIONS, Daemon, deno};
+use common::world::{
+    DENY_REASON, SECRET_REASON, World, assert_success, stdout_lines, wait_with_timeout, wrapped,
+};
+use common::{DENO_VERSIONS, Daemon};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A project directory `<root>/app` with data, a secret and a file outside it, and a daemon whose
-/// policy allows the app directory only.
-struct World {
-    daemon: Daemon,
-    root: PathBuf,
-    app: PathBuf,
-}
-
-const DENY_REASON: &str = "blocked by the e2e policy";
-const SECRET_REASON: &str = "secrets stay put";
-
-impl World {
-    fn new() -> World {
-        World::with_policy(Self::default_policy, &[])
-    }
-
-    /// A world whose daemon runs `policy(app_dir)` with extra `serve` flags.
-    fn with_policy(policy: impl FnOnce(&Path) -> String, flags: &[&str]) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let app = root.join("app");
-        std::fs::create_dir_all(app.join("data")).unwrap();
-        std::fs::write(app.join("data/x.txt"), "inside\n").unwrap();
-        std::fs::write(app.join("secret.txt"), "s3cr3t\n").unwrap();
-        std::fs::write(root.join("outside.txt"), "outside\n").unwrap();
-        let policy_path = root.join("policy.toml");
-        std::fs::write(&policy_path, policy(&app)).unwrap();
-        let daemon = Daemon::start_in(dir, &policy_path, flags);
-        World { daemon, root, app }
-    }
-
-    fn default_policy(app: &Path) -> String {
-        format!(
-            r#"
-version = 1
-[defaults]
-decision = "deny"
-reason = "{DENY_REASON}"
-
-[[rule]]
-id = "app"
-effect = "allow"
-permissions = ["read", "write"]
-paths = ["{app}"]
-
-[[rule]]
-id = "secret"
-effect = "deny"
-permissions = ["read"]
-paths = ["{app}/secret.txt"]
-reason = "{SECRET_REASON}"
-
-[[rule]]
-id = "app-env"
-effect = "allow"
-permissions = ["env"]
-names = ["APP_*"]
-
-[[rule]]
-id = "ls-only"
-effect = "allow"
-permissions = ["run"]
-names = ["ls"]
-"#,
-            app = app.display()
-        )
-    }
-
-    /// A `deno run` of `script` (written to the app directory), with the app directory as cwd.
-    fn deno(&self, version: &str, name: &str, script: &str) -> Command {
-        std::fs::write(self.app.join(name), script).unwrap();
-        let mut cmd = Command::new(deno(version));
-        cmd.arg("run")
-            .arg("--no-config")
-            .arg(name)
-            .current_dir(&self.app)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.root)
-            .env("DENO_DIR", self.root.join("deno-dir"))
-            .env("NO_COLOR", "1")
-            .env("DENO_NO_UPDATE_CHECK", "1")
-            .env("APP_MODE", "production")
-            .env("DENO_PERMISSION_BROKER_PATH", &self.daemon.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
-    }
-
-    fn run(&self, version: &str, name: &str, script: &str) -> Output {
-        let child = self.deno(version, name, script).spawn().unwrap();
-        wait_with_timeout(child, Duration::from_secs(60))
-    }
-}
-
-/// `inner` (a prepared `deno run`) run through `program args…`, with the same directory and
-/// environment.
-fn wrapped(program: &str, args: &[&str], inner: &Command) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .arg(inner.get_program())
-        .args(inner.get_args())
-        .env_clear()
-        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = inner.get_current_dir() {
-        cmd.current_dir(dir);
-    }
-    cmd
-}
-
-fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("deno did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn stdout_lines(output: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn assert_success(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what}: deno failed with {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 #[test]
 fn reads_allowed_denied_and_relative() {
@@ -269,33 +129,6 @@ try {
         "decision=allow",
         "rule=\"ls-only\"",
     ]);
-}
-
-#[test]
-fn killing_the_daemon_makes_a_connected_deno_exit_87() {
-    for version in DENO_VERSIONS {
-        let mut world = World::new();
-        let script = r#"
-while (true) {
-  Deno.readTextFileSync("./data/x.txt");
-  console.log("tick");
-  await new Promise((resolve) => setTimeout(resolve, 20));
-}
-"#;
-        let mut child = world.deno(version, "loop.ts", script).spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        assert_eq!(first, "tick\n", "Deno {version} is brokered and running");
-        world.daemon.kill();
-        let output = wait_with_timeout(child, Duration::from_secs(30));
-        assert_eq!(
-            output.status.code(),
-            Some(87),
-            "Deno {version} must stop, not continue unbrokered; stderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
 }
 
 #[test]

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{Daemon, sigterm_and_wait};
+use common::{Daemon, Launch, sigterm_and_wait};
 use nix::sys::signal::Signal;
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};
@@ -161,17 +161,20 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
     std::fs::write(&policy_path, edit(0)).unwrap();
     let log_arg = log.to_str().unwrap().to_owned();
     // Reloads come from SIGHUP only, one per edit; info logging keeps the captured log small.
-    let mut daemon = Daemon::start_logging(
+    let mut daemon = Daemon::launch(
         dir,
         &policy_path,
-        &[
-            "--decision-log",
-            &log_arg,
-            "--no-watch",
-            "--poll-interval",
-            "3600",
-        ],
-        "permission_broker=info",
+        Launch {
+            extra: &[
+                "--decision-log",
+                &log_arg,
+                "--no-watch",
+                "--poll-interval",
+                "3600",
+            ],
+            log_filter: "permission_broker=info",
+            ..Launch::default()
+        },
     );
 
     let answered = Arc::new(AtomicUsize::new(0));

@@ -3,14 +3,42 @@
 
 #![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod world;
+
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BROKER: &str = env!("CARGO_BIN_EXE_permission-broker");
+
+/// How to start a daemon, beyond its policy.
+#[derive(Clone, Copy)]
+pub struct Launch<'a> {
+    /// Extra `serve` flags.
+    pub extra: &'a [&'a str],
+    /// The daemon's `RUST_LOG`.
+    pub log_filter: &'a str,
+    /// Run as this uid and gid (the tests run as root, which reads any file whatever its mode).
+    pub user: Option<(u32, u32)>,
+    /// Bind the socket in the test and pass it in with `LISTEN_FDS`, as systemd's socket unit
+    /// does: it outlives the daemon, so a connection made while none runs waits for the next.
+    pub socket_activated: bool,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            extra: &[],
+            log_filter: "permission_broker=debug",
+            user: None,
+            socket_activated: false,
+        }
+    }
+}
 
 /// A daemon process with its socket, policy and captured log; killed on drop.
 pub struct Daemon {
@@ -19,6 +47,13 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
+    /// What [`Daemon::restart`] starts again.
+    policy_path: PathBuf,
+    extra: Vec<String>,
+    log_filter: String,
+    user: Option<(u32, u32)>,
+    /// The listening socket held across restarts when socket-activated.
+    unit: Option<UnixListener>,
 }
 
 impl Daemon {
@@ -32,33 +67,97 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, policy_path: &Path, extra: &[&str]) -> Daemon {
-        Daemon::start_logging(dir, policy_path, extra, "permission_broker=debug")
+        Daemon::launch(
+            dir,
+            policy_path,
+            Launch {
+                extra,
+                ..Launch::default()
+            },
+        )
     }
 
-    /// Like [`Daemon::start_in`] with its own `RUST_LOG` filter (a load test keeps the captured
-    /// log to what it reads, not a debug line per decision).
-    pub fn start_logging(
-        dir: tempfile::TempDir,
-        policy_path: &Path,
-        extra: &[&str],
-        filter: &str,
-    ) -> Daemon {
+    /// Starts a daemon on the policy at `policy_path` with its socket in `dir`, as `launch`
+    /// says, and waits for its ready line.
+    pub fn launch(dir: tempfile::TempDir, policy_path: &Path, launch: Launch) -> Daemon {
         let socket = dir.path().join("broker.sock");
-        let mut child = Command::new(BROKER)
-            .arg("serve")
+        let unit = launch
+            .socket_activated
+            .then(|| UnixListener::bind(&socket).unwrap());
+        let mut daemon = Daemon {
+            // Replaced at once by the first spawn.
+            child: Command::new("true").spawn().unwrap(),
+            ready: String::new(),
+            dir,
+            socket,
+            log: Arc::new(Mutex::new(Vec::new())),
+            policy_path: policy_path.to_path_buf(),
+            extra: launch.extra.iter().map(|s| (*s).to_owned()).collect(),
+            log_filter: launch.log_filter.to_owned(),
+            user: launch.user,
+            unit,
+        };
+        let _ = daemon.child.wait();
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts the daemon again after it was killed: with socket activation, on the same listening
+    /// socket (what systemd does when the next connection arrives).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The `serve` command; with socket activation, `passed` is a copy of the listening socket
+    /// that the child inherits.
+    fn command(&self, passed: Option<RawFd>) -> Command {
+        let mut cmd = match passed {
+            None => Command::new(BROKER),
+            Some(fd) => {
+                // systemd sets LISTEN_PID to the service's pid, and passes the socket as fd 3: a
+                // shell that execs the daemon knows its pid and can move the descriptor.
+                let moved = if fd == 3 {
+                    String::new()
+                } else {
+                    format!(" 3<&{fd} {fd}<&-")
+                };
+                let mut cmd = Command::new("bash");
+                cmd.arg("-c")
+                    .arg(format!("LISTEN_PID=$$ exec \"$0\" \"$@\"{moved}"))
+                    .arg(BROKER)
+                    .env("LISTEN_FDS", "1");
+                cmd
+            }
+        };
+        cmd.arg("serve")
             .arg("--socket")
-            .arg(&socket)
+            .arg(&self.socket)
             .arg("--policy")
-            .arg(policy_path)
-            .args(extra)
-            .env("RUST_LOG", filter)
+            .arg(&self.policy_path)
+            .args(&self.extra)
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.user {
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+        }
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        // dup() leaves close-on-exec off, so the child inherits the copy; it is closed here once
+        // the child has it. (Any process spawned by another thread meanwhile inherits it too: the
+        // socket-activated tests live in their own test binaries, one test each.)
+        let passed = self.unit.as_ref().map(|l| nix::unistd::dup(l).unwrap());
+        let mut child = self
+            .command(passed.as_ref().map(AsRawFd::as_raw_fd))
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
+        drop(passed);
+        let sink = self.log.clone();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
@@ -72,15 +171,20 @@ impl Daemon {
         assert!(
             ready.starts_with("permission-broker ready on "),
             "daemon did not become ready: {ready:?}\nlog:\n{}",
-            log.lock().unwrap().join("\n")
+            self.log.lock().unwrap().join("\n")
         );
-        Daemon {
-            child,
-            ready,
-            dir,
-            socket,
-            log,
-        }
+        self.child = child;
+        self.ready = ready;
+    }
+
+    /// With socket activation: blocks until a connection waits on the held socket (what makes
+    /// systemd start the service), at most `limit`.
+    pub fn wait_for_connection(&self, limit: Duration) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let listener = self.unit.as_ref().expect("a socket-activated daemon");
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(limit).unwrap();
+        poll(&mut fds, timeout).unwrap() == 1
     }
 
     /// The line the daemon printed when it became ready.
@@ -116,6 +220,7 @@ impl Daemon {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
