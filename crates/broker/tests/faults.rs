@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::{Asker, Daemon};
+use common::{Asker, Daemon, Launch, signal};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -86,6 +87,53 @@ fn a_truncated_half_written_or_deleted_policy_never_replaces_the_running_one() {
     asker.stays("/a/x", true, Duration::from_millis(300));
     // A good file again: reloaded.
     replace(&file, policy("/b").as_bytes());
+    asker.wait_until("/b/x", true, Duration::from_secs(2));
+    assert!(!asker.allowed("/a/x"));
+}
+
+#[test]
+fn an_unreadable_policy_at_reload_never_replaces_the_running_one() {
+    // Root reads any file whatever its mode: as root, run the daemon as nobody, owning its
+    // directory and policy, so that taking the read permission away is felt.
+    let user = nix::unistd::geteuid().is_root().then_some((65534, 65534));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    // Lexical: a daemon running as nobody cannot look into a root peer's /proc/<pid>/root.
+    let lexical = |path: &str| {
+        policy(path).replace(
+            "version = 1\n",
+            "version = 1\n[defaults]\nsymlinks = \"lexical\"\n",
+        )
+    };
+    std::fs::write(&file, lexical("/a")).unwrap();
+    if let Some((uid, gid)) = user {
+        for path in [dir.path(), file.as_path()] {
+            nix::unistd::chown(path, Some(uid.into()), Some(gid.into())).unwrap();
+        }
+    }
+    let daemon = Daemon::launch(
+        dir,
+        &file,
+        Launch {
+            extra: &["--poll-interval", "3600"],
+            user,
+            ..Launch::default()
+        },
+    );
+    let mut asker = Asker::open(&daemon);
+    assert!(asker.allowed("/a/x"));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+    let error = daemon.wait_for_log(&["cannot read policy file"]);
+    assert!(
+        error.contains(&file.display().to_string()) && error.contains("Permission denied"),
+        "names the file and why: {error}"
+    );
+    daemon.wait_for_log(&["policy reload failed; still serving the last good policy"]);
+    assert!(asker.allowed("/a/x"), "still serving the last good policy");
+    assert!(!asker.allowed("/etc/passwd"), "nothing more permissive");
+    // Readable again, with a new rule: reloaded.
+    replace(&file, lexical("/b").as_bytes());
     asker.wait_until("/b/x", true, Duration::from_secs(2));
     assert!(!asker.allowed("/a/x"));
 }
