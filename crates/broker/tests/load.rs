@@ -87,6 +87,7 @@ enum Line {
 
 #[derive(Deserialize)]
 struct Record {
+    time: String,
     id: u32,
     value: String,
     decision: String,
@@ -202,11 +203,14 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
         std::thread::spawn(move || {
             let mut edits = 0;
             let mut rotated_at = None;
+            // When edit k was in place, for edit k at [k].
+            let mut written = vec![chrono::Utc::now()];
             while !done.load(Ordering::Relaxed) {
                 edits += 1;
                 let staged = policy_path.with_extension("staged");
                 std::fs::write(&staged, edit(edits)).unwrap();
                 std::fs::rename(&staged, &policy_path).unwrap();
+                written.push(chrono::Utc::now());
                 nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
                 if rotated_at.is_none() && answered.load(Ordering::Relaxed) >= total / 2 {
                     std::fs::rename(&log, &rotated).unwrap();
@@ -215,13 +219,13 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
                 }
                 std::thread::sleep(reload_every);
             }
-            (edits, rotated_at)
+            (edits, rotated_at, written)
         })
     };
     let told: Vec<Vec<Told>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let elapsed = began.elapsed();
     done.store(true, Ordering::Relaxed);
-    let (edits, rotated_at) = editor.join().unwrap();
+    let (edits, rotated_at, written) = editor.join().unwrap();
     let rotated_at = rotated_at.expect("the log was rotated during the run");
     daemon.wait_for_log(&["decision log reopened"]);
     assert!(sigterm_and_wait(&mut daemon).success());
@@ -231,6 +235,8 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
     let mut edit_of = vec![vec![usize::MAX; requests]; clients];
     let mut revision_edit: std::collections::HashMap<String, usize> = Default::default();
     let (mut before, mut after, mut faults) = (0, 0, 0);
+    let mut first_decided = vec![chrono::DateTime::<chrono::Utc>::MAX_UTC; edits + 1];
+    let mut last_record = chrono::DateTime::<chrono::Utc>::MIN_UTC;
     for (file, count) in [(&rotated, &mut before), (&log, &mut after)] {
         for line in read_records(file) {
             let record = match line {
@@ -258,6 +264,11 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
                 rule => rule[1..].parse().unwrap(),
             };
             edit_of[c][i] = k;
+            let time = chrono::DateTime::parse_from_rfc3339(&record.time)
+                .unwrap()
+                .to_utc();
+            first_decided[k] = first_decided[k].min(time);
+            last_record = last_record.max(time);
             // A revision is one edit: the record's revision and its verdict come from one policy.
             let seen = *revision_edit.entry(record.revision.clone()).or_insert(k);
             assert_eq!(seen, k, "revision {} decided as two edits", record.revision);
@@ -293,6 +304,22 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
         );
     }
     let revisions = revision_edit.len();
+    // How long each edit took to decide requests: until the first decision by it or a later
+    // edit (an edit replaced before it was loaded counts until its successor was).
+    let mut lags = Vec::new();
+    let mut effective = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+    for k in (1..=edits).rev() {
+        effective = effective.min(first_decided[k]);
+        if written[k] < last_record && effective < chrono::DateTime::<chrono::Utc>::MAX_UTC {
+            lags.push((effective - written[k]).num_microseconds().unwrap() as f64 / 1000.0);
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    let lag = |q: f64| {
+        lags.get(((lags.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     let reloads = daemon
         .log()
         .iter()
@@ -302,9 +329,13 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
         "load: {clients} clients x {requests} requests = {total} answered in {:.1} s ({:.0}/s); \
          {edits} edits with a SIGHUP every {reload_every:?}, {reloads} reloads (requests during a \
          reload join the next), {revisions} revisions decided requests; \
+         an edit decided requests after p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
          log rotated after {rotated_at} answers: {before} records before, {after} after; 0 lost",
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64()
+        total as f64 / elapsed.as_secs_f64(),
+        lag(0.5),
+        lag(0.99),
+        lag(1.0)
     );
     assert!(
         before > 0 && after > 0,
