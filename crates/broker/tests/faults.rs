@@ -152,6 +152,40 @@ fn a_full_decision_log_is_retried_and_reported_while_the_daemon_keeps_answering(
 }
 
 #[test]
+fn a_decision_log_that_cannot_be_reopened_keeps_the_old_file_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let rotated = dir.path().join("decisions.jsonl.1");
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, policy("/tmp")).unwrap();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start_in(dir, &file, &["--decision-log", &log_arg]);
+    let mut asker = Asker::open(&daemon);
+    for _ in 0..10 {
+        assert!(asker.allowed("/tmp/before"));
+    }
+    // A rotation gone wrong: the old file moved away, and a directory where the new one should
+    // be created.
+    std::fs::rename(&log, &rotated).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    signal(&daemon, nix::sys::signal::Signal::SIGUSR1);
+    let error =
+        daemon.wait_for_log(&["cannot reopen the decision log; still writing the old file"]);
+    assert!(error.contains("Is a directory"), "{error}");
+    for _ in 0..10 {
+        assert!(asker.allowed("/tmp/after"), "still answering");
+    }
+    assert!(common::sigterm_and_wait(&mut daemon).success());
+    let records = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(
+        records.lines().count(),
+        20,
+        "every decision, in the old file"
+    );
+    assert_eq!(records.matches("/tmp/after").count(), 10);
+}
+
+#[test]
 fn a_peer_that_exits_mid_request_costs_nothing_but_its_connection() {
     let daemon = Daemon::start(&policy("/tmp"), &[]);
     let mut bystander = Asker::open(&daemon);

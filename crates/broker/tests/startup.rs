@@ -405,3 +405,27 @@ fn a_decision_log_inside_the_watched_policy_directory_is_warned_about() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_decision_log_that_cannot_be_opened_stops_startup_with_exit_64_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let socket = dir.path().join("s.sock");
+    // A directory where the file should be, and a directory that does not exist: neither can be
+    // opened for appending, whoever runs the daemon.
+    let in_the_way = dir.path().join("decisions.jsonl");
+    std::fs::create_dir(&in_the_way).unwrap();
+    let missing = dir.path().join("no/such/dir/decisions.jsonl");
+    for log in [&in_the_way, &missing] {
+        let output = serve_fails(&socket, &policy, &["--decision-log", log.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains(&format!("cannot open the decision log `{}`", log.display())),
+            "names the log: {}",
+            stderr(&output)
+        );
+        assert!(!socket.exists(), "nothing bound");
+        assert!(output.stdout.is_empty(), "never announced ready");
+    }
+}
