@@ -154,6 +154,18 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
     let requests = setting("LOAD_REQUESTS", 100);
     let reload_every = Duration::from_millis(setting("LOAD_RELOAD_MS", 10) as u64);
     let total = clients * requests;
+    // One descriptor per client connection, in this process: a default soft limit of 1,024 is
+    // too few for 1,000 clients and the harness, so use what the hard limit allows.
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let needed = clients as u64 + 256;
+    assert!(
+        hard >= needed,
+        "{clients} clients need {needed} open files; the hard limit is {hard}"
+    );
+    if soft < needed {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("decisions.jsonl");
