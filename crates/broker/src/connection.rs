@@ -4,7 +4,7 @@
 use crate::decision_log::{self, DecisionRecord, FaultRecord, Record};
 use crate::peer::{Facts, Peer, ProcDir};
 use crate::server::Shared;
-use permission_broker_policy::{DecidedBy, Subject, needs_cwd};
+use permission_broker_policy::{DecidedBy, Resolved, Subject, needs_cwd};
 use permission_broker_protocol::{
     FrameError, IdSequence, OutOfOrder, parse_request_ref, write_answer,
 };
@@ -214,7 +214,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             proc.get_or_insert_with(|| ProcDir::open(&peer))
                 .resolve_symlinks(path)
         };
-        let decision = policy.decide(request.permission, value, &subject, &mut resolve);
+        // Normalised once: for the decision, and for the log's `resolved`.
+        let normalized = policy.normalize(request.permission, value, &subject);
+        let decision =
+            policy.decide_normalized(request.permission, &normalized, &subject, &mut resolve);
         // Audit mode records the verdict and (mostly) answers allow: `Policy::answer`.
         let answered = policy.answer(request.permission, value, &decision);
         let rule = match decision.decided_by {
@@ -225,10 +228,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let micros = started.elapsed().as_micros() as u64;
         // The record is queued before the answer leaves: no decision without a record.
         if let Some(log) = &self.shared.log {
-            let resolved = policy
-                .normalize(request.permission, value, &subject)
+            let resolved = normalized
+                .as_ref()
                 .ok()
-                .and_then(|r| r.display())
+                .and_then(Resolved::display)
                 .filter(|r| Some(r.as_str()) != value);
             log.record(Record::Decision(Box::new(DecisionRecord {
                 time: decision_log::now(),

@@ -208,7 +208,21 @@ impl Policy {
         subject: &Subject<'_>,
         resolve: Resolver<'_>,
     ) -> Decision<'p> {
-        self.evaluate(permission, value, subject, resolve, None)
+        let normalized = self.normalize(permission, value, subject);
+        self.evaluate(permission, &normalized, subject, resolve, None)
+    }
+
+    /// [`Policy::decide`] on what [`Policy::normalize`] returned for the request, for a caller
+    /// that also uses the normalised value (the daemon's decision log) and should not compute it
+    /// twice per request.
+    pub fn decide_normalized<'p>(
+        &'p self,
+        permission: Permission,
+        normalized: &Result<Resolved<'_>, String>,
+        subject: &Subject<'_>,
+        resolve: Resolver<'_>,
+    ) -> Decision<'p> {
+        self.evaluate(permission, normalized, subject, resolve, None)
     }
 
     /// [`Policy::decide`], with everything that went into it.
@@ -220,7 +234,8 @@ impl Policy {
         resolve: Resolver<'_>,
     ) -> Explanation<'p> {
         let mut trace = Trace::default();
-        let decision = self.evaluate(permission, value, subject, resolve, Some(&mut trace));
+        let normalized = self.normalize(permission, value, subject);
+        let decision = self.evaluate(permission, &normalized, subject, resolve, Some(&mut trace));
         trace.applicable.sort();
         trace.applicable.dedup();
         Explanation {
@@ -234,23 +249,23 @@ impl Policy {
     fn evaluate<'p>(
         &'p self,
         permission: Permission,
-        value: Option<&str>,
+        normalized: &Result<Resolved<'_>, String>,
         subject: &Subject<'_>,
         resolve: Resolver<'_>,
         mut trace: Option<&mut Trace>,
     ) -> Decision<'p> {
-        let lexical = match self.normalize(permission, value, subject) {
+        let lexical = match normalized {
             Ok(lexical) => lexical,
-            Err(reason) => return unresolvable(reason),
+            Err(reason) => return unresolvable(reason.clone()),
         };
         if let Some(trace) = trace.as_deref_mut() {
             trace.normalized = lexical.display();
-            self.for_each_applicable(permission, &lexical, subject, &mut |i| {
+            self.for_each_applicable(permission, lexical, subject, &mut |i| {
                 trace.applicable.push(i);
             });
         }
-        let mut firsts = self.firsts(permission, &lexical, subject);
-        let real = match (&lexical, self.symlinks) {
+        let mut firsts = self.firsts(permission, lexical, subject);
+        let real = match (lexical, self.symlinks) {
             (Resolved::Path(parts), Symlinks::Resolve) => {
                 let path = join(parts);
                 match resolve(&path) {
