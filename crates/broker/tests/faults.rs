@@ -193,10 +193,7 @@ fn a_peer_that_exits_mid_request_costs_nothing_but_its_connection() {
     for _ in 0..20 {
         // Send a request and hang up without reading the answer: the daemon's write fails.
         let mut stream = UnixStream::connect(&daemon.socket).unwrap();
-        let frame = format!(
-            "{{\"v\":1,\"pid\":{},\"id\":1,\"datetime\":\"2026-11-23T16:30:45.262660+00:00\",\"permission\":\"read\",\"value\":\"/tmp/x\"}}\n",
-            std::process::id()
-        );
+        let frame = common::read_frame(1, Some(std::process::id()), "/tmp/x");
         stream.write_all(frame.as_bytes()).unwrap();
         drop(stream);
         // Half a frame, then gone.

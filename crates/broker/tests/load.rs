@@ -115,10 +115,7 @@ fn client(
     start.wait();
     for i in 0..requests {
         let id = i as u32 + 1;
-        let frame = format!(
-            "{{\"v\":1,\"id\":{id},\"datetime\":\"2026-11-23T16:30:45.262660275+00:00\",\"permission\":\"read\",\"value\":\"{}\"}}\n",
-            value(c, i)
-        );
+        let frame = common::read_frame(id, None, &value(c, i));
         reader.get_mut().write_all(frame.as_bytes()).unwrap();
         line.clear();
         reader.read_line(&mut line).unwrap();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Daemon, RawConn};
+use common::{Daemon, RawConn, read_frame};
 use std::time::Duration;
 
 const POLICY: &str = r#"
@@ -19,13 +19,6 @@ permissions = ["read"]
 paths = ["/tmp"]
 "#;
 
-fn frame(id: u32, pid: Option<u32>, value: &str) -> String {
-    let pid = pid.map(|p| format!(r#""pid":{p},"#)).unwrap_or_default();
-    format!(
-        r#"{{"v":1,{pid}"id":{id},"datetime":"2026-11-23T16:30:45.262660275+00:00","permission":"read","value":"{value}"}}"#
-    ) + "\n"
-}
-
 /// The frame with the `x` of its value replaced by the byte 0xff, which is never valid UTF-8.
 fn invalid_utf8(frame: String) -> Vec<u8> {
     let mut bytes = frame.into_bytes();
@@ -37,7 +30,7 @@ fn invalid_utf8(frame: String) -> Vec<u8> {
 
 /// Asks about reading `value` with `id`, as this process.
 fn ask(conn: &mut RawConn, id: u32, value: &str) -> String {
-    conn.send(frame(id, Some(std::process::id()), value).as_bytes());
+    conn.send(read_frame(id, Some(std::process::id()), value).as_bytes());
     conn.answer()
 }
 
@@ -58,18 +51,25 @@ fn answers_in_order_with_reasons() {
         "{\"id\":7,\"result\":\"deny\",\"reason\":\"nope\"}\n"
     );
     // A frame without pid (Deno 2.5.3/2.5.4) is answered.
-    conn.send(frame(8, None, "/tmp").as_bytes());
+    conn.send(read_frame(8, None, "/tmp").as_bytes());
     assert_eq!(conn.answer(), "{\"id\":8,\"result\":\"allow\"}\n");
     // Several frames in one write are answered one by one, in order.
     let pid = Some(std::process::id());
-    conn.send(format!("{}{}", frame(9, pid, "/tmp/a"), frame(10, pid, "/etc")).as_bytes());
+    conn.send(
+        format!(
+            "{}{}",
+            read_frame(9, pid, "/tmp/a"),
+            read_frame(10, pid, "/etc")
+        )
+        .as_bytes(),
+    );
     assert_eq!(conn.answer(), "{\"id\":9,\"result\":\"allow\"}\n");
     assert_eq!(
         conn.answer(),
         "{\"id\":10,\"result\":\"deny\",\"reason\":\"nope\"}\n"
     );
     // A frame split across writes is one frame.
-    let f = frame(11, pid, "/tmp/b");
+    let f = read_frame(11, pid, "/tmp/b");
     conn.send(&f.as_bytes()[..20]);
     std::thread::sleep(Duration::from_millis(50));
     conn.send(&f.as_bytes()[20..]);
@@ -82,7 +82,7 @@ fn answers_in_order_with_reasons() {
         (15, 60_000, false),
     ] {
         let long = format!("/tmp/{}", "ab/".repeat(len / 3));
-        let f = frame(id, pid, &long);
+        let f = read_frame(id, pid, &long);
         if pieces {
             for piece in f.as_bytes().chunks(4_096) {
                 conn.send(piece);
@@ -94,7 +94,7 @@ fn answers_in_order_with_reasons() {
             );
         } else {
             // Ids increase, so the short frame behind takes the next one (15 -> 16).
-            conn.send(format!("{f}{}", frame(id + 1, pid, "/etc")).as_bytes());
+            conn.send(format!("{f}{}", read_frame(id + 1, pid, "/etc")).as_bytes());
             assert_eq!(
                 conn.answer(),
                 format!("{{\"id\":{id},\"result\":\"allow\"}}\n")
@@ -114,16 +114,16 @@ fn each_fault_closes_only_its_own_connection() {
         (
             "non-increasing id",
             vec![
-                frame(5, me, "/tmp").into_bytes(),
-                frame(5, me, "/tmp").into_bytes(),
+                read_frame(5, me, "/tmp").into_bytes(),
+                read_frame(5, me, "/tmp").into_bytes(),
             ],
             "request id 5 is not greater than the previous id 5",
         ),
         (
             "decreasing id",
             vec![
-                frame(5, me, "/tmp").into_bytes(),
-                frame(4, me, "/tmp").into_bytes(),
+                read_frame(5, me, "/tmp").into_bytes(),
+                read_frame(4, me, "/tmp").into_bytes(),
             ],
             "request id 4 is not greater",
         ),
@@ -135,7 +135,7 @@ fn each_fault_closes_only_its_own_connection() {
         (
             "v = 2",
             vec![
-                frame(1, me, "/tmp")
+                read_frame(1, me, "/tmp")
                     .replace("\"v\":1", "\"v\":2")
                     .into_bytes(),
             ],
@@ -143,7 +143,7 @@ fn each_fault_closes_only_its_own_connection() {
         ),
         (
             "pid mismatch",
-            vec![frame(1, Some(std::process::id() + 1), "/tmp").into_bytes()],
+            vec![read_frame(1, Some(std::process::id() + 1), "/tmp").into_bytes()],
             "pid mismatch",
         ),
         (
@@ -153,7 +153,7 @@ fn each_fault_closes_only_its_own_connection() {
         ),
         (
             "non-UTF-8",
-            vec![invalid_utf8(frame(1, me, "/tmp/x"))],
+            vec![invalid_utf8(read_frame(1, me, "/tmp/x"))],
             "not valid UTF-8",
         ),
         ("not JSON", vec![b"hello\n".to_vec()], "not valid JSON"),

@@ -251,6 +251,15 @@ pub fn deno(version: &str) -> PathBuf {
     path
 }
 
+/// A v1 `read` request for `value` (written into the JSON as is), newline-terminated. Deno
+/// 2.5.5 and later send `pid`; 2.5.3 does not.
+pub fn read_frame(id: u32, pid: Option<u32>, value: &str) -> String {
+    let pid = pid.map(|p| format!(r#""pid":{p},"#)).unwrap_or_default();
+    format!(
+        r#"{{"v":1,{pid}"id":{id},"datetime":"2026-11-23T16:30:45.262660275+00:00","permission":"read","value":"{value}"}}"#
+    ) + "\n"
+}
+
 /// One connection that keeps asking about reads, like a long-running Deno process.
 pub struct Asker {
     reader: BufReader<UnixStream>,
@@ -276,10 +285,7 @@ impl Asker {
     /// Asks whether `path` may be read; `None` if the connection was closed instead.
     pub fn ask(&mut self, path: &str) -> Option<bool> {
         self.id += 1;
-        let frame = format!(
-            "{{\"v\":1,\"id\":{},\"datetime\":\"2026-11-23T16:30:45.262660275+00:00\",\"permission\":\"read\",\"value\":\"{path}\"}}\n",
-            self.id
-        );
+        let frame = read_frame(self.id, None, path);
         self.reader.get_mut().write_all(frame.as_bytes()).ok()?;
         let mut line = String::new();
         self.reader.read_line(&mut line).ok()?;
