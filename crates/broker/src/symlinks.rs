@@ -14,9 +14,6 @@ const MAX_LINKS: usize = 40;
 
 /// The real path of `path` (absolute, normalised) inside `root`.
 pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
-    // A root that cannot be read (the process is gone) would make every path look new and so
-    // "resolve" to itself: refuse instead.
-    std::fs::metadata(root).map_err(|e| format!("cannot read the peer's root: {e}"))?;
     let mut pending: Vec<String> = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -60,8 +57,11 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
                 );
             }
             Ok(_) => resolved.push(component),
-            // Nothing exists from here on: the rest cannot be a link.
+            // Nothing exists from here on: the rest cannot be a link. Unless the root itself is
+            // gone (the process exited), which would make every path look new and "resolve" to
+            // itself: checked here, where it matters, not on every walk.
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                std::fs::metadata(root).map_err(|e| format!("cannot read the peer's root: {e}"))?;
                 resolved.push(component);
                 while let Some(rest) = pending.pop() {
                     match rest.as_str() {
