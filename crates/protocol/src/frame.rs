@@ -332,18 +332,8 @@ impl Response {
 /// sanitised (borrowed when already clean) and `reason` is ignored for an allow.
 pub fn write_answer(out: &mut Vec<u8>, id: u32, result: Effect, reason: &str) {
     out.extend_from_slice(b"{\"id\":");
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    let mut rest = id;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    // serde_json writes integers without `fmt` (itoa); writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &id);
     out.extend_from_slice(b",\"result\":\"");
     out.extend_from_slice(result.as_str().as_bytes());
     out.push(b'"');
