@@ -183,7 +183,8 @@ pub fn parse_request_by_schema(line: &[u8]) -> Result<Request, FrameError> {
 mod wire {
     use super::{Permission, RequestRef};
     use serde::Deserialize;
-    use serde::de::{Deserializer, Error, Visitor};
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{Deserializer, Error, MapAccess, Visitor};
     use std::borrow::Cow;
     use std::fmt;
 
@@ -205,7 +206,7 @@ mod wire {
     pub(super) fn parse(line: &[u8]) -> Option<RequestRef<'_>> {
         let text = std::str::from_utf8(line).ok()?;
         let mut de = serde_json::Deserializer::from_str(text);
-        let wire = Wire::deserialize(&mut de).ok()?;
+        let wire = de.deserialize_map(ObjectOnly).ok()?;
         de.end().ok()?;
         let valid = wire.v == 1
             && wire.pid != Some(0)
@@ -218,6 +219,28 @@ mod wire {
             permission: wire.permission,
             value: wire.value,
         })
+    }
+
+    /// Reads a [`Wire`] from a JSON object and from nothing else.
+    ///
+    /// serde's derived `Deserialize` for a struct also accepts a sequence of its fields in
+    /// declaration order, and serde_json's `deserialize_struct` hands it one for a JSON array, so
+    /// `[1,42,1,"…","read","/x"]` would be read as a request while the schema refuses it. Asking
+    /// serde_json for a map refuses every other top (array, string, number, bool, null) before any
+    /// field is read; the object's entries are then given to the derived reader unchanged, so
+    /// unknown and duplicate fields are still refused and strings still borrow from the line.
+    struct ObjectOnly;
+
+    impl<'de> Visitor<'de> for ObjectOnly {
+        type Value = Wire<'de>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            Wire::deserialize(MapAccessDeserializer::new(map))
+        }
     }
 
     fn some_u32<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
@@ -462,6 +485,34 @@ mod tests {
                 parse_response(bad).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn the_one_pass_reader_takes_only_an_object() {
+        let object = br#"{"v":1,"pid":6937,"id":1,"datetime":"2026-11-23T16:30:45.262660275+00:00","permission":"read","value":"/x"}"#;
+        let request = wire::parse(object).unwrap();
+        // Still one pass over the line: unescaped strings borrow from it.
+        assert!(matches!(request.datetime, Cow::Borrowed(_)));
+        assert!(matches!(request.value, Some(Cow::Borrowed(_))));
+        for top in [
+            &br#"[1,6937,1,"2026-11-23T16:30:45.262660275+00:00","read","/x"]"#[..],
+            br#"[1,1,"2026-11-23T16:30:45.262660275+00:00","read","/x"]"#,
+            br#"[[1,6937,1,"2026-11-23T16:30:45.262660275+00:00","read","/x"]]"#,
+            br#"[{"v":1,"pid":6937,"id":1,"datetime":"2026-11-23T16:30:45.262660275+00:00","permission":"read","value":"/x"}]"#,
+            b"[]",
+            b"\"read\"",
+            b"1",
+            b"true",
+            b"false",
+            b"null",
+        ] {
+            let shown = String::from_utf8_lossy(top);
+            assert!(wire::parse(top).is_none(), "{shown}");
+            assert!(
+                matches!(parse_request_ref(top), Err(FrameError::Schema { .. })),
+                "{shown}"
             );
         }
     }

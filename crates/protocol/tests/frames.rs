@@ -144,6 +144,32 @@ fn junk_is_rejected() {
     assert!(parse_request(b"{\"v\":1\0}").is_err(), "NUL byte");
 }
 
+/// serde's derived reader also takes a struct as an array of its fields in declaration order; a
+/// frame is only ever a JSON object.
+#[test]
+fn an_array_of_a_frames_values_is_rejected() {
+    // GOOD's values in Deno's field order.
+    let array = r#"[1,42,1,"2026-11-23T16:30:45.262660275+00:00","read","./x"]"#.to_owned();
+    let typed = parse_request(GOOD.as_bytes()).unwrap();
+    assert_eq!(
+        serde_json::to_string(&typed).unwrap(),
+        GOOD,
+        "GOOD is in Deno's order"
+    );
+    for line in [
+        array.clone(),
+        format!("[{array}]"),
+        format!("[{GOOD}]"),
+        r#"[1,6937,1,"2026-11-23T16:30:45.262660275+00:00","read","/x"]"#.to_owned(),
+        r#"[1,1,"2026-11-23T16:30:45.262660275+00:00","read","/x"]"#.to_owned(),
+    ] {
+        match parse_request(line.as_bytes()) {
+            Err(FrameError::Schema { path, .. }) => assert_eq!(path, "", "{line}"),
+            other => panic!("{line}: expected a schema error at the top, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn schema_errors_name_the_offending_field() {
     match parse_request(with("v", Some("2")).as_bytes()) {

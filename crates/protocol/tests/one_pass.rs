@@ -82,6 +82,28 @@ fn good() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// A valid frame's values, in Deno's order, as JSON text.
+const GOOD_VALUES: [&str; 6] = [
+    "1",
+    "42",
+    "7",
+    "\"2026-11-23T16:30:45.262660+00:00\"",
+    "\"read\"",
+    "\"./x\"",
+];
+
+/// Asserts that both parsers refuse the line: a frame is a JSON object and nothing else.
+fn refused(line: &str) {
+    assert!(
+        !agree(line.as_bytes()),
+        "accepted a non-object frame {line:?}"
+    );
+    assert!(
+        parse_request_ref(line.as_bytes()).is_err(),
+        "the one-pass parser answered {line:?}"
+    );
+}
+
 #[test]
 fn real_frames_are_read_identically() {
     for line in FRAMES.lines() {
@@ -152,8 +174,104 @@ fn framing_edges() {
     assert!(!agree(&bytes));
 }
 
+/// The reported hole: serde's derived struct reader also takes a JSON array of the fields in
+/// declaration order, so the hot path answered a frame the schema refuses.
+#[test]
+fn an_array_of_a_valid_frames_values_is_not_a_frame() {
+    refused(r#"[1,6937,1,"2026-11-23T16:30:45.262660275+00:00","read","/x"]"#);
+    refused(&format!("[{}]", GOOD_VALUES.join(",")));
+    refused(&format!(" \t[{}]", GOOD_VALUES.join(" , ")));
+    // Without the optional pid, with a null value, and with a trailing extra element.
+    refused(r#"[1,1,"2026-11-23T16:30:45.262660275+00:00","read","/x"]"#);
+    refused(r#"[1,6937,1,"2026-11-23T16:30:45.262660275+00:00","env",null]"#);
+    refused(&format!("[{},null]", GOOD_VALUES.join(",")));
+}
+
+#[test]
+fn no_non_object_top_is_a_frame() {
+    let good = frame(&good());
+    let array = format!("[{}]", GOOD_VALUES.join(","));
+    for line in [
+        "[]".to_owned(),
+        "[[]]".to_owned(),
+        "[{}]".to_owned(),
+        format!("[{good}]"),
+        format!("[[{good}]]"),
+        format!("[{array}]"),
+        format!("[[{array}]]"),
+        "null".to_owned(),
+        "true".to_owned(),
+        "false".to_owned(),
+        "0".to_owned(),
+        "1".to_owned(),
+        "-1".to_owned(),
+        "1.5".to_owned(),
+        "\"\"".to_owned(),
+        "\"read\"".to_owned(),
+        serde_json::to_string(&good).unwrap(),
+    ] {
+        refused(&line);
+    }
+}
+
+/// A JSON value that is not an object at its top: scalars, arrays of a frame's values (in order,
+/// reordered, truncated, padded, nested) and arrays of anything from [`VALUES`] or of frames.
+fn non_object_top() -> impl Strategy<Value = String> {
+    let scalar = prop::sample::select(
+        VALUES
+            .iter()
+            .copied()
+            .filter(|v| !v.starts_with('{'))
+            .collect::<Vec<_>>(),
+    )
+    .prop_map(str::to_owned);
+    let element = prop_oneof![
+        prop::sample::select(VALUES.to_vec()).prop_map(str::to_owned),
+        prop::sample::select(GOOD_VALUES.to_vec()).prop_map(str::to_owned),
+        Just(frame(&good())),
+    ];
+    let frame_values = (
+        any::<bool>(),
+        prop::collection::vec(element.clone(), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(with_pid, extra, shuffle)| {
+            let mut values: Vec<String> = GOOD_VALUES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| with_pid || *i != 1)
+                .map(|(_, v)| (*v).to_owned())
+                .collect();
+            if shuffle {
+                values.rotate_left(1);
+            }
+            values.extend(extra);
+            format!("[{}]", values.join(","))
+        });
+    let any_array = prop::collection::vec(element, 0..8).prop_map(|e| format!("[{}]", e.join(",")));
+    let flat = prop_oneof![scalar, frame_values, any_array];
+    (
+        flat,
+        0usize..3,
+        prop::sample::select(vec!["", " ", "\t", "\r\n"]),
+    )
+        .prop_map(|(inner, depth, space)| {
+            format!(
+                "{space}{}{inner}{}{space}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// Anything but an object at the top is refused by both parsers.
+    #[test]
+    fn non_object_tops_are_refused(line in non_object_top()) {
+        refused(&line);
+    }
 
     /// Random byte edits (replace, insert, delete) of real frames.
     #[test]
