@@ -3,7 +3,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::{Daemon, RawConn, read_frame};
 use std::time::Duration;

@@ -155,7 +155,7 @@ impl ProcDir {
             use std::os::fd::AsRawFd as _;
             let dir = self.dir.as_ref().map_err(Clone::clone)?;
             let root = format!("/proc/self/fd/{}/root", dir.as_raw_fd());
-            crate::symlinks::resolve_in_root(std::path::Path::new(&root), path)
+            super::symlinks::resolve_in_root(std::path::Path::new(&root), path)
         }
         #[cfg(not(target_os = "linux"))]
         Err(format!(

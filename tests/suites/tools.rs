@@ -2,7 +2,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::BROKER;
 use std::path::{Path, PathBuf};
@@ -10,12 +10,12 @@ use std::process::{Command, Output};
 
 fn config(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../config")
+        .join("../config")
         .join(path)
 }
 
 fn run(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(BROKER).args(args).output().unwrap()
+    Command::new(&*BROKER).args(args).output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -121,7 +121,7 @@ fn explain_shows_the_decision_its_rule_and_the_resolved_path() {
     )
     .unwrap();
     let explain = |extra: &[&str]| {
-        let mut cmd = Command::new(BROKER);
+        let mut cmd = Command::new(&*BROKER);
         cmd.arg("explain").arg("--policy").arg(&policy).args([
             "--permission",
             "read",

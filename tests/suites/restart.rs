@@ -9,7 +9,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::world::{SECRET_REASON, World, assert_success, stdout_lines, wait_with_timeout};
 use common::{DENO_VERSIONS, Launch};

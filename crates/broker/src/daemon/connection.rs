@@ -1,9 +1,9 @@
 //! One connection: read a frame, validate it, decide, answer; any protocol fault closes the
 //! connection without an answer (Deno then exits 87: fail closed).
 
-use crate::decision_log::{self, DecisionRecord, FaultRecord, Record};
-use crate::peer::{Facts, Peer, ProcDir};
-use crate::server::Shared;
+use super::decision_log::{self, DecisionRecord, FaultRecord, Record};
+use super::peer::{Facts, Peer, ProcDir};
+use super::server::Shared;
 use permission_broker_policy::{DecidedBy, Resolved, Subject, needs_cwd};
 use permission_broker_protocol::{
     FrameError, IdSequence, OutOfOrder, parse_request_ref, write_answer,
@@ -31,7 +31,7 @@ pub enum Fault {
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    LogOverloaded(#[from] crate::decision_log::Overloaded),
+    LogOverloaded(#[from] super::decision_log::Overloaded),
     #[error("peer uid {0:?} is not in allowed_uids")]
     NotAllowed(Option<u32>),
 }

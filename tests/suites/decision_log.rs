@@ -2,7 +2,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::{Asker, Daemon, signal, sigterm_and_wait};
 use serde_json::Value;

@@ -13,7 +13,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::{Daemon, Launch, sigterm_and_wait};
 use nix::sys::signal::Signal;

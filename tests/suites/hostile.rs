@@ -6,7 +6,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::{Daemon, RawConn};
 use std::io::BufRead;

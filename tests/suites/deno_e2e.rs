@@ -2,7 +2,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::world::{
     DENY_REASON, SECRET_REASON, World, assert_success, stdout_lines, wait_with_timeout, wrapped,
@@ -378,7 +378,7 @@ console.log(outside);
     );
     assert!(common::sigterm_and_wait(&mut world.daemon).success());
 
-    let suggested = Command::new(common::BROKER)
+    let suggested = Command::new(&*common::BROKER)
         .arg("suggest")
         .arg(&log)
         .output()
@@ -395,7 +395,7 @@ console.log(outside);
     );
     let policy = audit_log.path().join("suggested.toml");
     std::fs::write(&policy, &policy_text).unwrap();
-    let check = Command::new(common::BROKER)
+    let check = Command::new(&*common::BROKER)
         .arg("check")
         .arg(&policy)
         .output()

@@ -1,7 +1,14 @@
 //! Test support: a real `permission-broker serve` on a temporary socket, and the pinned Deno
 //! binaries installed by `scripts/install-deno.sh`.
 
-#![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    missing_debug_implementations,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::new_without_default
+)]
 
 pub mod world;
 
@@ -10,10 +17,52 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BROKER: &str = env!("CARGO_BIN_EXE_permission-broker");
+/// The `permission-broker` binary under test, built from this workspace (see [`broker_binary`]).
+pub static BROKER: LazyLock<String> = LazyLock::new(broker_binary);
+
+/// Builds the daemon's binary as shipped (`cargo build -p permission-broker`, in this test run's
+/// profile and target directory) and returns its path. This crate is not the binary's package, so
+/// cargo does not build it for these tests; building it here, once per test process, means a
+/// suite never runs a stale binary. (Cargo releases its build lock before it runs tests.)
+fn broker_binary() -> String {
+    let test_exe = std::env::current_exe().expect("the test binary's path");
+    // <target>/<profile dir>/deps/<test binary>
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in <target>/<profile>/deps");
+    let target = profile_dir.parent().expect("a target directory");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("unexpected profile directory {}", profile_dir.display()),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "-p",
+            "permission-broker",
+            "--bin",
+        ])
+        .arg("permission-broker")
+        .arg("--profile")
+        .arg(profile)
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo to build the broker");
+    assert!(status.success(), "building permission-broker failed");
+    let binary = profile_dir.join("permission-broker");
+    assert!(binary.is_file(), "no binary at {}", binary.display());
+    binary.display().to_string()
+}
 
 /// How to start a daemon, beyond its policy.
 #[derive(Clone, Copy)]
@@ -113,7 +162,7 @@ impl Daemon {
     /// that the child inherits.
     fn command(&self, passed: Option<RawFd>) -> Command {
         let mut cmd = match passed {
-            None => Command::new(BROKER),
+            None => Command::new(&*BROKER),
             Some(fd) => {
                 // systemd sets LISTEN_PID to the service's pid, and passes the socket as fd 3: a
                 // shell that execs the daemon knows its pid and can move the descriptor.
@@ -125,7 +174,7 @@ impl Daemon {
                 let mut cmd = Command::new("bash");
                 cmd.arg("-c")
                     .arg(format!("LISTEN_PID=$$ exec \"$0\" \"$@\"{moved}"))
-                    .arg(BROKER)
+                    .arg(&*BROKER)
                     .env("LISTEN_FDS", "1");
                 cmd
             }
@@ -240,7 +289,7 @@ pub const DENO_VERSIONS: &[&str] = &["2.9.6", "2.5.3"];
 /// suite that quietly skipped its real client would prove nothing.
 pub fn deno(version: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tools/deno/node_modules")
+        .join("../tools/deno/node_modules")
         .join(format!("deno-{version}"))
         .join("deno");
     assert!(

@@ -3,7 +3,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::{BROKER, Daemon};
 use permission_broker_protocol::parse_request;
@@ -51,7 +51,7 @@ fn scripted_broker(path: &Path, script: Script) -> JoinHandle<(String, u32)> {
 }
 
 fn ask(socket: &Path, args: &[&str]) -> Output {
-    Command::new(BROKER)
+    Command::new(&*BROKER)
         .arg("ask")
         .arg("--socket")
         .arg(socket)

@@ -3,7 +3,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::{BROKER, Daemon};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,7 +15,7 @@ const GOOD: &str = "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\nper
 
 /// Runs `serve` expecting it to exit (it must not become ready).
 fn serve_fails(socket: &Path, policy: &Path, extra: &[&str]) -> Output {
-    let mut child = Command::new(BROKER)
+    let mut child = Command::new(&*BROKER)
         .arg("serve")
         .arg("--socket")
         .arg(socket)
@@ -89,7 +89,7 @@ fn a_live_daemon_on_the_path_is_not_replaced() {
         stderr(&output)
     );
     // The first daemon still serves.
-    let ask = Command::new(BROKER)
+    let ask = Command::new(&*BROKER)
         .arg("ask")
         .arg("--socket")
         .arg(&first.socket)
@@ -172,7 +172,7 @@ fn a_stale_socket_of_ours_is_replaced_and_the_mode_is_applied() {
 
 /// Starts `serve --config config extra…` and waits until it says it is ready on `socket`.
 fn serve_until_ready(config: &Path, extra: &[&str], socket: &Path) -> std::process::Child {
-    let mut child = Command::new(BROKER)
+    let mut child = Command::new(&*BROKER)
         .args(["serve", "--config"])
         .arg(config)
         .args(extra)
@@ -322,7 +322,7 @@ fn serve_with_nofile(soft: u64, hard: u64, extra: &[&str]) -> (String, String) {
     let socket = dir.path().join("s.sock");
     let mut child = Command::new("prlimit")
         .arg(format!("--nofile={soft}:{hard}"))
-        .arg(BROKER)
+        .arg(&*BROKER)
         .arg("serve")
         .arg("--socket")
         .arg(&socket)
@@ -380,7 +380,7 @@ fn a_decision_log_inside_the_watched_policy_directory_is_warned_about() {
     let log = dir.path().join("decisions.jsonl");
     let (stderr, _) = {
         let socket = dir.path().join("s.sock");
-        let mut child = Command::new(BROKER)
+        let mut child = Command::new(&*BROKER)
             .arg("serve")
             .arg("--socket")
             .arg(&socket)

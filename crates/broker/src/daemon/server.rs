@@ -1,9 +1,9 @@
 //! The accept loop: a bounded number of connections, each served by its own task, and a graceful
 //! stop that lets every request already read be answered.
 
-use crate::connection::Connection;
-use crate::peer::Peer;
-use crate::reload::PolicyStore;
+use super::connection::Connection;
+use super::peer::Peer;
+use super::reload::PolicyStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,7 +22,7 @@ pub struct Limits {
 pub struct Shared {
     pub store: Arc<PolicyStore>,
     pub limits: Limits,
-    pub log: Option<crate::decision_log::DecisionLog>,
+    pub log: Option<super::decision_log::DecisionLog>,
     /// When set, only peers with these uids are served.
     pub allowed_uids: Option<Vec<u32>>,
 }
@@ -126,7 +126,7 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
 #[cfg(unix)]
 pub mod unix {
     use super::Accept;
-    use crate::peer::Peer;
+    use crate::daemon::peer::Peer;
     use tokio::net::UnixListener;
     use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -165,7 +165,7 @@ pub mod unix {
 #[cfg(windows)]
 pub mod windows {
     use super::Accept;
-    use crate::peer::Peer;
+    use crate::daemon::peer::Peer;
     use interprocess::os::windows::named_pipe::tokio::{
         DuplexPipeStream, PipeListener, PipeListenerOptionsExt,
     };

@@ -1,22 +1,13 @@
-//! The security team's tools: `explain` and `test`. They load a policy exactly as the daemon
-//! does and decide with the same pure function, so what they say is what the daemon does.
+//! `permission-broker explain`: how the policy decides one request -- loaded exactly as the
+//! daemon loads it and decided by the same pure function, so what it says is what the daemon does.
 
-use crate::ExplainArgs;
-use crate::policy_files::{self, LoadedPolicy, SystemDirectory};
-use permission_broker_policy::{
-    DecidedBy, Directory, Effect, Mode, Policy, Source, Subject, lexical_only, run_cases,
-};
+use super::load_or_report;
+use crate::cli::ExplainArgs;
+use crate::exit::EXIT_CONFIG;
+use crate::policy_files::SystemDirectory;
+use permission_broker_policy::{DecidedBy, Directory, Effect, Mode, Policy, Subject, lexical_only};
 use std::path::Path;
 use std::process::ExitCode;
-
-const EXIT_CONFIG: u8 = crate::EXIT_CONFIG;
-
-fn load_or_report(path: &Path) -> Result<LoadedPolicy, ExitCode> {
-    policy_files::load(path).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
 
 fn rule_label(policy: &Policy, by: DecidedBy) -> String {
     match by {
@@ -30,7 +21,7 @@ fn rule_label(policy: &Policy, by: DecidedBy) -> String {
 }
 
 #[allow(clippy::print_stdout)]
-pub fn explain(args: ExplainArgs) -> ExitCode {
+pub fn run(args: ExplainArgs) -> ExitCode {
     let loaded = match load_or_report(&args.policy) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -55,7 +46,7 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
         unit: args.unit.as_deref(),
         cwd: args.cwd.as_deref(),
     };
-    let mut on_disk = |path: &str| crate::symlinks::resolve_in_root(Path::new("/"), path);
+    let mut on_disk = |path: &str| crate::daemon::symlinks::resolve_in_root(Path::new("/"), path);
     let mut as_written = lexical_only;
     let resolve: permission_broker_policy::Resolver<'_> = if args.lexical {
         &mut as_written
@@ -108,61 +99,5 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
     match e.decision.effect {
         Effect::Allow => ExitCode::SUCCESS,
         Effect::Deny => ExitCode::FAILURE,
-    }
-}
-
-#[allow(clippy::print_stdout)]
-pub fn test(policy_path: &Path, cases_path: &Path) -> ExitCode {
-    let loaded = match load_or_report(policy_path) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let text = match std::fs::read_to_string(cases_path) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("{}: cannot read cases: {e}", cases_path.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let source = Source::new(cases_path.display().to_string(), text);
-    let report = match run_cases(&loaded.policy, &source, &SystemDirectory) {
-        Ok(report) => report,
-        Err(diagnostics) => {
-            eprint!("{diagnostics}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    for outcome in report.outcomes.iter().filter(|o| !o.passed) {
-        println!(
-            "{}: case `{}` failed: expected {}, got {}",
-            outcome.location, outcome.name, outcome.expected, outcome.actual
-        );
-    }
-    println!("{} passed, {} failed", report.passed(), report.failed());
-    if report.failed() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-#[allow(clippy::print_stdout)]
-pub fn suggest(log: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(log) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("{}: cannot read the decision log: {e}", log.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    match crate::suggest::suggest(&text, &log.display().to_string()) {
-        Ok(policy) => {
-            print!("{policy}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -142,7 +142,7 @@ impl PolicyStore {
                 Reloaded::Failed
             }
         };
-        crate::notify::status(&self.status().line());
+        super::notify::status(&self.status().line());
         outcome
     }
 
@@ -212,9 +212,9 @@ pub async fn run(
         };
         let store = store.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            crate::notify::reloading();
+            super::notify::reloading();
             store.reload(why);
-            crate::notify::ready();
+            super::notify::ready();
         })
         .await;
     }

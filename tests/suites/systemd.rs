@@ -2,7 +2,7 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use permission_broker_tests as common;
 
 use common::{Asker, BROKER};
 use std::io::{BufRead, BufReader};
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn units() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
 }
 
 /// The units with `ExecStart` pointing at the binary under test (verify checks that it exists).
@@ -19,7 +19,7 @@ fn units_for_test(dir: &Path) {
         let text = std::fs::read_to_string(units().join(name)).unwrap();
         std::fs::write(
             dir.join(name),
-            text.replace("/usr/local/bin/permission-broker", BROKER),
+            text.replace("/usr/local/bin/permission-broker", &BROKER),
         )
         .unwrap();
     }
@@ -83,7 +83,7 @@ fn a_socket_passed_like_systemd_does_is_served() {
     let mut activator = Command::new("systemd-socket-activate")
         .arg("--listen")
         .arg(&socket)
-        .arg(BROKER)
+        .arg(&*BROKER)
         .args(["serve", "--socket", "/nonexistent/unused.sock", "--policy"])
         .arg(&policy)
         .stdout(Stdio::piped())
@@ -124,7 +124,7 @@ fn a_socket_passed_like_systemd_does_is_served() {
 
 #[test]
 fn the_dockerfile_passes_hadolint() {
-    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Dockerfile");
+    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile");
     let output = Command::new("hadolint")
         .arg(&dockerfile)
         .output()
@@ -148,7 +148,7 @@ fn notify_ready_status_and_reloading_around_a_reload() {
         .unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, "version = 1\n").unwrap();
-    let mut daemon = Command::new(BROKER)
+    let mut daemon = Command::new(&*BROKER)
         .args(["serve", "--no-watch", "--socket"])
         .arg(dir.path().join("b.sock"))
         .arg("--policy")

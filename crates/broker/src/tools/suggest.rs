@@ -10,6 +10,8 @@
 use permission_broker_policy::{Permission, normalize_absolute};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::Path;
+use std::process::ExitCode;
 
 #[derive(Debug, Default)]
 struct Observed {
@@ -138,6 +140,27 @@ fn collapse_paths(values: &BTreeMap<String, u64>) -> Vec<(String, u64, usize)> {
 
 fn toml_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+#[allow(clippy::print_stdout)]
+pub fn run(log: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(log) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: cannot read the decision log: {e}", log.display());
+            return ExitCode::from(crate::exit::EXIT_CONFIG);
+        }
+    };
+    match suggest(&text, &log.display().to_string()) {
+        Ok(policy) => {
+            print!("{policy}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

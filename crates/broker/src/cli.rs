@@ -1,0 +1,157 @@
+//! The command line: every subcommand and option, as clap types. Parsing only; what each
+//! command does lives in `daemon` (serve) and `tools` (everything else).
+
+use clap::{Parser, Subcommand};
+use permission_broker_protocol::Permission;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "permission-broker",
+    version,
+    about = "The out-of-process permission broker for Deno"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker: listen on the socket and answer Deno's permission checks from the policy.
+    Serve(ServeArgs),
+    /// Validate a policy file or directory: exit 0 if it loads, 1 (with file:line:column
+    /// messages) if not.
+    Check {
+        /// A policy file, or a directory whose `*.toml` files are read in lexical order.
+        policy: PathBuf,
+    },
+    /// Show how a policy decides one request: the decision, the deciding rule, every rule that
+    /// applied, and the value as normalised and resolved (exit 0 allow, 1 deny).
+    Explain(ExplainArgs),
+    /// Run policy unit tests: a TOML file of requests and the decisions they must get. Prints
+    /// each failing case with expected and actual; exit 1 on any mismatch.
+    Test {
+        /// A policy file, or a directory whose `*.toml` files are read in lexical order.
+        policy: PathBuf,
+        /// The case file (format: docs/policy.md, "Testing a policy").
+        cases: PathBuf,
+    },
+    /// Turn a decision log recorded under an audit policy into a reviewable enforce-mode policy
+    /// (printed on stdout; every entry commented with how often it was asked for).
+    Suggest {
+        /// A decision log (`serve --decision-log`), typically recorded with `mode = "audit"`.
+        decision_log: PathBuf,
+    },
+    /// Send one permission check to a running broker and print the answer (exit 0 allow,
+    /// 1 deny, 87 on a protocol fault).
+    Ask {
+        /// The broker's socket [default: $DENO_PERMISSION_BROKER_PATH, else the serve default].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Refuse (exit 87) unless the broker runs as this uid, as the kernel reports it.
+        #[arg(long, value_name = "UID")]
+        require_uid: Option<u32>,
+        /// read, write, net, env, sys, run, ffi or import.
+        permission: Permission,
+        /// The value to ask about; omitted, the whole permission (null).
+        value: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// A policy file, or a directory whose `*.toml` files are read in lexical order.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// read, write, net, env, sys, run, ffi or import.
+    #[arg(long)]
+    pub permission: Permission,
+    /// The value as Deno would send it; omitted, the whole permission (null).
+    #[arg(long)]
+    pub value: Option<String>,
+    /// Working directory of the asking process, for relative paths.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Pid of the asking process (only shown in messages).
+    #[arg(long, default_value_t = 1)]
+    pub pid: u32,
+    /// Uid of the asking process.
+    #[arg(long, conflicts_with = "user")]
+    pub uid: Option<u32>,
+    /// User name of the asking process (resolved to its uid).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Primary gid of the asking process.
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Supplementary gids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Option<Vec<u32>>,
+    /// Executable of the asking process.
+    #[arg(long)]
+    pub exe: Option<String>,
+    /// systemd unit of the asking process.
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// Do not resolve symlinks on this machine's filesystem (take paths as written).
+    #[arg(long)]
+    pub lexical: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML; see README). Command-line flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Socket path to listen on (a filesystem path; on Windows a named pipe)
+    /// [default: /tmp/perm.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Policy file, or directory whose `*.toml` files are read in lexical order
+    /// [default: /etc/permission-broker/policy.toml].
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Permissions of the socket file, in octal [default: 600]. Connecting needs write permission.
+    #[arg(long, value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
+    /// Group that owns the socket file (with a mode such as 660).
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// Longest request line accepted, in bytes [default: 65536].
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// Seconds a peer may take to finish a frame it has started [default: 10]; idle connections
+    /// never time out.
+    #[arg(long)]
+    pub frame_timeout: Option<f64>,
+    /// Connections served at once [default: 16384]; more wait in the kernel's accept queue.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds between checks of the policy files' revision [default: 5], the fallback for
+    /// filesystems without change events (changes are otherwise picked up within about 100 ms).
+    #[arg(long)]
+    pub poll_interval: Option<f64>,
+    /// Do not watch the policy directory for changes (reload on SIGHUP and polling only).
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Write one JSON line per decision and per protocol fault to this file (appended; reopened
+    /// on SIGUSR1), or to stdout with `-`. Without it, decisions are only in debug logs.
+    #[arg(long, value_name = "PATH|-")]
+    pub decision_log: Option<String>,
+    /// Seconds a decision may wait for room in a full decision-log queue before its connection
+    /// is closed unanswered [default: 2] (fail closed; counted as `overloaded`).
+    #[arg(long)]
+    pub decision_log_max_wait: Option<f64>,
+    /// Only serve peers with these uids (comma-separated; from the kernel, never the request).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_uids: Option<Vec<u32>>,
+}
+
+/// Parses an octal file mode (`600`, `0o660`).
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal file mode such as 600 or 660"))
+}

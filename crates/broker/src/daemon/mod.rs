@@ -1,0 +1,156 @@
+//! `serve`: the daemon. This file is the orchestration, in the order it happens: validate the
+//! settings, load the policy, start the decision log and the reloader, install the signal
+//! handlers, take the socket, announce readiness, serve until stopped, flush the log.
+//!
+//! Invariants (see ARCHITECTURE.md): nothing is bound before everything is validated; a request
+//! that has been read is answered or its connection closed; no answer leaves before its record is
+//! queued; a policy that fails to load never replaces the running one.
+
+pub mod connection;
+pub mod decision_log;
+mod descriptors;
+mod listener;
+pub mod notify;
+pub mod peer;
+pub mod reload;
+pub mod server;
+mod signals;
+pub mod symlinks;
+#[cfg(unix)]
+pub mod unix_socket;
+
+use crate::cli::ServeArgs;
+use crate::exit::EXIT_CONFIG;
+use crate::policy_files::{self, LoadError};
+use crate::settings::{self, Settings};
+use server::Shared;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Records the decision log can queue before decisions wait for the writer.
+const DECISION_LOG_CAPACITY: usize = 65_536;
+
+pub fn serve(args: ServeArgs) -> ExitCode {
+    init_logging();
+    // Everything is validated before anything is bound.
+    let settings = match settings::merge(args) {
+        Ok(settings) => settings,
+        Err(message) => {
+            tracing::error!("invalid configuration; not starting");
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let loaded = match policy_files::load(&settings.policy) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let what = match e {
+                LoadError::Read(_) => "cannot read the policy",
+                LoadError::Invalid(_) => "the policy does not load",
+            };
+            tracing::error!("{what}; not starting");
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for warning in loaded.warnings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        rules = loaded.policy.rules().len(),
+        files = loaded.files.len(),
+        policy = %settings.policy.display(),
+        "policy loaded"
+    );
+    let status = format!(
+        "policy {} ({} rules)",
+        loaded.revision,
+        loaded.policy.rules().len()
+    );
+    descriptors::raise_limit(settings.limits.max_connections);
+    warn_if_log_beside_policy(&settings);
+    let store = Arc::new(reload::PolicyStore::new(settings.policy.clone(), loaded));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let watch = reload::WatchConfig {
+        debounce: Duration::from_millis(100),
+        poll: Duration::from_secs_f64(settings.poll_interval),
+        events: settings.watch,
+    };
+    runtime.block_on(async move {
+        let (log, writer) = match &settings.decision_log {
+            None => (None, None),
+            Some(target) => match decision_log::DecisionLog::start(
+                decision_log::Target::parse(target),
+                DECISION_LOG_CAPACITY,
+                Duration::from_secs_f64(settings.decision_log_max_wait),
+            ) {
+                Ok((log, writer)) => (Some(log), Some(writer)),
+                Err(e) => {
+                    tracing::error!("cannot open the decision log `{target}`: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+        };
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            limits: settings.limits,
+            log,
+            allowed_uids: settings.allowed_uids.clone(),
+        });
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(reload::run(store, watch, reload_rx));
+        signals::spawn_hangup_handler(reload_tx);
+        let code = listener::serve_on_socket(&settings, shared, &status).await;
+        // Every connection has finished; the last senders are gone once `shared` is. Write
+        // what is queued before exiting.
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        code
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// A decision log inside the watched policy directory wakes the watcher on every record.
+fn warn_if_log_beside_policy(settings: &Settings) {
+    let Some(log) = settings.decision_log.as_deref().filter(|t| *t != "-") else {
+        return;
+    };
+    let dir_of = |p: &std::path::Path| {
+        let dir = if p.is_dir() {
+            p
+        } else {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+        };
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+    };
+    let log_dir = dir_of(std::path::Path::new(log));
+    if settings.watch && log_dir.starts_with(dir_of(&settings.policy)) {
+        tracing::warn!(
+            decision_log = log,
+            policy = %settings.policy.display(),
+            "the decision log is inside the watched policy directory: every record written wakes the policy watcher; keep it elsewhere (such as /var/log/permission-broker)"
+        );
+    }
+}

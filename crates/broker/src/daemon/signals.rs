@@ -1,0 +1,57 @@
+//! Signals: SIGHUP reloads, SIGTERM/SIGINT stop. Every handler is installed when these functions
+//! are called -- before the daemon says it is ready -- or an early signal would kill it.
+
+/// SIGHUP reloads the policy (`systemctl reload`, `kill -HUP`).
+pub fn spawn_hangup_handler(reload: tokio::sync::mpsc::Sender<&'static str>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; reload by editing the policy");
+            return;
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the policy");
+                let _ = reload.try_send("SIGHUP");
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(reload);
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled.
+#[cfg(unix)]
+pub fn stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Windows (compile-gated; only Linux runs here): resolves on Ctrl-C.
+#[cfg(windows)]
+pub fn stop_signal() -> impl Future<Output = ()> {
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
