@@ -47,7 +47,11 @@ pub fn needs_cwd(permission: Permission, value: Option<&str>) -> bool {
         MatcherKind::Hosts => value
             .strip_prefix("unix:")
             .is_some_and(|p| !p.starts_with('/')),
-        MatcherKind::Names => false,
+        // A command written with a `/` is a path to an executable (Deno runs it relative to the
+        // working directory), not a name.
+        MatcherKind::Names => {
+            permission == Permission::Run && value.contains('/') && !value.starts_with('/')
+        }
     }
 }
 
@@ -62,6 +66,9 @@ pub enum Resolved<'v> {
     Host(crate::host::HostPort),
     Unix(Vec<&'v str>),
     Name(&'v str),
+    /// A `run` value that contains a `/`: a path to an executable, made absolute and normalised
+    /// like any path (`/usr/bin/../../tmp/evil.sh` is `/tmp/evil.sh`), matched against `names`.
+    Command(String),
 }
 
 impl Resolved<'_> {
@@ -73,6 +80,7 @@ impl Resolved<'_> {
             Resolved::Host(host) => Some(host.to_string()),
             Resolved::Unix(parts) => Some(format!("unix:{}", join(parts))),
             Resolved::Name(name) => Some((*name).to_owned()),
+            Resolved::Command(path) => Some(path.clone()),
         }
     }
 }
@@ -144,6 +152,9 @@ impl Policy {
                 Ok(NetTarget::Unix(path)) => resolve_path(path, subject).map(Resolved::Unix),
                 Err(e) => Err(format!("denied: cannot interpret {permission} target: {e}")),
             },
+            MatcherKind::Names if permission == Permission::Run && value.contains('/') => {
+                resolve_path(value, subject).map(|parts| Resolved::Command(join(&parts)))
+            }
             MatcherKind::Names => Ok(Resolved::Name(value)),
         }
     }
@@ -181,6 +192,7 @@ impl Policy {
             Resolved::Host(host) => table.hosts.for_each_match(host, &mut applies),
             Resolved::Unix(parts) => table.hosts.for_each_unix_match(parts, &mut applies),
             Resolved::Name(name) => table.names.for_each_match(name, &mut applies),
+            Resolved::Command(path) => table.names.for_each_match(path, &mut applies),
         }
     }
 
@@ -265,29 +277,40 @@ impl Policy {
             });
         }
         let mut firsts = self.firsts(permission, lexical, subject);
-        let real = match (lexical, self.symlinks) {
-            (Resolved::Path(parts), Symlinks::Resolve) => {
-                let path = join(parts);
-                match resolve(&path) {
-                    Ok(real) if real != path => Some(real),
-                    Ok(_) => None,
-                    Err(e) => {
-                        return unresolvable(format!(
-                            "denied: cannot resolve symlinks in `{path}`: {e}"
-                        ));
-                    }
-                }
-            }
+        // Paths, commands given as paths and `unix:` sockets name files: with `symlinks =
+        // "resolve"` their real location must pass as well.
+        let path = match (lexical, self.symlinks) {
+            (Resolved::Path(parts) | Resolved::Unix(parts), Symlinks::Resolve) => Some(join(parts)),
+            (Resolved::Command(path), Symlinks::Resolve) => Some(path.clone()),
             _ => None,
+        };
+        let real = match path {
+            Some(path) => match resolve(&path) {
+                Ok(real) if real != path => Some(real),
+                Ok(_) => None,
+                Err(e) => {
+                    return unresolvable(format!(
+                        "denied: cannot resolve symlinks in `{path}`: {e}"
+                    ));
+                }
+            },
+            None => None,
         };
         if let Some(real) = &real {
             let Some(parts) = components(real) else {
                 return unresolvable(format!("denied: `{real}` is not an absolute path"));
             };
-            let resolved = Resolved::Path(parts);
+            let resolved = match lexical {
+                Resolved::Unix(_) => Resolved::Unix(parts),
+                Resolved::Command(_) => Resolved::Command(real.clone()),
+                _ => Resolved::Path(parts),
+            };
             let other = self.firsts(permission, &resolved, subject);
             if let Some(trace) = trace {
-                trace.resolved = Some(real.clone());
+                trace.resolved = Some(match lexical {
+                    Resolved::Unix(_) => format!("unix:{real}"),
+                    _ => real.clone(),
+                });
                 self.for_each_applicable(permission, &resolved, subject, &mut |i| {
                     trace.applicable.push(i);
                 });

@@ -3,11 +3,15 @@
 
 use super::decision_log::{self, DecisionRecord, FaultRecord, Record};
 use super::peer::{Facts, Peer, ProcDir};
+use super::protected::Protected;
 use super::server::Shared;
-use permission_broker_policy::{DecidedBy, Resolved, Subject, needs_cwd};
+use super::symlinks::Kind;
+use super::working_dirs::{self, WorkingDirs};
+use permission_broker_policy::{DecidedBy, Decision, Policy, Resolved, Subject, needs_cwd};
 use permission_broker_protocol::{
-    FrameError, IdSequence, OutOfOrder, parse_request_ref, write_answer,
+    Effect, FrameError, IdSequence, OutOfOrder, Permission, parse_request_ref, write_answer,
 };
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -44,10 +48,11 @@ const READ_BUFFER_BYTES: usize = 2 * 1024;
 pub struct Connection<R, W> {
     id: u64,
     peer: Peer,
-    /// The peer's `/proc/<pid>`, opened when a request first needs it (a relative path, `when`
-    /// facts, symlink resolution) and held from then on; a connection that never needs it holds
-    /// one descriptor, not two.
-    proc: Option<ProcDir>,
+    /// The peer's `/proc/<pid>`, opened at accept: a handle bound to the process that
+    /// connected, so a pid reused after it exits cannot lend another process's facts.
+    proc: ProcDir,
+    /// Where this process may open relative paths from.
+    working_dirs: WorkingDirs,
     reader: BufReader<R>,
     writer: W,
     ids: IdSequence,
@@ -63,7 +68,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     pub fn new(id: u64, peer: Peer, reader: R, writer: W, shared: Arc<Shared>) -> Self {
         Connection {
             id,
-            proc: None,
+            proc: ProcDir::open(&peer),
+            working_dirs: WorkingDirs::default(),
             peer,
             reader: BufReader::with_capacity(READ_BUFFER_BYTES, reader),
             writer,
@@ -182,12 +188,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         if let Some(claimed) = request.pid {
             self.peer.check_claimed_pid(claimed).map_err(Fault::Pid)?;
         }
+        let permission = request.permission;
         let value = request.value.as_deref();
-        let peer = self.peer;
-        let cwd = if needs_cwd(request.permission, value) {
+        let relative = needs_cwd(permission, value);
+        // The directory it is in now is one it may open a relative path from.
+        let current = if relative {
             self.proc
-                .get_or_insert_with(|| ProcDir::open(&peer))
                 .cwd()
+                .inspect(|cwd| self.working_dirs.add_dir(cwd))
                 .inspect_err(|e| tracing::warn!(conn = self.id, peer = %self.peer, "{e}"))
                 .ok()
         } else {
@@ -196,8 +204,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let snapshot = self.shared.store.current();
         let policy = &snapshot.policy;
         if policy.uses_subject() && self.facts.is_none() {
-            let proc = self.proc.get_or_insert_with(|| ProcDir::open(&peer));
-            self.facts = Some(proc.facts());
+            self.facts = Some(self.proc.facts());
         }
         let facts = self.facts.as_ref();
         let subject = Subject {
@@ -207,32 +214,43 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             groups: facts.and_then(|f| f.groups.as_deref()),
             exe: facts.and_then(|f| f.exe.as_deref()),
             unit: facts.and_then(|f| f.unit.as_deref()),
-            cwd: cwd.as_deref(),
+            cwd: None,
         };
-        let proc = &mut self.proc;
-        let mut resolve = |path: &str| {
-            proc.get_or_insert_with(|| ProcDir::open(&peer))
-                .resolve_symlinks(path)
+        let mut decider = Decider {
+            proc: &self.proc,
+            working_dirs: &mut self.working_dirs,
+            protected: &self.shared.protected,
         };
-        // Normalised once: for the decision, and for the log's `resolved`.
-        let normalized = policy.normalize(request.permission, value, &subject);
-        let decision =
-            policy.decide_normalized(request.permission, &normalized, &subject, &mut resolve);
-        // Audit mode records the verdict and (mostly) answers allow: `Policy::answer`.
-        let answered = policy.answer(request.permission, value, &decision);
-        let rule = match decision.decided_by {
-            DecidedBy::Rule(i) => policy.rule(i).id.as_str(),
-            DecidedBy::Default => "default",
-            DecidedBy::Unresolvable => "unresolvable",
+        let ruling = decider.decide(
+            policy,
+            permission,
+            value,
+            relative,
+            current.as_deref(),
+            &subject,
+        );
+        let decision = &ruling.decision;
+        // Audit mode records the verdict and (mostly) answers allow: `Policy::answer`. The
+        // broker's own files are refused in every mode.
+        let answered = if ruling.protected {
+            Effect::Deny
+        } else {
+            policy.answer(permission, value, decision)
+        };
+        let rule = match (ruling.protected, decision.decided_by) {
+            (true, _) => "broker-files",
+            (_, DecidedBy::Rule(i)) => policy.rule(i).id.as_str(),
+            (_, DecidedBy::Default) => "default",
+            (_, DecidedBy::Unresolvable) => "unresolvable",
         };
         let micros = started.elapsed().as_micros() as u64;
         // The record is queued before the answer leaves: no decision without a record.
         if let Some(log) = &self.shared.log {
-            let resolved = normalized
-                .as_ref()
-                .ok()
-                .and_then(Resolved::display)
-                .filter(|r| Some(r.as_str()) != value);
+            // Each shown only where it differs from what came before it.
+            let target = ruling
+                .target
+                .filter(|t| Some(t) != ruling.resolved.as_ref());
+            let resolved = ruling.resolved.filter(|r| Some(r.as_str()) != value);
             log.record(Record::Decision(Box::new(DecisionRecord {
                 time: decision_log::now(),
                 conn: self.id,
@@ -242,9 +260,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 exe: subject.exe.map(str::to_owned),
                 unit: subject.unit.map(str::to_owned),
                 id: request.id,
-                permission: request.permission.as_str(),
+                permission: permission.as_str(),
                 value: value.map(str::to_owned),
                 resolved,
+                target,
                 decision: decision.effect.as_str(),
                 answered: answered.as_str(),
                 mode: policy.mode().as_str(),
@@ -269,7 +288,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             pid = self.peer.pid,
             uid = self.peer.uid,
             id = request.id,
-            permission = %request.permission,
+            permission = %permission,
             value = ?value,
             decision = %decision.effect,
             mode = policy.mode().as_str(),
@@ -279,5 +298,248 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             "decision"
         );
         Ok(())
+    }
+}
+
+/// What deciding one request needs of its connection.
+struct Decider<'c> {
+    proc: &'c ProcDir,
+    working_dirs: &'c mut WorkingDirs,
+    protected: &'c Protected,
+}
+
+impl Decider<'_> {
+    /// Decides one request: the built-in protection of the broker's files, then the policy --
+    /// for a relative path, under every working directory the process may have
+    /// ([`WorkingDirs`]); and keeps that set up to date with what was allowed.
+    fn decide<'p>(
+        &mut self,
+        policy: &'p Policy,
+        permission: Permission,
+        value: Option<&str>,
+        relative: bool,
+        current: Option<&str>,
+        subject: &Subject<'_>,
+    ) -> Ruling<'p> {
+        if relative {
+            let Some(dirs) = self.working_dirs.dirs() else {
+                return Ruling::unresolvable(format!(
+                    "denied: relative path `{}`: this process may have had more than {} working directories, so where it opens a relative path cannot be known; pass an absolute path",
+                    value.unwrap_or_default(),
+                    working_dirs::MAX_DIRS
+                ));
+            };
+            if dirs.is_empty() {
+                return Ruling::unresolvable(format!(
+                    "denied: relative path `{}` cannot be resolved: the working directory of process {} is unknown",
+                    value.unwrap_or_default(),
+                    subject.pid
+                ));
+            }
+        }
+        let mut targets: Vec<(String, Kind)> = Vec::new();
+        if !relative {
+            let ruling = self.decide_one(policy, permission, value, subject, &mut targets);
+            return self.admit(policy, permission, value, false, subject, ruling, &targets);
+        }
+        // Under each possible working directory, the current one first: the first deny
+        // decides; all allowed, the current directory's decision stands.
+        let mut dirs: Vec<Box<str>> = self.working_dirs.dirs().unwrap_or_default().to_vec();
+        if let Some(at) = current.and_then(|c| dirs.iter().position(|d| &**d == c)) {
+            dirs[..=at].rotate_right(1);
+        }
+        let mut outcome: Option<Ruling<'p>> = None;
+        for dir in &dirs {
+            let subject = Subject {
+                cwd: Some(dir),
+                ..*subject
+            };
+            let ruling = self.decide_one(policy, permission, value, &subject, &mut targets);
+            if ruling.decision.effect == Effect::Deny {
+                outcome = Some(match outcome {
+                    Some(_) => ruling.denied_from_other_dir(value.unwrap_or_default(), dir),
+                    None => ruling,
+                });
+                break;
+            }
+            outcome.get_or_insert(ruling);
+        }
+        let Some(ruling) = outcome else {
+            return Ruling::unresolvable("denied: no working directory".to_owned());
+        };
+        self.admit(policy, permission, value, true, subject, ruling, &targets)
+    }
+
+    /// Keeps track of an allowed request: a relative value is remembered (every new directory
+    /// is checked against it), and a directory it was allowed to read or create becomes a
+    /// possible working directory -- unless from there an earlier relative path would reach a
+    /// denied file, in which case this request is denied instead.
+    #[allow(clippy::too_many_arguments)]
+    fn admit<'p>(
+        &mut self,
+        policy: &'p Policy,
+        permission: Permission,
+        value: Option<&str>,
+        relative: bool,
+        subject: &Subject<'_>,
+        ruling: Ruling<'p>,
+        targets: &[(String, Kind)],
+    ) -> Ruling<'p> {
+        if ruling.decision.effect == Effect::Deny {
+            return ruling;
+        }
+        // A `Deno.chdir` is a read check of its directory; a path is a directory only after
+        // it was read as missing (then created) or found to be one.
+        for (dir, kind) in targets.iter().filter(|_| permission == Permission::Read) {
+            if *kind == Kind::Other || self.working_dirs.contains(dir) {
+                continue;
+            }
+            let earlier: Vec<(Permission, Box<str>)> = self.working_dirs.relatives().to_vec();
+            for (earlier_permission, earlier_value) in &earlier {
+                let from_dir = Subject {
+                    cwd: Some(dir),
+                    ..*subject
+                };
+                let mut ignored = Vec::new();
+                let check = self.decide_one(
+                    policy,
+                    *earlier_permission,
+                    Some(earlier_value),
+                    &from_dir,
+                    &mut ignored,
+                );
+                if check.decision.effect == Effect::Deny {
+                    return check.denied_as_new_dir(dir, earlier_value);
+                }
+            }
+            self.working_dirs.add_dir(dir);
+        }
+        if relative
+            && let Some(value) = value
+            && !self.working_dirs.add_relative(permission, value)
+        {
+            return Ruling::unresolvable(format!(
+                "denied: relative path `{value}`: this process has used more than {} relative paths; pass an absolute path",
+                working_dirs::MAX_RELATIVES
+            ));
+        }
+        ruling
+    }
+
+    /// The policy's decision on one value under one working directory, after the built-in
+    /// protection. Collects the real locations looked at (with what they are on disk) in
+    /// `targets`.
+    fn decide_one<'p>(
+        &mut self,
+        policy: &'p Policy,
+        permission: Permission,
+        value: Option<&str>,
+        subject: &Subject<'_>,
+        targets: &mut Vec<(String, Kind)>,
+    ) -> Ruling<'p> {
+        let normalized = policy.normalize(permission, value, subject);
+        let lexical = normalized.as_ref().ok().and_then(Resolved::display);
+        let proc = &self.proc;
+        let first_target = targets.len();
+        let decision = {
+            let mut resolve = |path: &str| {
+                proc.resolve_with_kind(path).map(|(real, kind)| {
+                    targets.push((real.clone(), kind));
+                    real
+                })
+            };
+            policy.decide_normalized(permission, &normalized, subject, &mut resolve)
+        };
+        // Lexical policies do not look at the filesystem; the broker's protection and the
+        // working directories still need the real location of a file path.
+        if targets.len() == first_target
+            && let Some(path) = lexical.as_deref().and_then(file_path)
+            && matches!(
+                permission,
+                Permission::Read | Permission::Write | Permission::Net
+            )
+            && let Ok(found) = self.proc.resolve_with_kind(path)
+        {
+            targets.push(found);
+        }
+        let target = targets.get(first_target).map(|(real, _)| real.clone());
+        let protected = lexical
+            .as_deref()
+            .and_then(file_path)
+            .into_iter()
+            .chain(target.as_deref())
+            .find_map(|path| self.protected.check(permission, path));
+        match protected {
+            Some(reason) => Ruling {
+                decision: Decision {
+                    effect: Effect::Deny,
+                    decided_by: DecidedBy::Unresolvable,
+                    reason: Some(Cow::Borrowed(reason)),
+                },
+                protected: true,
+                resolved: lexical,
+                target,
+            },
+            None => Ruling {
+                decision,
+                protected: false,
+                resolved: lexical,
+                target,
+            },
+        }
+    }
+}
+
+/// The path part of a normalised value that names a file: a path, or a `unix:` socket.
+fn file_path(normalized: &str) -> Option<&str> {
+    let path = normalized.strip_prefix("unix:").unwrap_or(normalized);
+    path.starts_with('/').then_some(path)
+}
+
+/// A decision with what went into it, for the answer and the record.
+#[derive(Debug)]
+struct Ruling<'p> {
+    decision: Decision<'p>,
+    /// Denied by the built-in protection of the broker's own files.
+    protected: bool,
+    /// The value made absolute and normalised.
+    resolved: Option<String>,
+    /// Its real location, symlinks followed.
+    target: Option<String>,
+}
+
+impl<'p> Ruling<'p> {
+    fn unresolvable(reason: String) -> Ruling<'p> {
+        Ruling {
+            decision: Decision {
+                effect: Effect::Deny,
+                decided_by: DecidedBy::Unresolvable,
+                reason: Some(Cow::Owned(reason)),
+            },
+            protected: false,
+            resolved: None,
+            target: None,
+        }
+    }
+
+    /// This deny came from a working directory other than the current one: say so.
+    fn denied_from_other_dir(mut self, value: &str, dir: &str) -> Ruling<'p> {
+        let reason = self.decision.reason.as_deref().unwrap_or_default();
+        self.decision.reason = Some(Cow::Owned(format!(
+            "{reason} (relative path `{value}` from `{dir}`, a working directory this process may have)"
+        )));
+        self
+    }
+
+    /// This request would make `dir` a working directory from which the earlier relative
+    /// `value` is denied.
+    fn denied_as_new_dir(mut self, dir: &str, value: &str) -> Ruling<'p> {
+        let reason = self.decision.reason.as_deref().unwrap_or_default();
+        self.decision.reason = Some(Cow::Owned(format!(
+            "denied: `{dir}` could become this process's working directory, and the relative path `{value}` allowed earlier would then be denied there: {reason}"
+        )));
+        self.resolved = Some(dir.to_owned());
+        self.target = None;
+        self
     }
 }

@@ -56,6 +56,9 @@ pub struct DecisionRecord {
     pub value: Option<String>,
     /// The value made absolute and normalised, where that changed it.
     pub resolved: Option<String>,
+    /// Its real location with symlinks followed (inside the peer's root), where that differs:
+    /// what the policy decided on too.
+    pub target: Option<String>,
     /// The policy's verdict.
     pub decision: &'static str,
     /// What Deno was told (differs from `decision` in audit mode).

@@ -12,12 +12,14 @@ mod descriptors;
 mod listener;
 pub mod notify;
 pub mod peer;
+mod protected;
 pub mod reload;
 pub mod server;
 mod signals;
 pub mod symlinks;
 #[cfg(unix)]
 pub mod unix_socket;
+mod working_dirs;
 
 use crate::cli::ServeArgs;
 use crate::exit::EXIT_CONFIG;
@@ -33,6 +35,7 @@ const DECISION_LOG_CAPACITY: usize = 65_536;
 
 pub fn serve(args: ServeArgs) -> ExitCode {
     init_logging();
+    let config_file = args.config.clone();
     // Everything is validated before anything is bound.
     let settings = match settings::merge(args) {
         Ok(settings) => settings,
@@ -106,6 +109,16 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             limits: settings.limits,
             log,
             allowed_uids: settings.allowed_uids.clone(),
+            protected: protected::Protected::new(
+                &settings.socket,
+                &settings.policy,
+                config_file.as_deref(),
+                settings
+                    .decision_log
+                    .as_deref()
+                    .filter(|log| *log != "-")
+                    .map(std::path::Path::new),
+            ),
         });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload::run(store, watch, reload_rx));

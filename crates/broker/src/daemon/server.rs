@@ -25,6 +25,8 @@ pub struct Shared {
     pub log: Option<super::decision_log::DecisionLog>,
     /// When set, only peers with these uids are served.
     pub allowed_uids: Option<Vec<u32>>,
+    /// The broker's own files, denied whatever the policy says.
+    pub protected: super::protected::Protected,
 }
 
 /// How long a stop waits for connections to finish the request in hand.

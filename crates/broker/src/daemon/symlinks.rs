@@ -12,8 +12,25 @@ use std::path::{Path, PathBuf};
 /// Linux's limit on links followed in one lookup.
 const MAX_LINKS: usize = 40;
 
+/// What the real path of a resolved path is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Directory,
+    /// Exists and is not a directory.
+    Other,
+    /// Does not exist (yet).
+    Missing,
+}
+
 /// The real path of `path` (absolute, normalised) inside `root`.
 pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
+    resolve_in_root_with_kind(root, path).map(|(real, _)| real)
+}
+
+/// [`resolve_in_root`], and what the real path is: the walk has just looked at it.
+pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kind), String> {
+    // The root itself, when `path` is `/`.
+    let mut kind = Kind::Directory;
     let mut pending: Vec<String> = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -27,6 +44,8 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
             "." => continue,
             ".." => {
                 resolved.pop();
+                // What was walked so far are directories.
+                kind = Kind::Directory;
                 continue;
             }
             _ => {}
@@ -56,12 +75,20 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
                         .map(str::to_owned),
                 );
             }
-            Ok(_) => resolved.push(component),
+            Ok(m) => {
+                kind = if m.is_dir() {
+                    Kind::Directory
+                } else {
+                    Kind::Other
+                };
+                resolved.push(component);
+            }
             // Nothing exists from here on: the rest cannot be a link. Unless the root itself is
             // gone (the process exited), which would make every path look new and "resolve" to
             // itself: checked here, where it matters, not on every walk.
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
                 std::fs::metadata(root).map_err(|e| format!("cannot read the peer's root: {e}"))?;
+                kind = Kind::Missing;
                 resolved.push(component);
                 while let Some(rest) = pending.pop() {
                     match rest.as_str() {
@@ -76,7 +103,7 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
             Err(e) => return Err(format!("cannot inspect `{}`: {e}", on_disk.display())),
         }
     }
-    Ok(format!("/{}", resolved.join("/")))
+    Ok((format!("/{}", resolved.join("/")), kind))
 }
 
 #[cfg(all(test, unix))]

@@ -1,0 +1,122 @@
+//! The working directories a peer may have when it opens a relative path.
+//!
+//! Deno sends a relative path as written and opens it later, against the working directory the
+//! process has *then*. The working directory is process-wide: a Worker's `Deno.chdir` changes it
+//! for every thread, between the broker's answer and the main thread's `open`. So the directory
+//! the broker reads from `/proc/<pid>/cwd` when a frame arrives proves nothing about where the
+//! path will be opened.
+//!
+//! What the broker does know: every `Deno.chdir(dir)` is itself a `read` check of `dir`, sent
+//! before the process changes directory. So the directories a process can ever be in are its
+//! working directory when first seen, each one observed since, and every directory it has been
+//! allowed to read (or to create, which is how a path becomes a directory in the first place).
+//! A relative path is allowed only if it is allowed under **every** one of them; and a directory
+//! newly allowed is refused if a relative path allowed earlier would reach a denied file from it
+//! (the earlier `open` may still be in flight). Both sets are capped; past a cap relative paths
+//! are denied, never decided on a partial set.
+
+/// Directories a connection keeps as possible working directories. A script that reads more
+/// directories than this and then uses relative paths gets a deny asking for absolute paths.
+pub const MAX_DIRS: usize = 128;
+/// Distinct relative values a connection keeps (each is re-checked against every new directory).
+pub const MAX_RELATIVES: usize = 256;
+
+/// One connection's possible working directories and the relative values it was allowed.
+#[derive(Debug, Default)]
+pub struct WorkingDirs {
+    /// Real, absolute directories; the first is the working directory when first seen.
+    dirs: Vec<Box<str>>,
+    /// The relative values allowed so far, by permission.
+    relatives: Vec<(permission_broker_protocol::Permission, Box<str>)>,
+    /// A directory could not be kept: relative paths are denied from then on.
+    overflowed: bool,
+}
+
+impl WorkingDirs {
+    /// The directories a relative path must be allowed under; `None` once a cap was passed.
+    pub fn dirs(&self) -> Option<&[Box<str>]> {
+        (!self.overflowed).then_some(self.dirs.as_slice())
+    }
+
+    pub fn contains(&self, dir: &str) -> bool {
+        self.dirs.iter().any(|d| &**d == dir)
+    }
+
+    /// Adds a directory the process may be in. Past [`MAX_DIRS`] it is not kept and relative
+    /// paths are denied from then on.
+    pub fn add_dir(&mut self, dir: &str) {
+        if self.contains(dir) {
+            return;
+        }
+        if self.dirs.len() >= MAX_DIRS {
+            self.overflowed = true;
+        } else {
+            self.dirs.push(dir.into());
+        }
+    }
+
+    /// The relative values allowed so far.
+    pub fn relatives(&self) -> &[(permission_broker_protocol::Permission, Box<str>)] {
+        &self.relatives
+    }
+
+    /// Remembers an allowed relative value; `false` if it cannot be kept (the cap), in which
+    /// case it must not be allowed.
+    pub fn add_relative(
+        &mut self,
+        permission: permission_broker_protocol::Permission,
+        value: &str,
+    ) -> bool {
+        if self
+            .relatives
+            .iter()
+            .any(|(p, v)| *p == permission && &**v == value)
+        {
+            return true;
+        }
+        if self.relatives.len() >= MAX_RELATIVES {
+            return false;
+        }
+        self.relatives.push((permission, value.into()));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use permission_broker_protocol::Permission;
+
+    #[test]
+    fn directories_are_kept_once_and_capped() {
+        let mut dirs = WorkingDirs::default();
+        dirs.add_dir("/srv/a");
+        dirs.add_dir("/srv/a");
+        assert_eq!(dirs.dirs().map(<[_]>::len), Some(1));
+        for i in 0..MAX_DIRS {
+            dirs.add_dir(&format!("/d/{i}"));
+        }
+        assert_eq!(
+            dirs.dirs(),
+            None,
+            "past the cap nothing is decided on a partial set"
+        );
+    }
+
+    #[test]
+    fn relatives_are_kept_once_and_capped() {
+        let mut dirs = WorkingDirs::default();
+        assert!(dirs.add_relative(Permission::Read, "x"));
+        assert!(dirs.add_relative(Permission::Read, "x"));
+        assert!(dirs.add_relative(Permission::Write, "x"));
+        assert_eq!(dirs.relatives().len(), 2);
+        for i in 0..MAX_RELATIVES - 2 {
+            assert!(dirs.add_relative(Permission::Read, &format!("f{i}")));
+        }
+        assert!(!dirs.add_relative(Permission::Read, "one-more"));
+        assert!(
+            dirs.add_relative(Permission::Read, "x"),
+            "a kept value stays allowed"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Attack: `..` and symlinks in a command path.
+//!
+//! With `names = ["<root>/bin/*"]`, Deno 2.9.6 ran `new Deno.Command("<root>/bin/../evil.sh")`:
+//! the value matched the prefix as written. Expected: a command that contains `/` is a path,
+//! normalised (relative ones against every working directory the process may have) and, with
+//! `symlinks = "resolve"`, followed, before it is matched; a bare name stays a name. Fix:
+//! `Resolved::Command` in `crates/policy/src/decide.rs`.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use permission_broker_tests as common;
+
+use common::world::{World, assert_success, stdout_lines};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+fn policy(app: &Path) -> String {
+    let root = app.parent().unwrap().display();
+    format!(
+        r#"
+version = 1
+[[rule]]
+id = "app"
+effect = "allow"
+permissions = ["read"]
+paths = ["{root}"]
+
+[[rule]]
+id = "tools"
+effect = "allow"
+permissions = ["run"]
+names = ["{root}/bin/*"]
+"#
+    )
+}
+
+fn script_file(path: &Path) {
+    std::fs::write(path, "#!/bin/sh\necho ran $0\n").unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+const RUN: &str = r#"
+for (const cmd of Deno.args) {
+  try {
+    const out = new Deno.Command(cmd).outputSync();
+    console.log("ran " + new TextDecoder().decode(out.stdout).trim());
+  } catch (e) { console.log("refused " + e.message); }
+}
+"#;
+
+#[test]
+fn dot_dot_and_symlinks_in_a_command_path_do_not_escape_its_directory() {
+    let world = World::with_policy(policy, &[]);
+    let bin = world.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    script_file(&bin.join("tool"));
+    script_file(&world.root.join("evil.sh"));
+    std::os::unix::fs::symlink(world.root.join("evil.sh"), bin.join("link")).unwrap();
+    let root = world.root.display().to_string();
+    let mut cmd = world.deno("2.9.6", "run.ts", RUN);
+    cmd.args([
+        format!("{root}/bin/tool"),
+        format!("{root}/bin/../evil.sh"),
+        format!("{root}/bin/link"),
+        "../bin/../evil.sh".to_owned(),
+        "../bin/tool".to_owned(),
+    ]);
+    let output =
+        common::world::wait_with_timeout(cmd.spawn().unwrap(), std::time::Duration::from_secs(60));
+    assert_success(&output, "run names");
+    let lines = stdout_lines(&output);
+    assert!(
+        lines[0].starts_with("ran ran"),
+        "the honest tool runs: {lines:?}"
+    );
+    assert!(lines[1].starts_with("refused"), "`..` escape: {lines:?}");
+    assert!(lines[2].starts_with("refused"), "symlink escape: {lines:?}");
+    assert!(
+        lines[3].starts_with("refused"),
+        "relative `..` escape: {lines:?}"
+    );
+    assert!(
+        lines[4].starts_with("ran ran"),
+        "relative path to the tool: {lines:?}"
+    );
+}
