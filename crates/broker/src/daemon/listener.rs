@@ -30,13 +30,13 @@ pub async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &
                 }
             };
             tracing::info!(socket = %shown.display(), "using the socket passed by the service manager");
-            let stop = signals::stop_signal();
+            let vanished = super::unix_socket::watch_path(shown.clone(), None);
+            let (stop, lost) = stop_or_lost(vanished);
             announce_ready(&shown);
             notify::ready_with_status(status);
             server::run(listener, shared, stop).await;
             notify::stopping();
-            tracing::info!("stopped");
-            return ExitCode::SUCCESS;
+            return stopped(&lost);
         }
         Ok(None) => {}
         Err(e) => {
@@ -70,14 +70,55 @@ pub async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &
             return ExitCode::FAILURE;
         }
     };
-    let stop = signals::stop_signal();
+    let (stop, lost) = stop_or_lost(bound.vanished());
     announce_ready(bound.path());
     notify::ready_with_status(status);
     server::run(listener, shared, stop).await;
     notify::stopping();
     bound.remove();
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    stopped(&lost)
+}
+
+/// Why the daemon stopped on its own: its socket file was lost.
+#[cfg(unix)]
+type Lost = Arc<std::sync::Mutex<Option<String>>>;
+
+/// The stop signal, or the socket file vanishing: a daemon nobody can reach through its path
+/// stops (answering what it has read) and exits non-zero, so that its supervisor restarts it
+/// and the path is served again.
+#[cfg(unix)]
+fn stop_or_lost(vanished: impl Future<Output = String>) -> (impl Future<Output = ()>, Lost) {
+    let lost = Lost::default();
+    let signal = signals::stop_signal();
+    let record = lost.clone();
+    let stop = async move {
+        tokio::select! {
+            () = signal => {}
+            why = vanished => {
+                tracing::error!("{why}: no new Deno process can reach this broker; stopping so that the supervisor restarts it");
+                *record.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+            }
+        }
+    };
+    (stop, lost)
+}
+
+#[cfg(unix)]
+fn stopped(lost: &Lost) -> ExitCode {
+    match lost
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        Some(why) => {
+            tracing::error!("stopped: {why}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+        None => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 #[cfg(windows)]

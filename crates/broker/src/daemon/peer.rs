@@ -149,13 +149,14 @@ impl ProcDir {
     /// Resolves the symlinks of `path` as the peer sees it: inside its root directory
     /// (`/proc/<pid>/root`, which differs for a peer in a container or chroot), reached through
     /// this handle (`/proc/self/fd/<fd>/root`) so it is the root of the process that connected.
-    pub fn resolve_symlinks(&self, path: &str) -> Result<String, String> {
+    /// Also says whether the real path is a directory, another file or missing.
+    pub fn resolve_with_kind(&self, path: &str) -> Result<(String, super::symlinks::Kind), String> {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd as _;
             let dir = self.dir.as_ref().map_err(Clone::clone)?;
             let root = format!("/proc/self/fd/{}/root", dir.as_raw_fd());
-            super::symlinks::resolve_in_root(std::path::Path::new(&root), path)
+            super::symlinks::resolve_in_root_with_kind(std::path::Path::new(&root), path)
         }
         #[cfg(not(target_os = "linux"))]
         Err(format!(
@@ -287,7 +288,9 @@ mod tests {
             ProcDir::open(&peer).cwd().unwrap(),
             std::env::current_dir().unwrap().to_str().unwrap()
         );
-        let link = ProcDir::open(&peer).resolve_symlinks("/proc/self").unwrap();
+        let (link, _) = ProcDir::open(&peer)
+            .resolve_with_kind("/proc/self")
+            .unwrap();
         assert_eq!(link, format!("/proc/{}", std::process::id()));
     }
 
@@ -310,7 +313,7 @@ mod tests {
         // Gone: whatever process gets this pid next, the handle no longer answers for it.
         let err = dir.cwd().unwrap_err();
         assert!(err.contains(&format!("/proc/{}/cwd", child.id())), "{err}");
-        assert!(dir.resolve_symlinks("/etc").is_err());
+        assert!(dir.resolve_with_kind("/etc").is_err());
         assert_eq!(dir.facts().exe, None);
     }
 
@@ -323,7 +326,7 @@ mod tests {
         };
         assert!(peer.check_claimed_pid(1).is_err());
         assert!(ProcDir::open(&peer).cwd().is_err());
-        assert!(ProcDir::open(&peer).resolve_symlinks("/etc").is_err());
+        assert!(ProcDir::open(&peer).resolve_with_kind("/etc").is_err());
         assert_eq!(ProcDir::open(&peer).facts().exe, None);
     }
 }

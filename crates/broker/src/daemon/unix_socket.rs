@@ -40,6 +40,11 @@ impl BoundSocket {
         &self.path
     }
 
+    /// Resolves once the socket file is gone or replaced (see [`watch_path`]).
+    pub fn vanished(&self) -> impl Future<Output = String> + use<> {
+        watch_path(self.path.clone(), Some(self.inode))
+    }
+
     /// Removes the socket file unless it has been replaced by something else meanwhile.
     pub fn remove(&self) {
         if let Ok(m) = std::fs::symlink_metadata(&self.path)
@@ -108,4 +113,43 @@ pub fn bind(path: &Path, mode: u32) -> Result<BoundSocket, BindError> {
         path: path.to_path_buf(),
         inode: (m.dev(), m.ino()),
     })
+}
+
+/// How often the socket file is checked.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Resolves, with what happened, once the file at `path` is no longer the socket the daemon
+/// listens on (`inode`; for an inherited socket, the file found at the path at start): removed,
+/// or replaced by another file. Nobody can connect to the daemon through that path any more, so
+/// it must not go on looking healthy.
+pub fn watch_path(path: PathBuf, inode: Option<(u64, u64)>) -> impl Future<Output = String> {
+    let inode = inode.or_else(|| {
+        std::fs::symlink_metadata(&path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    });
+    async move {
+        let Some(inode) = inode else {
+            // An inherited socket without a file (abstract, or already gone at start).
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if (m.dev(), m.ino()) == inode => {}
+                Ok(_) => {
+                    return format!(
+                        "the socket `{}` was replaced by another file",
+                        path.display()
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return format!("the socket `{}` was removed", path.display());
+                }
+                Err(e) => {
+                    return format!("the socket `{}` cannot be checked: {e}", path.display());
+                }
+            }
+        }
+    }
 }
