@@ -52,16 +52,73 @@ pub fn current_revision(path: &Path) -> Result<String, String> {
     read_sources(path).map(|(_, sources)| revision(&sources))
 }
 
-/// The policy's files and their texts, in the order they form the policy.
+/// How often a directory is read again when its files changed while it was being read.
+const CONSISTENT_READ_ATTEMPTS: usize = 5;
+
+/// The policy's files and their texts, in the order they form the policy: one revision. A
+/// deploy that writes several files one after the other (rsync, Ansible) could otherwise be read
+/// half old, half new -- a policy nobody wrote. So the directory is listed and every file read,
+/// then listed and every file's identity (inode, size, change time) checked again; if anything
+/// changed meanwhile it is read again, and after a few tries the read fails (the running policy
+/// stays).
 fn read_sources(path: &Path) -> Result<(Vec<PathBuf>, Vec<Source>), String> {
-    let files = policy_files(path)?;
-    let mut sources = Vec::with_capacity(files.len());
-    for file in &files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("{}: cannot read policy file: {e}", file.display()))?;
-        sources.push(Source::new(file.display().to_string(), text));
+    for _ in 0..CONSISTENT_READ_ATTEMPTS {
+        let files = policy_files(path)?;
+        let before = identities(&files);
+        let mut sources = Vec::with_capacity(files.len());
+        for file in &files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("{}: cannot read policy file: {e}", file.display()))?;
+            sources.push(Source::new(file.display().to_string(), text));
+        }
+        let again = policy_files(path)?;
+        if again == files && identities(&again) == before {
+            return Ok((files, sources));
+        }
     }
-    Ok((files, sources))
+    Err(format!(
+        "{}: the policy files kept changing while they were read ({CONSISTENT_READ_ATTEMPTS} tries); not loading a mix of two revisions",
+        path.display()
+    ))
+}
+
+/// What identifies a file's content without reading it: inode, size, modification and change
+/// times (nanoseconds). A file replaced or rewritten between two looks differs in one of them.
+fn identities(files: &[PathBuf]) -> Vec<Option<(u64, u64, i64, i64, i64, i64)>> {
+    files
+        .iter()
+        .map(|file| {
+            let m = std::fs::metadata(file).ok()?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                Some((
+                    m.ino(),
+                    m.size(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                ))
+            }
+            #[cfg(not(unix))]
+            {
+                let modified = m
+                    .modified()
+                    .ok()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?;
+                Some((
+                    0,
+                    m.len(),
+                    modified.as_secs() as i64,
+                    i64::from(modified.subsec_nanos()),
+                    0,
+                    0,
+                ))
+            }
+        })
+        .collect()
 }
 
 /// The first 16 hex digits of SHA-256 over each file's name and text.
@@ -84,9 +141,12 @@ fn revision(sources: &[Source]) -> String {
         .collect()
 }
 
-/// The files that make up the policy at `path`. In a directory: regular files (or links to
-/// them) named `*.toml` and not hidden, sorted by name. Hidden entries are skipped so that
-/// editors' swap files and Kubernetes' `..data` machinery are never read as policy.
+/// The files that make up the policy at `path`. In a directory: entries named `*.toml` and not
+/// hidden, sorted by name; each must be a regular file (or a link to one) that can be read.
+/// Hidden entries are skipped so that editors' swap files and Kubernetes' `..data` machinery are
+/// never read as policy. A `*.toml` entry that cannot be used -- a dangling link, one that cannot
+/// be read, a directory, a socket -- is an error, never a smaller policy: a deny rule must not
+/// vanish because its file did.
 fn policy_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let metadata = std::fs::metadata(path)
         .map_err(|e| format!("{}: cannot read policy: {e}", path.display()))?;
@@ -100,13 +160,30 @@ fn policy_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         let entry =
             entry.map_err(|e| format!("{}: cannot list policy directory: {e}", path.display()))?;
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let Some(name) = name.to_str() else {
+            return Err(format!(
+                "{}: policy directory has an entry whose name is not UTF-8: {name:?}",
+                path.display()
+            ));
+        };
         if name.starts_with('.') || !name.ends_with(".toml") {
             continue;
         }
         let file = entry.path();
-        if std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
-            files.push(file);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => files.push(file),
+            Ok(_) => {
+                return Err(format!(
+                    "{}: policy drop-in is not a regular file",
+                    file.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{}: cannot read policy drop-in: {e}",
+                    file.display()
+                ));
+            }
         }
     }
     if files.is_empty() {

@@ -1,0 +1,101 @@
+//! Attack: a drop-in that cannot be read silently removes its rules.
+//!
+//! A `*.toml` entry in a policy directory that was a dangling symlink (or unreadable, or not a
+//! regular file) was skipped: the policy loaded without its deny rules, at start and at reload.
+//! Expected: such an entry is a load error naming it -- at start (exit 64), at reload (the last
+//! good policy keeps serving) and in `check` (exit 1). Fix: `policy_files` in
+//! `crates/broker/src/policy_files.rs`.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use permission_broker_tests as common;
+
+use common::{Asker, BROKER, Daemon};
+use std::path::Path;
+use std::process::Command;
+
+const BASE: &str = r#"
+version = 1
+[[rule]]
+id = "tmp"
+effect = "allow"
+permissions = ["read"]
+paths = ["/tmp"]
+"#;
+
+const DENY: &str = r#"
+version = 1
+[[rule]]
+id = "no-secret"
+effect = "deny"
+permissions = ["read"]
+paths = ["/tmp/secret"]
+"#;
+
+fn check(dir: &Path) -> std::process::Output {
+    Command::new(&*BROKER)
+        .arg("check")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_dangling_or_unusable_drop_in_is_an_error_never_a_smaller_policy() {
+    for (what, make) in [
+        (
+            "dangling link",
+            (|d: &Path| {
+                std::os::unix::fs::symlink(d.join("gone.toml"), d.join("90-deny.toml")).unwrap()
+            }) as fn(&Path),
+        ),
+        ("directory", |d: &Path| {
+            std::fs::create_dir(d.join("90-deny.toml")).unwrap()
+        }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00-base.toml"), BASE).unwrap();
+        make(dir.path());
+        let out = check(dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: check: {stderr}");
+        assert!(
+            stderr.contains("90-deny.toml"),
+            "{what}: names the entry: {stderr}"
+        );
+        let serve = Command::new(&*BROKER)
+            .arg("serve")
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .arg("--policy")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(serve.status.code(), Some(64), "{what}: serve");
+        assert!(String::from_utf8_lossy(&serve.stderr).contains("90-deny.toml"));
+        assert!(!dir.path().join("s.sock").exists(), "{what}: nothing bound");
+    }
+}
+
+#[test]
+fn a_drop_in_that_breaks_at_reload_keeps_the_last_good_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.d");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::write(policy.join("00-base.toml"), BASE).unwrap();
+    std::fs::write(dir.path().join("deny.toml"), DENY).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("deny.toml"), policy.join("90-deny.toml")).unwrap();
+    let daemon = Daemon::start_in(dir, &policy, &[]);
+    let mut asker = Asker::open(&daemon);
+    assert!(!asker.allowed("/tmp/secret"));
+    // The link's target goes away: the deny rule must not.
+    std::fs::remove_file(daemon.dir.path().join("deny.toml")).unwrap();
+    std::fs::write(
+        policy.join("00-base.toml"),
+        BASE.replace("/tmp\"", "/tmp\", \"/var/tmp\""),
+    )
+    .unwrap();
+    daemon.wait_for_log(&["90-deny.toml", "cannot read policy drop-in"]);
+    daemon.wait_for_log(&["policy reload failed; still serving the last good policy"]);
+    asker.stays("/tmp/secret", false, std::time::Duration::from_millis(300));
+}
