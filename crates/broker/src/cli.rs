@@ -118,18 +118,20 @@ pub struct ServeArgs {
     /// Group that owns the socket file (with a mode such as 660).
     #[arg(long)]
     pub socket_group: Option<String>,
-    /// Longest request line accepted, in bytes [default: 65536].
+    /// Longest request line accepted, in bytes, 256 to 16777216 (16 MiB) [default: 65536].
     #[arg(long)]
     pub max_frame_bytes: Option<usize>,
-    /// Seconds a peer may take to finish a frame it has started [default: 10]; idle connections
-    /// never time out.
+    /// Seconds a peer may take to finish a frame it has started, 0.001 to 3600 [default: 10];
+    /// idle connections never time out.
     #[arg(long)]
     pub frame_timeout: Option<f64>,
-    /// Connections served at once [default: 16384]; more wait in the kernel's accept queue.
+    /// Connections served at once, 1 to 1000000 [default: 16384]; more wait in the kernel's
+    /// accept queue.
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Seconds between checks of the policy files' revision [default: 5], the fallback for
-    /// filesystems without change events (changes are otherwise picked up within about 100 ms).
+    /// Seconds between checks of the policy files' revision, 0.1 to 86400 [default: 5], the
+    /// fallback for filesystems without change events (changes are otherwise picked up within
+    /// about 100 ms).
     #[arg(long)]
     pub poll_interval: Option<f64>,
     /// Do not watch the policy directory for changes (reload on SIGHUP and polling only).
@@ -140,7 +142,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH|-")]
     pub decision_log: Option<String>,
     /// Seconds a decision may wait for room in a full decision-log queue before its connection
-    /// is closed unanswered [default: 2] (fail closed; counted as `overloaded`).
+    /// is closed unanswered, 0.001 to 3600 [default: 2] (fail closed; counted as `overloaded`).
     #[arg(long)]
     pub decision_log_max_wait: Option<f64>,
     /// Only serve peers with these uids (comma-separated; from the kernel, never the request).

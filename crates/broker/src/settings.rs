@@ -15,6 +15,20 @@ pub const DEFAULT_SOCKET: &str = "/tmp/perm.sock";
 #[cfg(windows)]
 pub const DEFAULT_SOCKET: &str = r"\\.\pipe\permission-broker";
 
+/// Bounds of the numeric settings (a value outside them stops `serve` with exit 64). Wide enough for any real deployment, narrow enough that no arithmetic on them can
+/// overflow: `Duration::from_secs_f64` panics on huge or NaN seconds, tokio's semaphore on more
+/// than `usize::MAX >> 3` permits, and a frame buffer one byte longer than the limit is allocated.
+/// Seconds a peer may take to finish a frame it has started.
+pub const FRAME_TIMEOUT: std::ops::RangeInclusive<f64> = 0.001..=3600.0;
+/// Seconds between revision checks of the policy files.
+pub const POLL_INTERVAL: std::ops::RangeInclusive<f64> = 0.1..=86_400.0;
+/// Seconds a decision may wait for room in the decision log's queue.
+pub const DECISION_LOG_MAX_WAIT: std::ops::RangeInclusive<f64> = 0.001..=3600.0;
+/// Connections served at once.
+pub const MAX_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+/// Longest request line, in bytes.
+pub const MAX_FRAME_BYTES: std::ops::RangeInclusive<usize> = 256..=16 * 1024 * 1024;
+
 /// The settings `serve` runs with: flags over the configuration file over defaults.
 #[derive(Debug)]
 pub struct Settings {
@@ -45,19 +59,26 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         (Some(source), Some(span)) => config_file::error_at(source, &span, message),
         _ => message,
     };
+    // Where a value came from: a flag (named `--flag`) or the file (named `key`, located).
     let pick_f64 = |flag: Option<f64>, file: &Option<toml::Spanned<f64>>, default: f64| match flag {
-        Some(v) => (v, None),
-        None => file
-            .as_ref()
-            .map_or((default, None), |v| (*v.get_ref(), Some(v.span()))),
+        Some(v) => (v, Origin::Flag),
+        None => file.as_ref().map_or((default, Origin::Default), |v| {
+            (*v.get_ref(), Origin::File(v.span()))
+        }),
     };
     let pick_usize =
         |flag: Option<usize>, file: &Option<toml::Spanned<usize>>, default: usize| match flag {
-            Some(v) => (v, None),
-            None => file
-                .as_ref()
-                .map_or((default, None), |v| (*v.get_ref(), Some(v.span()))),
+            Some(v) => (v, Origin::Flag),
+            None => file.as_ref().map_or((default, Origin::Default), |v| {
+                (*v.get_ref(), Origin::File(v.span()))
+            }),
         };
+    // An out-of-range value is reported under the name it was given by, at its place in the file.
+    let out_of_range = |key: &str, origin: Origin, message: String| match origin {
+        Origin::Flag => format!("--{} {message}", key.replace('_', "-")),
+        Origin::File(span) => at(Some(span), format!("{key} {message}")),
+        Origin::Default => format!("{key} {message}"),
+    };
     let string = |flag: Option<String>, file: &Option<toml::Spanned<String>>| {
         flag.or_else(|| file.as_ref().map(|v| v.get_ref().clone()))
     };
@@ -86,44 +107,71 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             }
         },
     };
-    let (max_frame_bytes, span) = pick_usize(
+    let (max_frame_bytes, origin) = pick_usize(
         args.max_frame_bytes,
         &file.max_frame_bytes,
         DEFAULT_MAX_FRAME_BYTES,
     );
-    if max_frame_bytes < 256 {
-        return Err(at(
-            span,
+    if !MAX_FRAME_BYTES.contains(&max_frame_bytes) {
+        return Err(out_of_range(
+            "max_frame_bytes",
+            origin,
             format!(
-                "max_frame_bytes {max_frame_bytes} is too small for any real frame (at least 256)"
+                "{max_frame_bytes} must be at least {} (the shortest real frame) and at most {} (16 MiB)",
+                MAX_FRAME_BYTES.start(),
+                MAX_FRAME_BYTES.end()
             ),
         ));
     }
-    let (frame_timeout, span) = pick_f64(args.frame_timeout, &file.frame_timeout, 10.0);
-    if !(frame_timeout.is_finite() && frame_timeout > 0.0) {
-        return Err(at(
-            span,
-            format!("frame_timeout {frame_timeout} must be a positive number of seconds"),
-        ));
-    }
-    let (max_connections, span) = pick_usize(args.max_connections, &file.max_connections, 16_384);
-    if max_connections == 0 {
-        return Err(at(span, "max_connections must be at least 1".to_owned()));
-    }
-    let (poll_interval, span) = pick_f64(args.poll_interval, &file.poll_interval, 5.0);
-    if !(poll_interval.is_finite() && poll_interval >= 0.1) {
-        return Err(at(
-            span,
-            format!("poll_interval {poll_interval} must be at least 0.1 seconds"),
-        ));
-    }
-    let (decision_log_max_wait, span) =
-        pick_f64(args.decision_log_max_wait, &file.decision_log_max_wait, 2.0);
-    if !(decision_log_max_wait.is_finite() && decision_log_max_wait > 0.0) {
-        return Err(at(
-            span,
+    let (frame_timeout, origin) = pick_f64(args.frame_timeout, &file.frame_timeout, 10.0);
+    if !FRAME_TIMEOUT.contains(&frame_timeout) {
+        return Err(out_of_range(
+            "frame_timeout",
+            origin,
             format!(
-                "decision_log_max_wait {decision_log_max_wait} must be a positive number of seconds"
+                "{} must be a positive number of seconds, at least {} and at most {}",
+                number(frame_timeout),
+                FRAME_TIMEOUT.start(),
+                FRAME_TIMEOUT.end()
+            ),
+        ));
+    }
+    let (max_connections, origin) = pick_usize(args.max_connections, &file.max_connections, 16_384);
+    if !MAX_CONNECTIONS.contains(&max_connections) {
+        return Err(out_of_range(
+            "max_connections",
+            origin,
+            format!(
+                "must be at least {} and at most {}, not {max_connections}",
+                MAX_CONNECTIONS.start(),
+                MAX_CONNECTIONS.end()
+            ),
+        ));
+    }
+    let (poll_interval, origin) = pick_f64(args.poll_interval, &file.poll_interval, 5.0);
+    if !POLL_INTERVAL.contains(&poll_interval) {
+        return Err(out_of_range(
+            "poll_interval",
+            origin,
+            format!(
+                "{} must be at least {} seconds and at most {}",
+                number(poll_interval),
+                POLL_INTERVAL.start(),
+                POLL_INTERVAL.end()
+            ),
+        ));
+    }
+    let (decision_log_max_wait, origin) =
+        pick_f64(args.decision_log_max_wait, &file.decision_log_max_wait, 2.0);
+    if !DECISION_LOG_MAX_WAIT.contains(&decision_log_max_wait) {
+        return Err(out_of_range(
+            "decision_log_max_wait",
+            origin,
+            format!(
+                "{} must be a positive number of seconds, at least {} and at most {}",
+                number(decision_log_max_wait),
+                DECISION_LOG_MAX_WAIT.start(),
+                DECISION_LOG_MAX_WAIT.end()
             ),
         ));
     }
@@ -138,11 +186,31 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         watch: !args.no_watch && file.watch.unwrap_or(true),
         limits: Limits {
             max_frame_bytes,
+            // In range (checked above), so this cannot panic.
             frame_timeout: Duration::from_secs_f64(frame_timeout),
             max_connections,
         },
         allowed_uids: args.allowed_uids.or(file.allowed_uids),
     })
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone)]
+enum Origin {
+    Flag,
+    File(std::ops::Range<usize>),
+    Default,
+}
+
+/// A number as a person wrote it: `-1`, `0.5`, `3601`; exponent form (`1e300`, `1e-300`) where
+/// the plain decimal would run to hundreds of digits; `NaN`, `inf`, `-inf`.
+fn number(v: f64) -> String {
+    let plain = v.to_string();
+    if plain.len() <= 24 {
+        plain
+    } else {
+        format!("{v:?}")
+    }
 }
 
 #[cfg(unix)]
@@ -156,4 +224,92 @@ fn group_id(name: &str) -> Option<u32> {
 #[cfg(not(unix))]
 fn group_id(_: &str) -> Option<u32> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    fn serve(flags: &[&str]) -> Result<Settings, String> {
+        let cli = Cli::try_parse_from(["permission-broker", "serve"].iter().chain(flags))
+            .map_err(|e| e.to_string())?;
+        let Command::Serve(args) = cli.command else {
+            return Err("not serve".to_owned());
+        };
+        merge(args)
+    }
+
+    #[test]
+    fn defaults_are_inside_the_bounds() {
+        let settings = serve(&[]).unwrap();
+        assert_eq!(settings.limits.frame_timeout, Duration::from_secs(10));
+        assert!(MAX_FRAME_BYTES.contains(&settings.limits.max_frame_bytes));
+        assert!(MAX_CONNECTIONS.contains(&settings.limits.max_connections));
+        assert!(POLL_INTERVAL.contains(&settings.poll_interval));
+    }
+
+    #[test]
+    fn out_of_range_flags_name_the_flag() {
+        let cases = [
+            (
+                &["--frame-timeout", "1e300"][..],
+                "--frame-timeout 1e300 must be a positive number of seconds, at least 0.001 and at most 3600",
+            ),
+            (&["--frame-timeout", "0"], "--frame-timeout 0 must be"),
+            (&["--frame-timeout", "NaN"], "--frame-timeout NaN must be"),
+            (&["--frame-timeout=-inf"], "--frame-timeout -inf must be"),
+            (
+                &["--frame-timeout", "1e-300"],
+                "--frame-timeout 1e-300 must be",
+            ),
+            (
+                &["--poll-interval", "0.05"],
+                "--poll-interval 0.05 must be at least 0.1 seconds and at most 86400",
+            ),
+            (&["--poll-interval", "inf"], "--poll-interval inf must be"),
+            (
+                &["--decision-log-max-wait", "3600.001"],
+                "--decision-log-max-wait 3600.001 must be",
+            ),
+            (
+                &["--max-connections", "0"],
+                "--max-connections must be at least 1 and at most 1000000, not 0",
+            ),
+            (
+                &["--max-connections", "18446744073709551615"],
+                "not 18446744073709551615",
+            ),
+            (
+                &["--max-frame-bytes", "255"],
+                "--max-frame-bytes 255 must be at least 256",
+            ),
+            (
+                &["--max-frame-bytes", "16777217"],
+                "and at most 16777216 (16 MiB)",
+            ),
+        ];
+        for (flags, expected) in cases {
+            let err = serve(flags).unwrap_err();
+            assert!(err.contains(expected), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        for flags in [
+            &["--frame-timeout", "3600"][..],
+            &["--frame-timeout", "0.001"],
+            &["--poll-interval", "0.1"],
+            &["--poll-interval", "86400"],
+            &["--decision-log-max-wait", "3600"],
+            &["--max-connections", "1"],
+            &["--max-connections", "1000000"],
+            &["--max-frame-bytes", "256"],
+            &["--max-frame-bytes", "16777216"],
+        ] {
+            assert!(serve(flags).is_ok(), "{flags:?}");
+        }
+    }
 }
