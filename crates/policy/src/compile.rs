@@ -6,7 +6,7 @@ use crate::host::{HostIndex, HostPattern, parse_host_pattern};
 use crate::lint;
 use crate::model::{self, DefaultsSpec, RuleSpec, Text, TextList, WhenSpec};
 use crate::name::{NameIndex, parse_name};
-use crate::path::{PathIndex, compile_glob, components, is_glob, join};
+use crate::path::{PathIndex, classes_without_separator, compile_glob, components, is_glob, join};
 use crate::subject::{Directory, When};
 use permission_broker_protocol::{Effect, Permission, sanitize_reason};
 use std::collections::HashMap;
@@ -787,6 +787,8 @@ fn list_permissions(permissions: &[Permission]) -> String {
 pub(crate) fn parse_entry(kind: MatcherKind, text: &str) -> Result<Entry, String> {
     match kind {
         MatcherKind::Paths => {
+            // On the text as written: normalising splits it at every `/`, even inside a class.
+            classes_without_separator(text)?;
             let parts = components(text).ok_or_else(|| {
                 format!("path `{text}` is relative: policy paths must be absolute")
             })?;

@@ -6,6 +6,7 @@
 
 use crate::FastMap as HashMap;
 use crate::compile::RuleIndex;
+use std::borrow::Cow;
 
 /// The components of an absolute path after removing `.`, empty components (`//`) and resolving
 /// `..` lexically (`..` at the root stays at the root). `None` if `path` is not absolute.
@@ -46,14 +47,226 @@ pub(crate) fn is_glob(component: &str) -> bool {
     component.contains(['*', '?', '[', '{'])
 }
 
-/// Compiles a normalised absolute glob: `*` and `?` do not cross `/`, `**` does, `{a,b}`
-/// alternates, `[...]` is a character class.
+/// Compiles a normalised absolute glob: `*`, `?` and `[...]` (a character class) never match
+/// `/`, `**` does, `{a,b}` alternates. See [`classes_without_separator`].
 pub(crate) fn compile_glob(path: &str) -> Result<globset::Glob, String> {
-    globset::GlobBuilder::new(path)
+    let pattern = classes_without_separator(path)?;
+    globset::GlobBuilder::new(&pattern)
         .literal_separator(true)
         .backslash_escape(true)
         .build()
         .map_err(|e| format!("invalid glob `{path}`: {}", e.kind()))
+}
+
+/// `glob` with every character class that could match `/` rewritten so that it cannot, or an
+/// error for a class that names `/` itself.
+///
+/// globset's `literal_separator` keeps `*` and `?` inside one component, but compiles a class as
+/// written: `[!_]`, `[^_]` and `[.-0]` (0x2E-0x30 in ASCII) all matched `/`, so an allow of
+/// `/srv/report[!_]final` allowed `/srv/report/final/...`. The language says only `**` crosses `/`.
+///
+/// - A negated class also excludes `/`, and a range that spans `/` is split around it. Classes
+///   like `[!.]` or `[ -~]` are ordinary in honest policies and mean one character of a name; the
+///   rewrite keeps every other character, so those policies keep loading and now mean what the
+///   documentation says, in allow and deny rules alike. An allow can only match less than before.
+/// - A class that names `/` (`[/]`, `[!/]`, `[a/b]`, `[--/]`) is refused rather than rewritten:
+///   no class can match `/`, so it is a mistake whose intent cannot be guessed, and the path
+///   normaliser splits the text at that `/` (dropping a `.` or `..` inside it), so it would not
+///   even mean what it looks like. Refusing fails closed: a policy that does not load never
+///   replaces the running one, and the error names the class.
+///
+/// The glob is read the way globset reads it: outside a class `\x` is the literal `x`; inside,
+/// nothing is escaped, `!` or `^` first negates, then a `]` first and a `-` first or last are
+/// literal, and `a-z` is a range. A class globset refuses (unclosed, `z-a`) is left for globset
+/// to report.
+pub(crate) fn classes_without_separator(glob: &str) -> Result<Cow<'_, str>, String> {
+    let mut out = String::new();
+    let mut copied = None;
+    let mut chars = glob.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '[' => {
+                let Some((class, end)) = Class::read(&mut chars) else {
+                    return Ok(Cow::Borrowed(glob));
+                };
+                let text = &glob[at..end];
+                if text.contains('/') {
+                    return Err(format!(
+                        "invalid glob `{glob}`: character class `{text}` names `/`, which no class \
+                         matches (only `**` crosses `/`)"
+                    ));
+                }
+                if class.matches('/') {
+                    let safe = class.without_separator().ok_or_else(|| {
+                        format!(
+                            "invalid glob `{glob}`: cannot keep character class `{text}` from \
+                             matching `/`"
+                        )
+                    })?;
+                    out.push_str(&glob[copied.unwrap_or(0)..at]);
+                    out.push_str(&safe);
+                    copied = Some(end);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(match copied {
+        None => Cow::Borrowed(glob),
+        Some(end) => {
+            out.push_str(&glob[end..]);
+            Cow::Owned(out)
+        }
+    })
+}
+
+/// A character class as globset reads it.
+struct Class {
+    negated: bool,
+    ranges: Vec<(char, char)>,
+}
+
+impl Class {
+    /// Reads a class after its `[`, up to and including its `]`. Returns it with the byte offset
+    /// just after the `]`, or `None` where globset reports an error (unclosed, a range `z-a`).
+    fn read(chars: &mut std::str::CharIndices<'_>) -> Option<(Class, usize)> {
+        let negated = matches!(chars.clone().next(), Some((_, '!' | '^')));
+        if negated {
+            chars.next();
+        }
+        let mut ranges: Vec<(char, char)> = Vec::new();
+        let mut first = true;
+        let mut in_range = false;
+        loop {
+            let (at, c) = chars.next()?;
+            match c {
+                ']' if !first => {
+                    if in_range {
+                        ranges.push(('-', '-'));
+                    }
+                    return Some((Class { negated, ranges }, at + c.len_utf8()));
+                }
+                '-' if !first && !in_range => in_range = true,
+                c if in_range => {
+                    let last = ranges.last_mut()?;
+                    if c < last.0 {
+                        return None;
+                    }
+                    last.1 = c;
+                    in_range = false;
+                }
+                c => ranges.push((c, c)),
+            }
+            first = false;
+        }
+    }
+
+    fn matches(&self, c: char) -> bool {
+        contains(&self.ranges, c) != self.negated
+    }
+
+    /// The class's text once it cannot match `/`: a negated class also excludes `/`, a plain
+    /// one loses `/` from its ranges. `None` if no text says that (not for any class that parses
+    /// without naming `/`).
+    fn without_separator(&self) -> Option<String> {
+        let ranges = if self.negated {
+            let mut ranges = self.ranges.clone();
+            ranges.push(('/', '/'));
+            ranges
+        } else {
+            remove(self.ranges.clone(), '/', '.', '0')
+        };
+        class_text(self.negated, normalise(ranges))
+    }
+}
+
+fn contains(ranges: &[(char, char)], c: char) -> bool {
+    ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi)
+}
+
+/// Sorted, with overlapping and adjacent ranges merged.
+fn normalise(mut ranges: Vec<(char, char)>) -> Vec<(char, char)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(char, char)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1).saturating_add(1) => {
+                last.1 = last.1.max(hi);
+            }
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// `ranges` without `c`, whose neighbours are `below` and `above`.
+fn remove(ranges: Vec<(char, char)>, c: char, below: char, above: char) -> Vec<(char, char)> {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for (lo, hi) in ranges {
+        if hi < c || c < lo {
+            out.push((lo, hi));
+            continue;
+        }
+        if lo < c {
+            out.push((lo, below));
+        }
+        if c < hi {
+            out.push((above, hi));
+        }
+    }
+    out
+}
+
+/// Class text for `ranges` (normalised) that globset reads back as exactly those characters:
+/// `]` goes first (where it is literal), `-` last (likewise), and a plain class does not start
+/// with `!` or `^` (which would negate it). `None` only for a plain class of nothing but `!`
+/// and `^`, which no class text can say.
+fn class_text(negated: bool, ranges: Vec<(char, char)>) -> Option<String> {
+    let bracket = contains(&ranges, ']');
+    let mut dash = contains(&ranges, '-');
+    let mut plain = remove(remove(ranges, ']', '\\', '^'), '-', ',', '.');
+    let mut text = String::from(if negated { "[!" } else { "[" });
+    let mut lead_dash = false;
+    if bracket {
+        text.push(']');
+    } else if !negated {
+        let negates = |r: &(char, char)| matches!(r.0, '!' | '^');
+        if plain.first().is_some_and(negates) {
+            if let Some(lead) = plain.iter().position(|r| !negates(r)) {
+                let range = plain.remove(lead);
+                plain.insert(0, range);
+            } else if dash {
+                // A leading `-` is literal too.
+                text.push('-');
+                (lead_dash, dash) = (true, false);
+            } else {
+                // Lead with the rest of a range that starts with `!` (`"`...) or `^` (`_`...).
+                let at = plain.iter().position(|&(lo, hi)| lo != hi)?;
+                let (lo, hi) = plain[at];
+                let next = char::from_u32(u32::from(lo) + 1)?;
+                plain[at] = (lo, lo);
+                plain.insert(0, (next, hi));
+            }
+        }
+    }
+    if !bracket && !lead_dash && !dash && plain.is_empty() {
+        return None;
+    }
+    for (lo, hi) in plain {
+        text.push(lo);
+        if hi != lo {
+            text.push('-');
+            text.push(hi);
+        }
+    }
+    if dash {
+        text.push('-');
+    }
+    text.push(']');
+    Some(text)
 }
 
 /// A trie of rule paths by component. Node 0 is `/`. A literal path sits at its own node; a glob
@@ -263,5 +476,163 @@ mod tests {
         assert_eq!(matches(&index, "/srv"), Vec::<u32>::new());
         assert_eq!(matches(&index, "/var/lib/app/.env"), [4]);
         assert!(compile_glob("/srv/[").is_err());
+    }
+
+    fn glob_matches(glob: &str, path: &str) -> bool {
+        compile_glob(glob).unwrap().compile_matcher().is_match(path)
+    }
+
+    #[test]
+    fn no_token_but_double_star_matches_a_separator() {
+        for glob in [
+            "/srv/a[!_]b",
+            "/srv/a[^_]b",
+            "/srv/a[.-0]b",
+            "/srv/a[ -~]b",
+            "/srv/a[!-0]b",
+            "/srv/a[!]]b",
+            "/srv/a[!a-]b",
+            "/srv/a[]!-0]b",
+            "/srv/a[!\\]b",
+            "/srv/a[--0]b",
+            "/srv/a?b",
+            "/srv/a*b",
+            "/srv/{a[!_]b,x}",
+        ] {
+            assert!(!glob_matches(glob, "/srv/a/b"), "{glob} matched `/srv/a/b`");
+        }
+        assert!(glob_matches("/srv/**/b", "/srv/a/b"), "`**` still crosses");
+    }
+
+    #[test]
+    fn rewritten_classes_keep_every_other_character() {
+        // (glob, characters it matches between `a` and `b`, characters it does not)
+        let cases: &[(&str, &str, &str)] = &[
+            ("/x/a[!_]b", "-.0]!^\\ ~", "_/"),
+            ("/x/a[^_]b", "-.0]!^", "_/"),
+            ("/x/a[.-0]b", ".0", "/-1"),
+            ("/x/a[ -~]b", " !-.0]^~\\[", "/é"),
+            ("/x/a[]!-0]b", "]!.0-", "/1"),
+            ("/x/a[--0]b", "-.0", "/,1"),
+            ("/x/a[!]]b", "x-", "]/"),
+            ("/x/a[!a-]b", "x_", "a-/"),
+            ("/x/a[!-0]b", "x.", "-0/"),
+            ("/x/a[!.-0]b", "x", ".0/"),
+            ("/x/a[]a]b", "]a", "b/"),
+            ("/x/a[a-]b", "a-", "b/"),
+            ("/x/a[!!]b", "x^", "!/"),
+            ("/x/a[!^]b", "x!", "^/"),
+        ];
+        for (glob, yes, no) in cases {
+            for c in yes.chars().filter(|&c| c != '/') {
+                assert!(glob_matches(glob, &format!("/x/a{c}b")), "{glob} on {c:?}");
+            }
+            for c in no.chars() {
+                assert!(!glob_matches(glob, &format!("/x/a{c}b")), "{glob} on {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_classes_that_need_it_are_rewritten() {
+        for glob in [
+            "/srv/a[abc]b",
+            "/srv/a[0-9]b",
+            "/srv/a[!.-0]b",
+            "/srv/\\[!x]",
+            "/srv/*",
+        ] {
+            assert_eq!(classes_without_separator(glob).unwrap(), *glob);
+        }
+        assert_eq!(
+            classes_without_separator("/srv/a[!_]b").unwrap(),
+            "/srv/a[!/_]b"
+        );
+        assert_eq!(
+            classes_without_separator("/srv/a[.-0]b").unwrap(),
+            "/srv/a[.0]b"
+        );
+        assert_eq!(
+            classes_without_separator("/srv/a[!]]b").unwrap(),
+            "/srv/a[!]/]b"
+        );
+        assert_eq!(
+            classes_without_separator("/srv/a[!a-]b").unwrap(),
+            "/srv/a[!/a-]b"
+        );
+        assert_eq!(
+            classes_without_separator("/srv/a[ -~]b").unwrap(),
+            "/srv/a[] -,.0-\\^-~-]b"
+        );
+        // Left for globset to report.
+        assert_eq!(classes_without_separator("/srv/[a").unwrap(), "/srv/[a");
+        assert!(compile_glob("/srv/[b-a]").is_err());
+    }
+
+    fn class_matcher(text: &str) -> globset::GlobMatcher {
+        globset::GlobBuilder::new(&format!("a{text}b"))
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .unwrap()
+            .compile_matcher()
+    }
+
+    proptest::proptest! {
+        /// What [`class_text`] writes, globset reads back as exactly the same characters,
+        /// whatever `]`, `-`, `!`, `^`, `/` or `\\` the set holds and wherever they fall; and a
+        /// class without `/` ([`Class::without_separator`]) keeps every other character.
+        #[test]
+        fn class_text_round_trips_through_globset(
+            negated in proptest::bool::ANY,
+            ranges in proptest::collection::vec((0x20u8..0x7f, 0u8..6), 1..5),
+        ) {
+            let ranges: Vec<(char, char)> = ranges
+                .into_iter()
+                .map(|(lo, len)| (char::from(lo), char::from(lo.saturating_add(len).min(0x7e))))
+                .collect();
+            let class = Class { negated, ranges: normalise(ranges) };
+            let Some(exact) = class_text(negated, class.ranges.clone()) else {
+                // No class text says "only `!`" or "only `!` and `^`": the first would negate.
+                // `without_separator` never asks: what it writes holds `/` or a range from `0`.
+                let only = |c: char| c == '!' || c == '^';
+                proptest::prop_assert!(!negated && class.ranges.iter().all(|&(lo, hi)| only(lo) && only(hi)));
+                return Ok(());
+            };
+            let exact = class_matcher(&exact);
+            // Text that does not name `/` reaches `/` in a plain class only through a range
+            // from `.` or below to `0` or above; other sets are refused before a rewrite.
+            let reachable = negated || !contains(&class.ranges, '/')
+                || (contains(&class.ranges, '.') && contains(&class.ranges, '0'));
+            let safe = class.without_separator();
+            proptest::prop_assert!(safe.is_some() || !reachable);
+            let safe = class_matcher(safe.as_deref().unwrap_or("[!/]"));
+            for c in (0x20u8..0x7f).map(char::from) {
+                let name = format!("a{c}b");
+                proptest::prop_assert_eq!(exact.is_match(&name), class.matches(c), "{:?}", c);
+                if reachable {
+                    proptest::prop_assert_eq!(safe.is_match(&name), class.matches(c) && c != '/', "{:?}", c);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_class_naming_a_separator_is_an_error() {
+        for (glob, class) in [
+            ("/srv/a[/]b", "[/]"),
+            ("/srv/a[!/]b", "[!/]"),
+            ("/srv/a[x/y]b", "[x/y]"),
+            ("/srv/a[--/]b", "[--/]"),
+            ("/srv/{a,[/]}", "[/]"),
+        ] {
+            let e = compile_glob(glob).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "invalid glob `{glob}`: character class `{class}` names `/`"
+                )),
+                "{e}"
+            );
+        }
     }
 }

@@ -115,6 +115,11 @@ fn catalogue() -> Vec<(String, &'static str, &'static str)> {
             "invalid glob",
         ),
         (
+            rule_with("permissions = [\"read\"]\npaths = [\"/srv/a[/]b\"]"),
+            "p.toml:6:10: invalid glob `/srv/a[/]b`: character class `[/]` names `/`",
+            "invalid glob",
+        ),
+        (
             rule_with("permissions = [\"read\"]\npaths = []"),
             "p.toml:6:9: `paths` is empty",
             "`paths` is empty",
@@ -255,6 +260,51 @@ fn every_documented_error_is_located_and_documented() {
         assert!(
             docs.contains(phrase),
             "docs/policy.md does not document {phrase:?}"
+        );
+    }
+}
+
+/// A class can never match `/` (only `**` crosses it), so one that names `/` is a mistake; and
+/// normalising the path would split its text at the `/`. Refused wherever the `/` sits.
+#[test]
+fn a_class_that_names_a_separator_is_refused() {
+    for (glob, class) in [
+        ("/srv/a[/]b", "[/]"),
+        ("/srv/a[!/]b", "[!/]"),
+        ("/srv/a[^/]b", "[^/]"),
+        ("/srv/a[x/y]b", "[x/y]"),
+        ("/srv/a[--/]b", "[--/]"),
+        ("/srv/a[/-9]b", "[/-9]"),
+        ("/srv/a[]/]b", "[]/]"),
+        ("/srv/a[/./]b", "[/./]"),
+        ("/srv/[a/../b]", "[a/../b]"),
+        ("/srv/{x,a[/]b}", "[/]"),
+        ("/srv/ok[!_]/a[/]b", "[/]"),
+    ] {
+        let text = rule_with(&format!("permissions = [\"read\"]\npaths = [{glob:?}]"));
+        let expected = format!(
+            "p.toml:6:10: invalid glob `{glob}`: character class `{class}` names `/`, which no class matches"
+        );
+        let errors = errors(&text);
+        assert!(
+            errors.iter().any(|e| e.starts_with(&expected)),
+            "expected {expected:?}, got {errors:#?}"
+        );
+    }
+    // An escaped `[` opens no class; honest classes load.
+    for glob in [
+        "/srv/\\[/x]",
+        "/srv/a[!_]b",
+        "/srv/a[.-0]b",
+        "/srv/a[ -~]b",
+        "/srv/a[!]]b",
+    ] {
+        let text = rule_with(&format!("permissions = [\"read\"]\npaths = [{glob:?}]"));
+        let compiled = Policy::compile(&[Source::new("p.toml", text.clone())], &NoDirectory);
+        assert!(
+            compiled.is_ok(),
+            "{glob}: {:?}",
+            compiled.err().map(|e| e.to_string())
         );
     }
 }

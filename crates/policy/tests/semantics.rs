@@ -105,6 +105,86 @@ paths = ["/srv/app/**/*.pem", "/srv/app/.env", "/srv/app/{tmp,cache}/secret?"]
     );
 }
 
+/// No glob token but `**` crosses `/`: not a negated class, not a range that spans `/` in ASCII
+/// (`.-0` is 0x2E-0x30), not `?` or `*`, in an allow rule or in a deny rule.
+#[test]
+fn character_classes_never_match_a_separator() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "classes"
+effect = "allow"
+permissions = ["read"]
+paths = [
+  "/srv/report[!_]final", "/srv/r[^_]x", "/srv/dot[.-0]y", "/srv/any[ -~]z", "/srv/q?w", "/srv/s*t",
+  "/srv/b[!]]c", "/srv/m[!a-]n", "/srv/n[!-0]o", "/srv/{p[!_]q,alt}", "/srv/e[!.-0]f",
+]
+[[rule]]
+id = "data"
+effect = "allow"
+permissions = ["read"]
+paths = ["/data"]
+[[rule]]
+id = "no-a-b"
+effect = "deny"
+permissions = ["read"]
+paths = ["/data/a[!_]b", "/data/c[.-0]d"]
+"#,
+    );
+    let s = Subject::default();
+    table(
+        &policy,
+        &s,
+        &[
+            ("read", Some("/srv/report/final"), D, "default"),
+            ("read", Some("/srv/report/final/x"), D, "default"),
+            ("read", Some("/srv/reportxfinal"), A, "classes"),
+            ("read", Some("/srv/reportxfinal/sub/x"), A, "classes"),
+            ("read", Some("/srv/report_final"), D, "default"),
+            ("read", Some("/srv/r/x"), D, "default"),
+            ("read", Some("/srv/r-x"), A, "classes"),
+            ("read", Some("/srv/r_x"), D, "default"),
+            ("read", Some("/srv/dot/y"), D, "default"),
+            ("read", Some("/srv/dot.y"), A, "classes"),
+            ("read", Some("/srv/dot0y"), A, "classes"),
+            ("read", Some("/srv/dot1y"), D, "default"),
+            ("read", Some("/srv/any/z"), D, "default"),
+            ("read", Some("/srv/any z"), A, "classes"),
+            ("read", Some("/srv/any~z"), A, "classes"),
+            ("read", Some("/srv/any-z"), A, "classes"),
+            ("read", Some("/srv/any]z"), A, "classes"),
+            ("read", Some("/srv/q/w"), D, "default"),
+            ("read", Some("/srv/qxw"), A, "classes"),
+            ("read", Some("/srv/s/t"), D, "default"),
+            ("read", Some("/srv/s/x/t"), D, "default"),
+            ("read", Some("/srv/st"), A, "classes"),
+            ("read", Some("/srv/sxyt"), A, "classes"),
+            ("read", Some("/srv/b/c"), D, "default"),
+            ("read", Some("/srv/b]c"), D, "default"),
+            ("read", Some("/srv/bxc"), A, "classes"),
+            ("read", Some("/srv/m/n"), D, "default"),
+            ("read", Some("/srv/m-n"), D, "default"),
+            ("read", Some("/srv/man"), D, "default"),
+            ("read", Some("/srv/mxn"), A, "classes"),
+            ("read", Some("/srv/n/o"), D, "default"),
+            ("read", Some("/srv/n-o"), D, "default"),
+            ("read", Some("/srv/nxo"), A, "classes"),
+            ("read", Some("/srv/p/q"), D, "default"),
+            ("read", Some("/srv/pxq"), A, "classes"),
+            ("read", Some("/srv/alt"), A, "classes"),
+            ("read", Some("/srv/e/f"), D, "default"),
+            ("read", Some("/srv/exf"), A, "classes"),
+            // A deny means what it says too: `/data/a/b` is not `a`, one character, `b`.
+            ("read", Some("/data/a/b"), A, "data"),
+            ("read", Some("/data/a/b/x"), A, "data"),
+            ("read", Some("/data/a-b"), D, "no-a-b"),
+            ("read", Some("/data/a_b"), A, "data"),
+            ("read", Some("/data/c/d"), A, "data"),
+            ("read", Some("/data/c.d"), D, "no-a-b"),
+        ],
+    );
+}
+
 #[test]
 fn hosts_every_form() {
     let policy = compile(
