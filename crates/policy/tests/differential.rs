@@ -35,7 +35,62 @@ fn kind(p: Permission) -> Kind {
 }
 
 const COMPONENTS: &[&str] = &["a", "b", "srv", "app", "x.pem"];
-const GLOB_COMPONENTS: &[&str] = &["*", "**", "{a,b}", "?", "*.pem"];
+/// Request components that character classes can tell apart (one character between `a` and `b`),
+/// next to `a` and `b` themselves, so `/a/b` tempts every class that could match `/`.
+const CLASS_COMPONENTS: &[&str] = &["a_b", "a-b", "a.b", "a0b", "a]b", "a!b", "a b", "ab", "a~b"];
+const GLOB_COMPONENTS: &[&str] = &["*", "**", "{a,b}", "?", "*.pem", "a?b", "a*b"];
+/// Characters a generated class lists one by one: never `/` (a class naming `/` is a load error),
+/// `]` and `-` only where they are literal (first, last), no `!` or `^` (negation when first).
+const CLASS_CHARS: &[char] = &[
+    'a', 'b', '_', '.', '0', '9', '~', ' ', '*', '?', '[', '{', '}', ',', '\\',
+];
+/// Range ends: most ranges between one below `/` and one above it span `/` (0x2F).
+const RANGE_ENDS: &[char] = &[
+    ' ', '!', '*', ',', '.', '0', '9', 'A', '_', 'a', 'b', 'z', '~',
+];
+
+/// A character class as text: `[`, an optional `!`/`^`, an optional leading `]`, singles and
+/// ranges (many spanning `/`), an optional trailing `-`, `]`.
+fn class_strategy() -> impl Strategy<Value = String> {
+    let item = prop_oneof![
+        prop::sample::select(CLASS_CHARS).prop_map(|c| c.to_string()),
+        (
+            prop::sample::select(RANGE_ENDS),
+            prop::sample::select(RANGE_ENDS)
+        )
+            .prop_map(|(x, y)| format!("{}-{}", x.min(y), x.max(y))),
+    ];
+    (
+        prop::sample::select(vec!["", "", "!", "^"]),
+        any::<bool>(),
+        prop::collection::vec(item, 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(negation, bracket, items, dash)| {
+            let mut body = String::new();
+            if bracket {
+                body.push(']');
+            }
+            body.push_str(&items.concat());
+            if dash || body.is_empty() {
+                body.push('-');
+            }
+            format!("[{negation}{body}]")
+        })
+}
+
+/// A path component with a class in it: `a[!_]b`, `[.-0]`, `x*[^a]`, `{a,[!b]}` ...
+fn class_component_strategy() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec!["", "a", "x", "a*", "{a,b"]),
+        class_strategy(),
+        prop::sample::select(vec!["", "b", ".pem", "?", "*"]),
+    )
+        .prop_map(|(before, class, after)| {
+            let close = if before.starts_with('{') { "}" } else { "" };
+            format!("{before}{class}{after}{close}")
+        })
+}
 const HOSTS: &[&str] = &[
     "a.com",
     "b.a.com",
@@ -62,9 +117,15 @@ const NAME_ENTRIES: &[&str] = &["HOME", "AWS_*", "HOME*", "*", "A", "AWS_X"];
 
 fn path_strategy(globs: bool) -> impl Strategy<Value = String> {
     let component = if globs {
-        prop::sample::select([COMPONENTS, GLOB_COMPONENTS].concat()).boxed()
+        prop_oneof![
+            3 => prop::sample::select([COMPONENTS, GLOB_COMPONENTS].concat()).prop_map(str::to_owned),
+            1 => class_component_strategy(),
+        ]
+        .boxed()
     } else {
-        prop::sample::select(COMPONENTS.to_vec()).boxed()
+        prop::sample::select([COMPONENTS, COMPONENTS, CLASS_COMPONENTS].concat())
+            .prop_map(str::to_owned)
+            .boxed()
     };
     prop::collection::vec(component, 0..4).prop_map(|parts| format!("/{}", parts.join("/")))
 }
@@ -160,14 +221,175 @@ fn naive_path_match(entry: &str, request: &str) -> bool {
         }
     }
     if entry.contains(['*', '?', '{', '[']) {
-        let glob = globset::GlobBuilder::new(&entry)
-            .literal_separator(true)
-            .build()
-            .unwrap()
-            .compile_matcher();
-        ancestors.iter().any(|a| glob.is_match(a))
+        let glob: Vec<&str> = entry[1..].split('/').collect();
+        ancestors.iter().any(|a| reference::matches(&glob, a))
     } else {
         ancestors.contains(&entry)
+    }
+}
+
+/// Glob matching written from the language's rules, not with globset: a pattern is matched one
+/// path component at a time, so nothing but `**` can ever take a `/`; within a component `*` is
+/// any run of characters, `?` one character, `[...]` one character of the class (`!`/`^` negates,
+/// `a-z` ranges, a leading `]` and a leading or trailing `-` are literal, `\` is literal), `{a,b}`
+/// either branch, `\x` the character `x`. Generated patterns put no `/` inside a class or braces.
+mod reference {
+    /// `glob`: the pattern's components (after its leading `/`); `path`: a normalised absolute
+    /// path. `**` spans any number of whole components, but at the end of a pattern at least one
+    /// (`/srv/**` is what is below `/srv`, not `/srv`), except below the root, which is `/`.
+    pub(super) fn matches(glob: &[&str], path: &str) -> bool {
+        let parts: Vec<&str> = if path == "/" {
+            Vec::new()
+        } else {
+            path[1..].split('/').collect()
+        };
+        components(glob, &parts, parts.is_empty())
+    }
+
+    fn components(glob: &[&str], parts: &[&str], root: bool) -> bool {
+        match glob.split_first() {
+            None => parts.is_empty(),
+            Some((&"**", [])) => !parts.is_empty() || root,
+            Some((&"**", rest)) => {
+                (0..=parts.len()).any(|skip| components(rest, &parts[skip..], root))
+            }
+            // `/*` also matches the root `/`: its one component is then empty.
+            Some((first, rest)) => match parts.split_first() {
+                Some((part, more)) => component(first, part) && components(rest, more, false),
+                None => root && rest.is_empty() && component(first, ""),
+            },
+        }
+    }
+
+    #[derive(Debug)]
+    enum Token {
+        Char(char),
+        Star,
+        One,
+        Class {
+            negated: bool,
+            ranges: Vec<(char, char)>,
+        },
+        Either(Vec<Vec<Token>>),
+    }
+
+    fn component(pattern: &str, name: &str) -> bool {
+        let chars: Vec<char> = pattern.chars().collect();
+        let mut at = 0;
+        let tokens = parse(&chars, &mut at, false);
+        assert_eq!(
+            at,
+            chars.len(),
+            "generated patterns are well formed: {pattern}"
+        );
+        let name: Vec<char> = name.chars().collect();
+        sequence(&tokens, &name).contains(&name.len())
+    }
+
+    /// Tokens up to the end, or (inside braces) up to the `,` or `}` that ends a branch.
+    fn parse(chars: &[char], at: &mut usize, in_braces: bool) -> Vec<Token> {
+        let mut out = Vec::new();
+        while let Some(&c) = chars.get(*at) {
+            match c {
+                ',' | '}' if in_braces => break,
+                '*' => out.push(Token::Star),
+                '?' => out.push(Token::One),
+                '\\' => {
+                    *at += 1;
+                    out.push(Token::Char(chars[*at]));
+                }
+                '{' => {
+                    let mut branches = Vec::new();
+                    loop {
+                        *at += 1;
+                        branches.push(parse(chars, at, true));
+                        if chars[*at] == '}' {
+                            break;
+                        }
+                    }
+                    out.push(Token::Either(branches));
+                }
+                '[' => out.push(class(chars, at)),
+                c => out.push(Token::Char(c)),
+            }
+            *at += 1;
+        }
+        out
+    }
+
+    /// A class from its `[` to its `]` (left on the `]`).
+    fn class(chars: &[char], at: &mut usize) -> Token {
+        *at += 1;
+        let negated = matches!(chars[*at], '!' | '^');
+        if negated {
+            *at += 1;
+        }
+        let mut ranges: Vec<(char, char)> = Vec::new();
+        let mut first = true;
+        let mut pending_dash = false;
+        loop {
+            let c = chars[*at];
+            if c == ']' && !first {
+                break;
+            }
+            if c == '-' && !first && !pending_dash {
+                pending_dash = true;
+            } else if pending_dash {
+                ranges.last_mut().unwrap().1 = c;
+                pending_dash = false;
+            } else {
+                ranges.push((c, c));
+            }
+            first = false;
+            *at += 1;
+        }
+        if pending_dash {
+            ranges.push(('-', '-'));
+        }
+        Token::Class { negated, ranges }
+    }
+
+    /// Every end offset in `name` that `tokens` can reach from offset 0.
+    fn sequence(tokens: &[Token], name: &[char]) -> Vec<usize> {
+        let mut ends = vec![0];
+        for token in tokens {
+            let mut next = Vec::new();
+            for &start in &ends {
+                for end in token_ends(token, name, start) {
+                    if !next.contains(&end) {
+                        next.push(end);
+                    }
+                }
+            }
+            ends = next;
+        }
+        ends
+    }
+
+    fn token_ends(token: &Token, name: &[char], start: usize) -> Vec<usize> {
+        let one = |ok: bool| if ok { vec![start + 1] } else { Vec::new() };
+        let rest = &name[start..];
+        match token {
+            Token::Char(c) => one(rest.first() == Some(c)),
+            Token::One => one(rest.first().is_some_and(|&c| c != '/')),
+            Token::Star => (start..=name.len())
+                .take_while(|&end| name[start..end].iter().all(|&c| c != '/'))
+                .collect(),
+            Token::Class { negated, ranges } => one(rest.first().is_some_and(|&c| {
+                c != '/' && ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+            })),
+            Token::Either(branches) => {
+                let mut out = Vec::new();
+                for branch in branches {
+                    for end in sequence(branch, rest) {
+                        if !out.contains(&(start + end)) {
+                            out.push(start + end);
+                        }
+                    }
+                }
+                out
+            }
+        }
     }
 }
 
@@ -294,6 +516,97 @@ fn request_strategy() -> impl Strategy<Value = (Permission, Option<String>)> {
     ]
 }
 
+/// The reference matcher on hand-checked cases, so the comparison is not against a tautology.
+#[test]
+fn reference_matcher_by_hand() {
+    let cases: &[(&str, &str, bool)] = &[
+        ("/a*[!-]?", "/a/a", false),
+        ("/a*[!-]?", "/abxy", true),
+        ("/a*[!-]?", "/ab-y", false),
+        ("/a[!_]b", "/a/b", false),
+        ("/a[!_]b", "/axb", true),
+        ("/a[^_]b", "/a_b", false),
+        ("/a[.-0]b", "/a/b", false),
+        ("/a[.-0]b", "/a.b", true),
+        ("/a[.-0]b", "/a0b", true),
+        ("/a[]-]b", "/a]b", true),
+        ("/a[]-]b", "/a-b", true),
+        ("/a[]-]b", "/axb", false),
+        ("/a[!]]b", "/a]b", false),
+        ("/a[--0]b", "/a-b", true),
+        ("/{a,[!b]}", "/c", true),
+        ("/{a,[!b]}", "/b", false),
+        ("/a?b", "/a/b", false),
+        ("/a*b", "/a/b", false),
+        ("/a*b", "/ab", true),
+        ("/**", "/", true),
+        ("/**", "/a/b", true),
+        ("/a/**", "/a", false),
+        ("/a/**", "/a/b/c", true),
+        ("/**/b", "/b", true),
+        ("/**/b", "/a/a/b", true),
+        ("/**/**", "/", true),
+        ("/*", "/", true),
+        ("/*/b", "/b", false),
+    ];
+    for &(glob, path, expected) in cases {
+        let parts: Vec<&str> = glob[1..].split('/').collect();
+        assert_eq!(
+            reference::matches(&parts, path),
+            expected,
+            "{glob} on {path}"
+        );
+    }
+}
+
+/// A request path made from a rule's glob, to land on the glob's edges: each class, `?` and `*`
+/// becomes `/` or an ordinary character (`**`: nothing, one or two components), and braces
+/// are dropped (`,` becomes `/` or nothing). `choices` picks; it repeats when it runs out.
+fn near_miss(glob: &str, choices: &[u8]) -> String {
+    const ONE: &[&str] = &[
+        "/", "_", "-", ".", "0", "x", "]", "!", "a", "b", "~", " ", "\\",
+    ];
+    const MANY: &[&str] = &["", "/", "x", "a/b", ".pem", "/a"];
+    let mut picks = choices.iter().copied().cycle();
+    let mut pick = |from: &[&'static str]| -> &'static str {
+        from[usize::from(picks.next().unwrap_or(0)) % from.len()]
+    };
+    let chars: Vec<char> = glob.chars().collect();
+    let mut out = String::new();
+    let mut at = 0;
+    while let Some(&c) = chars.get(at) {
+        match c {
+            '[' => {
+                // To the class's `]`: a `]` right after `[`, `[!` or `[^` is literal.
+                at += 1;
+                if matches!(chars.get(at), Some('!' | '^')) {
+                    at += 1;
+                }
+                at += 1;
+                while chars.get(at).is_some_and(|&c| c != ']') {
+                    at += 1;
+                }
+                out.push_str(pick(ONE));
+            }
+            '?' => out.push_str(pick(ONE)),
+            '*' if chars.get(at + 1) == Some(&'*') => {
+                at += 1;
+                out.push_str(pick(&["", "x", "x/y"]));
+            }
+            '*' => out.push_str(pick(MANY)),
+            '{' | '}' => {}
+            ',' => out.push_str(pick(&["", "/"])),
+            '\\' => {
+                at += 1;
+                out.extend(chars.get(at));
+            }
+            c => out.push(c),
+        }
+        at += 1;
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -302,11 +615,24 @@ proptest! {
         rules in prop::collection::vec(rule_strategy(), 0..12),
         default_allow in any::<bool>(),
         requests in prop::collection::vec((request_strategy(), prop::option::of(0u32..3)), 1..16),
+        near_misses in prop::collection::vec(
+            (any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..8), any::<bool>()),
+            0..16,
+        ),
     ) {
         let text = toml(&rules, default_allow);
         let (policy, _) = Policy::compile(&[Source::new("gen.toml", text.clone())], &NoDirectory)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
-        for ((permission, value), uid) in requests {
+        let globs: Vec<&String> = rules
+            .iter()
+            .filter(|r| kind(r.permissions[0]) == Kind::Paths)
+            .flat_map(|r| r.entries.iter().flatten())
+            .collect();
+        let derived = near_misses.into_iter().filter(|_| !globs.is_empty()).map(|(glob, choices, write)| {
+            let permission = if write { Permission::Write } else { Permission::Read };
+            ((permission, Some(near_miss(glob.get(&globs).as_str(), &choices))), None)
+        });
+        for ((permission, value), uid) in requests.into_iter().chain(derived) {
             let subject = Subject { uid, ..Subject::default() };
             let d = policy.decide(permission, value.as_deref(), &subject, &mut lexical_only);
             let got = (d.effect, match d.decided_by {
