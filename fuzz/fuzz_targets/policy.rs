@@ -1,14 +1,68 @@
 //! Policy parsing and compilation: any text either compiles or yields diagnostics that name a
 //! line and column inside it; never a panic. A policy that compiles answers any request.
+//!
+//! Globs: no token but `**` crosses `/`. The input's first line, as one path component pattern
+//! under `/f/`, may only match a path of exactly two components, so a request below `/f/` is
+//! allowed exactly when its first component below `/f/` is (seed
+//! `regression-negated-class-crosses-separator`: `[!_]` once matched `/`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use permission_broker_policy::{NoDirectory, Permission, Policy, Source, Subject, lexical_only};
+use permission_broker_policy::{
+    Effect, NoDirectory, Permission, Policy, Source, Subject, lexical_only, normalize_absolute,
+};
+
+/// See the module documentation.
+fn one_component_glob(text: &str) {
+    let mut lines = text.lines();
+    let (Some(pattern), Some(below)) = (lines.next(), lines.next()) else {
+        return;
+    };
+    if pattern.contains('/') || pattern.contains("**") {
+        return;
+    }
+    let Ok(quoted) = serde_json::to_string(&format!("/f/{pattern}")) else {
+        return;
+    };
+    let policy_text = format!(
+        "version = 1\n[defaults]\nsymlinks = \"lexical\"\n[[rule]]\nid = \"g\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [{quoted}]\n"
+    );
+    let Ok((policy, _)) = Policy::compile(&[Source::new("glob.toml", policy_text)], &NoDirectory)
+    else {
+        return;
+    };
+    let Some(request) = normalize_absolute(&format!("/f/{below}")) else {
+        return;
+    };
+    let Some(first) = request
+        .strip_prefix("/f/")
+        .and_then(|rest| rest.split('/').next())
+    else {
+        return;
+    };
+    let allowed = |path: &str| {
+        policy
+            .decide(
+                Permission::Read,
+                Some(path),
+                &Subject::default(),
+                &mut lexical_only,
+            )
+            .effect
+            == Effect::Allow
+    };
+    assert_eq!(
+        allowed(&request),
+        allowed(&format!("/f/{first}")),
+        "`/f/{pattern}` on `{request}`: a token other than `**` crossed `/`"
+    );
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    one_component_glob(text);
     let lines = text.lines().count().max(1);
     match Policy::compile(&[Source::new("fuzz.toml", text)], &NoDirectory) {
         Ok((policy, _warnings)) => {
