@@ -141,6 +141,7 @@ fn read_at(dir: &std::os::fd::OwnedFd, name: &str) -> Option<String> {
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub exe: Option<String>,
+    /// The system manager's unit (`Some("")`: in none); see [`systemd_unit`].
     pub unit: Option<String>,
     pub groups: Option<Vec<u32>>,
 }
@@ -180,26 +181,52 @@ fn read_facts(dir: &std::os::fd::OwnedFd) -> Facts {
                     .collect()
             })
     });
-    let unit = read_at(dir, "cgroup").map(|cgroup| systemd_unit(&cgroup));
+    let unit = read_at(dir, "cgroup").and_then(|cgroup| systemd_unit(&cgroup));
     Facts { exe, unit, groups }
 }
 
-/// The systemd unit of a process from its `/proc/<pid>/cgroup`: the innermost `.service` or
-/// `.scope` in the unified (`0::`) hierarchy, or in the v1 `name=systemd` one. Empty if none.
-pub fn systemd_unit(cgroup: &str) -> String {
-    let path = cgroup
+/// The unit of the system's service manager that a process runs in, from its
+/// `/proc/<pid>/cgroup`: `Some("")` if it is in none, `None` if that cannot be told.
+///
+/// Only the system manager's units count. Its unit is the outermost `.service` or `.scope` of
+/// the cgroup path, below its slices: everything under `user@1000.service` belongs to that
+/// user's own manager (which runs any unit name the user likes), and a delegated service may
+/// name its sub-cgroups as it likes, so a unit name deeper in the path proves nothing. The path
+/// is the unified hierarchy's (`0::`); where that names no unit (a hybrid host, whose `0::` line
+/// is `0::/`), systemd's v1 `name=systemd` hierarchy. A path outside the daemon's cgroup
+/// namespace (`/../…`) cannot be told.
+pub fn systemd_unit(cgroup: &str) -> Option<String> {
+    let unified = cgroup.lines().find_map(|line| line.strip_prefix("0::"));
+    let legacy = cgroup
         .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .or_else(|| {
-            cgroup
-                .lines()
-                .find_map(|line| line.split_once(":name=systemd:").map(|(_, p)| p))
-        })
-        .unwrap_or("");
-    path.rsplit('/')
-        .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
-        .unwrap_or("")
-        .to_owned()
+        .find_map(|line| line.split_once(":name=systemd:").map(|(_, path)| path));
+    match unified.map(outermost_unit) {
+        Some(Some(unit)) if unit.is_empty() => legacy.map_or(Some(unit), outermost_unit),
+        Some(known) => known,
+        None => legacy.map_or_else(|| Some(String::new()), outermost_unit),
+    }
+}
+
+/// The outermost `.service` or `.scope` of a cgroup path, below its slices (`Some("")`: the
+/// path is in no unit).
+fn outermost_unit(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    for part in path.split('/').filter(|part| !part.is_empty()) {
+        if part == ".." || part == "." {
+            return None;
+        }
+        if part.ends_with(".slice") {
+            continue;
+        }
+        if part.ends_with(".service") || part.ends_with(".scope") {
+            return Some(part.to_owned());
+        }
+        // A cgroup the system manager did not make (created by root, or a container runtime's).
+        break;
+    }
+    Some(String::new())
 }
 
 #[cfg(target_os = "linux")]
@@ -241,22 +268,89 @@ mod tests {
 
     #[test]
     fn units_from_cgroup_files() {
+        let unit = |cgroup: &str| systemd_unit(cgroup);
+        let known = |name: &str| Some(name.to_owned());
+        // The system manager's units.
         assert_eq!(
-            systemd_unit("0::/system.slice/reports.service\n"),
-            "reports.service"
+            unit("0::/system.slice/reports.service\n"),
+            known("reports.service")
+        );
+        assert_eq!(unit("0::/init.scope\n"), known("init.scope"));
+        assert_eq!(
+            unit("0::/user.slice/user-1000.slice/session-4.scope\n"),
+            known("session-4.scope")
         );
         assert_eq!(
-            systemd_unit(
-                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-foo.scope\n"
+            unit("0::/system.slice/system-getty.slice/getty@tty1.service\n"),
+            known("getty@tty1.service")
+        );
+        // Below a user's manager: the unit is that manager, whatever the user named theirs.
+        assert_eq!(
+            unit("0::/user.slice/user-1000.slice/user@1000.service/app.slice/reports.service\n"),
+            known("user@1000.service")
+        );
+        assert_eq!(
+            unit("0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-foo.scope\n"),
+            known("user@1000.service")
+        );
+        // A delegated service's sub-cgroups are not units.
+        assert_eq!(
+            unit("0::/system.slice/ci.service/reports.service\n"),
+            known("ci.service")
+        );
+        assert_eq!(
+            unit("0::/system.slice/ci.service/payload/system.slice/reports.service\n"),
+            known("ci.service")
+        );
+        assert_eq!(
+            unit("0::/machine.slice/machine-c1.scope/system.slice/reports.service\n"),
+            known("machine-c1.scope")
+        );
+        // In no unit: the root, a slice, a cgroup the manager did not make.
+        assert_eq!(unit("0::/\n"), known(""));
+        assert_eq!(unit("0::/system.slice\n"), known(""));
+        assert_eq!(unit("0::/process_api/reports.service\n"), known(""));
+        assert_eq!(unit(""), known(""));
+        assert_eq!(unit("4:memory:/system.slice/reports.service\n"), known(""));
+        // Outside the daemon's cgroup namespace: cannot be told.
+        assert_eq!(unit("0::/../../system.slice/reports.service\n"), None);
+        assert_eq!(unit("0::relative.service\n"), None);
+    }
+
+    #[test]
+    fn hybrid_hosts_fall_back_to_the_name_systemd_line() {
+        let unit = |cgroup: &str| systemd_unit(cgroup);
+        let known = |name: &str| Some(name.to_owned());
+        // This host's layout: a process in a v1 `name=systemd` cgroup only.
+        let hybrid = "9:name=systemd:/system.slice/cron.service\n8:pids:/\n\
+                      4:memory:/process_api/381f2fdad4bc\n1:cpu:/\n0::/\n";
+        assert_eq!(unit(hybrid), known("cron.service"));
+        assert_eq!(
+            unit("12:pids:/x\n1:name=systemd:/system.slice/cron.service\n"),
+            known("cron.service")
+        );
+        assert_eq!(
+            unit(
+                "1:name=systemd:/user.slice/user-1000.slice/user@1000.service/app.slice/cron.service\n0::/\n"
             ),
-            "app-foo.scope"
+            known("user@1000.service")
+        );
+        assert_eq!(unit("1:name=systemd:/\n0::/\n"), known(""));
+        // A unit on the unified line wins; the v1 line is only the fallback.
+        assert_eq!(
+            unit("1:name=systemd:/system.slice/other.service\n0::/system.slice/cron.service\n"),
+            known("cron.service")
         );
         assert_eq!(
-            systemd_unit("12:pids:/x\n1:name=systemd:/system.slice/cron.service\n"),
-            "cron.service"
+            unit(
+                "1:name=systemd:/system.slice/cron.service\n0::/user.slice/user-1000.slice/user@1000.service/cron.service\n"
+            ),
+            known("user@1000.service")
         );
-        assert_eq!(systemd_unit("0::/\n"), "");
-        assert_eq!(systemd_unit(""), "");
+        assert_eq!(
+            unit("1:name=systemd:/../system.slice/cron.service\n0::/\n"),
+            None
+        );
     }
 
     #[test]
