@@ -140,6 +140,7 @@ fn read_at(dir: &std::os::fd::OwnedFd, name: &str) -> Option<String> {
 /// when a policy first needs them. `None`: could not be read (rules fail closed on it).
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
+    /// The executable's path, only if that path in the daemon's view is the file the peer runs.
     pub exe: Option<String>,
     /// The system manager's unit (`Some("")`: in none); see [`systemd_unit`].
     pub unit: Option<String>,
@@ -170,7 +171,8 @@ impl ProcDir {
 fn read_facts(dir: &std::os::fd::OwnedFd) -> Facts {
     let exe = read_link_at(dir, "exe")
         .ok()
-        .filter(|p| !p.ends_with(" (deleted)"));
+        .filter(|p| !p.ends_with(" (deleted)"))
+        .filter(|p| runs_the_file_at(dir, p));
     let groups = read_at(dir, "status").and_then(|status| {
         status
             .lines()
@@ -183,6 +185,23 @@ fn read_facts(dir: &std::os::fd::OwnedFd) -> Facts {
     });
     let unit = read_at(dir, "cgroup").and_then(|cgroup| systemd_unit(&cgroup));
     Facts { exe, unit, groups }
+}
+
+/// Whether the peer's executable is the file at `path` in the daemon's own view of the
+/// filesystem (same device and inode). `/proc/<pid>/exe` reads as the path in the peer's mount
+/// namespace: a peer with a namespace of its own can bind-mount any binary over an allowed path,
+/// and the link then names that path. The link itself, followed through the handle opened for
+/// the peer, is the file it runs.
+#[cfg(target_os = "linux")]
+fn runs_the_file_at(dir: &std::os::fd::OwnedFd, path: &str) -> bool {
+    use nix::fcntl::AtFlags;
+    let Ok(running) = nix::sys::stat::fstatat(dir, "exe", AtFlags::empty()) else {
+        return false;
+    };
+    let Ok(named) = nix::sys::stat::stat(path) else {
+        return false;
+    };
+    running.st_dev == named.st_dev && running.st_ino == named.st_ino
 }
 
 /// The unit of the system's service manager that a process runs in, from its
@@ -362,6 +381,16 @@ mod tests {
         );
         assert!(facts.groups.is_some());
         assert!(facts.unit.is_some());
+    }
+
+    #[test]
+    fn an_executable_counts_only_if_the_daemon_sees_the_same_file_there() {
+        let dir = open_proc_dir(std::process::id()).unwrap();
+        let me = std::env::current_exe().unwrap();
+        assert!(runs_the_file_at(&dir, me.to_str().unwrap()));
+        // Another file at the path (what a bind mount in the peer's namespace amounts to).
+        assert!(!runs_the_file_at(&dir, "/bin/sh"));
+        assert!(!runs_the_file_at(&dir, "/nonexistent/binary"));
     }
 
     fn me() -> Peer {
