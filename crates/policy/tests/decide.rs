@@ -229,7 +229,8 @@ const CASES: &[Case] = &[
     ("run", Some("git"), None, ALLOW, "tools"),
     ("run", Some("/usr/bin/git"), None, DENY, "default"),
     ("run", Some("/bin/echo"), None, ALLOW, "tools"),
-    ("run", Some("./sub/../script.sh"), None, DENY, "default"),
+    // A command with a `/` is a path; without a working directory it cannot be placed.
+    ("run", Some("./sub/../script.sh"), None, DENY, "unresolvable"),
 ];
 
 fn decided_by(policy: &Policy, d: DecidedBy) -> &str {

@@ -286,7 +286,43 @@ names = ["ls", "/bin/echo"]
             ("run", Some("ls"), A, "tools"),
             ("run", Some("/bin/echo"), A, "tools"),
             ("run", Some("/usr/bin/ls"), D, "default"),
-            ("run", Some("./sub/../script.sh"), D, "default"),
+            // A command with a `/` is a path; without a working directory it cannot be placed.
+            ("run", Some("./sub/../script.sh"), D, "unresolvable"),
+        ],
+    );
+}
+
+/// A `run` value that contains `/` is a path to an executable: normalised (relative ones against
+/// the working directory) before it is matched, so `..` cannot walk out of an allowed directory.
+#[test]
+fn run_values_with_a_slash_are_paths() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "bin"
+effect = "allow"
+permissions = ["run"]
+names = ["/usr/bin/*", "ls"]
+"#,
+    );
+    let subject = Subject {
+        cwd: Some("/srv/app"),
+        ..Subject::default()
+    };
+    table(
+        &policy,
+        &subject,
+        &[
+            ("run", Some("/usr/bin/git"), A, "bin"),
+            ("run", Some("/usr/bin/./git"), A, "bin"),
+            ("run", Some("/usr/bin//git"), A, "bin"),
+            ("run", Some("/usr/bin/../../tmp/evil.sh"), D, "default"),
+            ("run", Some("/usr/bin/.."), D, "default"),
+            ("run", Some("../../usr/bin/git"), A, "bin"),
+            ("run", Some("./evil"), D, "default"),
+            ("run", Some("../../usr/bin/../../tmp/evil"), D, "default"),
+            ("run", Some("ls"), A, "bin"),
+            ("run", Some("sub/ls"), D, "default"),
         ],
     );
 }
