@@ -62,6 +62,15 @@ const CONSISTENT_READ_ATTEMPTS: usize = 5;
 /// changed meanwhile it is read again, and after a few tries the read fails (the running policy
 /// stays).
 fn read_sources(path: &Path) -> Result<(Vec<PathBuf>, Vec<Source>), String> {
+    read_sources_observed(path, &mut |_| {})
+}
+
+/// [`read_sources`], calling `after_read` with each file just read (a seam for the tests, which
+/// rewrite another file at that moment, as a deploy would).
+fn read_sources_observed(
+    path: &Path,
+    after_read: &mut dyn FnMut(&Path),
+) -> Result<(Vec<PathBuf>, Vec<Source>), String> {
     for _ in 0..CONSISTENT_READ_ATTEMPTS {
         let files = policy_files(path)?;
         let before = identities(&files);
@@ -70,6 +79,7 @@ fn read_sources(path: &Path) -> Result<(Vec<PathBuf>, Vec<Source>), String> {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| format!("{}: cannot read policy file: {e}", file.display()))?;
             sources.push(Source::new(file.display().to_string(), text));
+            after_read(file);
         }
         let again = policy_files(path)?;
         if again == files && identities(&again) == before {
@@ -226,5 +236,49 @@ impl Directory for SystemDirectory {
 
     fn group(&self, _: &str) -> Option<u32> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deploy rewrites `90-deny.toml` while `00-base.toml` is being read: what is loaded is the
+    /// directory as it was after the rewrite, both files of one revision, never the old deny file
+    /// beside the new base.
+    #[test]
+    fn a_file_rewritten_while_the_directory_is_read_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00-base.toml"), "# rev 1\n").unwrap();
+        std::fs::write(dir.path().join("90-deny.toml"), "# rev 1\n").unwrap();
+        let mut deployed = false;
+        let (_, sources) = read_sources_observed(dir.path(), &mut |file| {
+            if !deployed && file.ends_with("00-base.toml") {
+                deployed = true;
+                std::fs::write(dir.path().join("00-base.toml"), "# rev 2\n").unwrap();
+                std::fs::write(dir.path().join("90-deny.toml"), "# rev 2\n").unwrap();
+            }
+        })
+        .unwrap();
+        let texts: Vec<&str> = sources.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["# rev 2\n", "# rev 2\n"],
+            "same sizes: told apart by their change times"
+        );
+    }
+
+    /// A directory that never stops changing is not loaded at all.
+    #[test]
+    fn a_directory_that_keeps_changing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00-base.toml"), "# 0\n").unwrap();
+        let mut n = 0;
+        let err = read_sources_observed(dir.path(), &mut |file| {
+            n += 1;
+            std::fs::write(file, format!("# {n} {}\n", "x".repeat(n))).unwrap();
+        })
+        .unwrap_err();
+        assert!(err.contains("kept changing"), "{err}");
     }
 }
