@@ -92,9 +92,12 @@ fn read_sources_observed(
     ))
 }
 
+/// Inode, size, modification time (s, ns), change time (s, ns).
+type Identity = (u64, u64, i64, i64, i64, i64);
+
 /// What identifies a file's content without reading it: inode, size, modification and change
 /// times (nanoseconds). A file replaced or rewritten between two looks differs in one of them.
-fn identities(files: &[PathBuf]) -> Vec<Option<(u64, u64, i64, i64, i64, i64)>> {
+fn identities(files: &[PathBuf]) -> Vec<Option<Identity>> {
     files
         .iter()
         .map(|file| {

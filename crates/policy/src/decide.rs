@@ -189,7 +189,18 @@ impl Policy {
             // The whole permission includes whatever a scoped deny rule denies.
             Resolved::Null => table.scoped_deny.iter().copied().for_each(&mut applies),
             Resolved::Path(parts) => table.paths.for_each_match(parts, &mut applies),
-            Resolved::Host(host) => table.hosts.for_each_match(host, &mut applies),
+            Resolved::Host(host) => {
+                table.hosts.for_each_match(host, &mut applies);
+                // The same destination written another way (`0.0.0.0`, `[::a9fe:a9fe]`,
+                // `[64:ff9b::a9fe:a9fe]`) is still denied where its real address is.
+                if host.ip.is_some() {
+                    table.hosts.for_each_alias_match(host, &mut |index| {
+                        if self.flags[index.0 as usize] & FLAG_DENY != 0 {
+                            applies(index);
+                        }
+                    });
+                }
+            }
             Resolved::Unix(parts) => table.hosts.for_each_unix_match(parts, &mut applies),
             Resolved::Name(name) => table.names.for_each_match(name, &mut applies),
             Resolved::Command(path) => table.names.for_each_match(path, &mut applies),

@@ -422,6 +422,19 @@ impl HostIndex {
         }
     }
 
+    /// Deny rules must also see the addresses a request really reaches ([`reached_addresses`]).
+    pub(crate) fn for_each_alias_match(&self, target: &HostPort, f: &mut dyn FnMut(RuleIndex)) {
+        let Some(ip) = target.ip else { return };
+        for alias in reached_addresses(ip) {
+            let alias = HostPort {
+                host: alias.to_string(),
+                ip: Some(alias),
+                port: target.port,
+            };
+            self.for_each_match(&alias, f);
+        }
+    }
+
     pub(crate) fn for_each_unix_match(&self, parts: &[&str], f: &mut dyn FnMut(RuleIndex)) {
         self.unix.for_each_match(parts, f);
     }
@@ -436,6 +449,60 @@ fn table<K>(tables: &mut Vec<(u8, HashMap<K, Entries>)>, prefix: u8) -> &mut Has
         }
     };
     &mut tables[at].1
+}
+
+/// Other addresses a connection to `ip` reaches, for deny rules: a rule denying the metadata
+/// address or loopback must not be walked around by writing the same destination another way.
+///
+/// - `0.0.0.0/8` and `::` (the unspecified address) connect to the local host: loopback, both
+///   families.
+/// - IPv4-compatible `::a.b.c.d` (deprecated; `[::a9fe:a9fe]`), NAT64 `64:ff9b::a.b.c.d` and
+///   `64:ff9b:1::/48`, and 6to4 `2002:aabb:ccdd::/48` embed an IPv4 address that a translator or
+///   relay delivers to. (IPv4-mapped `::ffff:a.b.c.d` is already that IPv4 address: canonical form.)
+pub(crate) fn reached_addresses(ip: IpAddr) -> Vec<IpAddr> {
+    use std::net::Ipv4Addr;
+    let loopback = || {
+        vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]
+    };
+    match ip {
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => loopback(),
+        IpAddr::V4(_) => Vec::new(),
+        IpAddr::V6(v6) if v6.is_unspecified() => loopback(),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let low32 = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+            let segments = v6.segments();
+            let embedded = if bits >> 32 == 0 && bits > 1 {
+                // ::a.b.c.d (not :: or ::1)
+                Some(low32)
+            } else if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000
+                || segments[..3] == [0x64, 0xff9b, 1]
+            {
+                Some(low32)
+            } else if segments[0] == 0x2002 {
+                Some(Ipv4Addr::new(
+                    (segments[1] >> 8) as u8,
+                    segments[1] as u8,
+                    (segments[2] >> 8) as u8,
+                    segments[2] as u8,
+                ))
+            } else {
+                None
+            };
+            match embedded {
+                Some(v4) if v4.octets()[0] == 0 => {
+                    let mut all = vec![IpAddr::V4(v4)];
+                    all.extend(loopback());
+                    all
+                }
+                Some(v4) => vec![IpAddr::V4(v4)],
+                None => Vec::new(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,125 @@
+//! The policy language under an adversary (issue 13): each attack a named table, one line a
+//! case, that failed before its fix.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use permission_broker_policy::{
+    DecidedBy, Effect, NoDirectory, Policy, Source, Subject, lexical_only,
+};
+
+fn compile(text: &str) -> Policy {
+    match Policy::compile(&[Source::new("p.toml", text)], &NoDirectory) {
+        Ok((policy, _)) => policy,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn by(policy: &Policy, d: DecidedBy) -> String {
+    match d {
+        DecidedBy::Rule(i) => policy.rule(i).id.clone(),
+        DecidedBy::Default => "default".into(),
+        DecidedBy::Unresolvable => "unresolvable".into(),
+    }
+}
+
+fn table(policy: &Policy, cases: &[(&str, Option<&str>, Effect, &str)]) {
+    let mut failures = Vec::new();
+    for &(permission, value, effect, rule) in cases {
+        let d = policy.decide(
+            permission.parse().unwrap(),
+            value,
+            &Subject::default(),
+            &mut lexical_only,
+        );
+        let got = by(policy, d.decided_by);
+        if d.effect != effect || got != rule {
+            failures.push(format!(
+                "{permission} {value:?}: expected {effect} by {rule}, got {} by {got}",
+                d.effect
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+const A: Effect = Effect::Allow;
+const D: Effect = Effect::Deny;
+
+/// Attack: the metadata address and loopback written another way. With `127.0.0.0/8`, `[::1]`
+/// and `169.254.169.254` denied, `0.0.0.0:port` reached a loopback-only service, and the
+/// IPv4-compatible, NAT64 and 6to4 forms embed the metadata address. Expected: deny rules see
+/// the address a connection really reaches; allow rules only the address as written.
+#[test]
+fn addresses_written_another_way_are_denied_where_they_lead() {
+    let policy = compile(
+        r#"version = 1
+[defaults]
+decision = "allow"
+
+[[rule]]
+id = "no-loopback"
+effect = "deny"
+permissions = ["net"]
+hosts = ["127.0.0.0/8", "[::1]", "localhost"]
+
+[[rule]]
+id = "no-metadata"
+effect = "deny"
+permissions = ["net"]
+hosts = ["169.254.169.254"]
+"#,
+    );
+    table(
+        &policy,
+        &[
+            ("net", Some("0.0.0.0:8080"), D, "no-loopback"),
+            ("net", Some("0.1.2.3:80"), D, "no-loopback"),
+            ("net", Some("[::]:8080"), D, "no-loopback"),
+            ("net", Some("[::ffff:127.0.0.1]:80"), D, "no-loopback"),
+            ("net", Some("[64:ff9b::7f00:1]:80"), D, "no-loopback"),
+            ("net", Some("[::ffff:169.254.169.254]:80"), D, "no-metadata"),
+            ("net", Some("[::a9fe:a9fe]:80"), D, "no-metadata"),
+            ("net", Some("[64:ff9b::a9fe:a9fe]:80"), D, "no-metadata"),
+            ("net", Some("[64:ff9b:1::a9fe:a9fe]:80"), D, "no-metadata"),
+            ("net", Some("[2002:a9fe:a9fe::1]:80"), D, "no-metadata"),
+            ("net", Some("169.254.169.254:80"), D, "no-metadata"),
+            // Not the same destination.
+            ("net", Some("10.0.0.1:80"), A, "default"),
+            ("net", Some("[2001:db8::a9fe:a9fe]:80"), A, "default"),
+            ("net", Some("[2001:db8::1]:80"), A, "default"),
+            // IPv4-compatible ::0.0.0.2 is in 0.0.0.0/8: failing closed.
+            ("net", Some("[::2]:80"), D, "no-loopback"),
+            ("net", Some("example.com:443"), A, "default"),
+        ],
+    );
+}
+
+/// The aliases widen deny rules only: an allow for loopback does not let `[::a9fe:a9fe]` pass as
+/// allowed, and an allow of `0.0.0.0` (a listener) is the address as written.
+#[test]
+fn allow_rules_see_only_the_address_as_written() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "loopback"
+effect = "allow"
+permissions = ["net"]
+hosts = ["127.0.0.1"]
+
+[[rule]]
+id = "listen"
+effect = "allow"
+permissions = ["net"]
+hosts = ["0.0.0.0:8000"]
+"#,
+    );
+    table(
+        &policy,
+        &[
+            ("net", Some("127.0.0.1:80"), A, "loopback"),
+            ("net", Some("0.0.0.0:80"), D, "default"),
+            ("net", Some("0.0.0.0:8000"), A, "listen"),
+            ("net", Some("[::7f00:1]:80"), D, "default"),
+        ],
+    );
+}
