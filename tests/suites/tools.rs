@@ -63,6 +63,8 @@ fn shipped_case_files_pass() {
     for (policy, cases, count) in [
         ("laptop.toml", "tests/laptop.toml", 13),
         ("fleet", "tests/fleet.toml", 18),
+        ("laptop.toml", "tests/laptop-secrets.toml", 20),
+        ("fleet", "tests/fleet-secrets.toml", 11),
     ] {
         let output = run(&[
             "test".as_ref(),
