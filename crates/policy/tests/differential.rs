@@ -114,6 +114,103 @@ const HOST_ENTRIES: &[&str] = &[
 ];
 const NAMES: &[&str] = &["HOME", "HOMEDIR", "AWS_X", "AWS_", "A"];
 const NAME_ENTRIES: &[&str] = &["HOME", "AWS_*", "HOME*", "*", "A", "AWS_X"];
+/// `run` entries: command paths (exact and `PREFIX*`) and bare names.
+const RUN_ENTRIES: &[&str] = &[
+    "/usr/bin/*",
+    "/usr/bin/git",
+    "/usr/bin/l*",
+    "/usr/*",
+    "/tmp/x",
+    "/",
+    "ls",
+    "git",
+    "l*",
+    "*",
+];
+/// Components of generated commands: `.`, `..` and empty ones (`//`) among real ones.
+const RUN_COMPONENTS: &[&str] = &[
+    "usr", "bin", "git", "ls", "lib", "tmp", "x", "sub", "..", ".", "",
+];
+/// Working directories of the subject (`None` stands for an unknown one).
+const CWDS: &[&str] = &["/", "/usr", "/usr/bin", "/usr/lib", "/tmp", "/home/u"];
+
+/// A `run` value: a bare name, or a command with `/` in it, absolute or relative (`./x`,
+/// `../usr/bin/git`, `sub/ls`), with `.`, `..` and `//` anywhere.
+fn run_value_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        1 => prop::sample::select(vec!["ls", "git", "x", "l", "..", ".", "*", "usr"])
+            .prop_map(str::to_owned),
+        3 => (
+            prop::sample::select(vec!["", "/", "/", "./", "../", "//", "/usr/bin/", "sub/"]),
+            prop::collection::vec(prop::sample::select(RUN_COMPONENTS), 0..5),
+            any::<bool>(),
+        )
+            .prop_map(|(lead, parts, trailing)| {
+                let mut value = format!("{lead}{}", parts.join("/"));
+                if trailing {
+                    value.push('/');
+                }
+                value
+            }),
+    ]
+}
+
+/// A `run` request made from a rule's `names` entry, to land on its edges: the entry (without
+/// its `*`, plus a component or not) written with `.`, `x/..` and `//` between components, or
+/// relative to a working directory that is a prefix of it, or escaping it with `..`. `choices`
+/// picks; it repeats when it runs out. Returns the value and the working directory.
+fn run_near_miss(entry: &str, choices: &[u8]) -> (String, Option<&'static str>) {
+    let mut picks = choices.iter().copied().cycle();
+    let mut pick = |n: usize| usize::from(picks.next().unwrap_or(0)) % n;
+    let stem = entry.strip_suffix('*').unwrap_or(entry);
+    let Some(rest) = stem.strip_prefix('/') else {
+        return (format!("{stem}{}", ["", "x", "/x"][pick(3)]), None);
+    };
+    let mut parts: Vec<&str> = rest.split('/').filter(|c| !c.is_empty()).collect();
+    match pick(3) {
+        0 => parts.push("git"),
+        1 => parts.extend(["..", "..", "tmp", "evil"]),
+        _ => {}
+    }
+    // Each component, with a `.`, an `x/..` or an empty component before it, or as it is.
+    let written: Vec<String> = parts
+        .iter()
+        .map(|part| {
+            let before = ["./", "x/../", "/", "", ""][pick(5)];
+            format!("{before}{part}")
+        })
+        .collect();
+    // Relative to a working directory that is one of the entry's ancestors (if it is in CWDS).
+    let path = format!("/{}/", parts.join("/"));
+    let cwd = match pick(4) {
+        0 => None,
+        n => CWDS
+            .iter()
+            .copied()
+            .filter(|c| *c == "/" || path.starts_with(&format!("{c}/")))
+            .nth(n - 1),
+    };
+    let value = match cwd {
+        None => format!("/{}", written.join("/")),
+        Some(cwd) => {
+            let depth = if cwd == "/" {
+                0
+            } else {
+                cwd[1..].split('/').count()
+            };
+            let below = written.get(depth..).unwrap_or_default().join("/");
+            match pick(3) {
+                1 if depth > 0 => {
+                    let last = cwd.rsplit('/').next().unwrap_or_default();
+                    format!("../{last}/{below}")
+                }
+                2 if below.contains('/') => below,
+                _ => format!("./{below}"),
+            }
+        }
+    };
+    (value, cwd)
+}
 
 fn path_strategy(globs: bool) -> impl Strategy<Value = String> {
     let component = if globs {
@@ -139,11 +236,34 @@ fn rule_strategy() -> impl Strategy<Value = GenRule> {
         prop::option::of(prop::collection::vec(0u32..3, 1..3)),
     )
         .prop_flat_map(|(allow, kind, scoped, uids)| {
+            let names_permissions = prop::sample::select(vec![
+                vec![Permission::Env],
+                vec![Permission::Run],
+                vec![Permission::Run],
+                vec![Permission::Env, Permission::Run],
+            ]);
             let permissions = match kind {
-                Kind::Paths => vec![Permission::Read, Permission::Write],
-                Kind::Hosts => vec![Permission::Net],
-                Kind::Names => vec![Permission::Env],
+                Kind::Paths => Just(vec![Permission::Read, Permission::Write]).boxed(),
+                Kind::Hosts => Just(vec![Permission::Net]).boxed(),
+                Kind::Names => names_permissions.boxed(),
             };
+            (
+                Just(allow),
+                permissions,
+                Just(kind),
+                Just(scoped),
+                Just(uids),
+            )
+        })
+        .prop_flat_map(|(allow, permissions, kind, scoped, uids)| {
+            let names: Vec<&str> = [
+                (Permission::Env, NAME_ENTRIES),
+                (Permission::Run, RUN_ENTRIES),
+            ]
+            .iter()
+            .filter(|(p, _)| permissions.contains(p))
+            .flat_map(|(_, entries)| entries.iter().copied())
+            .collect();
             let entries: BoxedStrategy<Option<Vec<String>>> = if !scoped {
                 Just(None).boxed()
             } else {
@@ -158,7 +278,7 @@ fn rule_strategy() -> impl Strategy<Value = GenRule> {
                     .prop_map(Some)
                     .boxed(),
                     Kind::Names => prop::collection::vec(
-                        prop::sample::select(NAME_ENTRIES).prop_map(str::to_owned),
+                        prop::sample::select(names).prop_map(str::to_owned),
                         1..3,
                     )
                     .prop_map(Some)
@@ -429,18 +549,55 @@ fn naive_name_match(entry: &str, request: &str) -> bool {
     }
 }
 
-/// (verdict, deciding rule index or None for default)
+/// A `run` value as the language defines it, written here without the crate's path code: with
+/// no `/` it is a name, as written; with one it is a path, joined to `cwd` when relative (`None`:
+/// it cannot be placed), then `.` and empty components dropped and `..` taking the previous one
+/// (never above `/`).
+fn naive_command(value: &str, cwd: Option<&str>) -> Option<String> {
+    if !value.contains('/') {
+        return Some(value.to_owned());
+    }
+    let base = if value.starts_with('/') { "" } else { cwd? };
+    let mut stack: Vec<&str> = Vec::new();
+    for part in base.split('/').chain(value.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                stack.pop();
+            }
+            part => stack.push(part),
+        }
+    }
+    Some(format!("/{}", stack.join("/")))
+}
+
+/// What the naive evaluator says: the verdict and the deciding rule (`None`: the default).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Decided(Effect, Option<usize>),
+    /// The value cannot be interpreted (a relative command without a working directory).
+    Unresolvable,
+}
+
 fn naive(
     rules: &[GenRule],
     default_allow: bool,
     p: Permission,
     value: Option<&str>,
     uid: Option<u32>,
-) -> (Effect, Option<usize>) {
-    let value = value.map(|v| match kind(p) {
-        Kind::Paths => normalize_absolute(v).unwrap(),
-        _ => v.to_owned(),
-    });
+    cwd: Option<&str>,
+) -> Outcome {
+    let value = match value {
+        None => None,
+        Some(v) => Some(match kind(p) {
+            Kind::Paths => normalize_absolute(v).unwrap(),
+            Kind::Names if p == Permission::Run => match naive_command(v, cwd) {
+                Some(command) => command,
+                None => return Outcome::Unresolvable,
+            },
+            _ => v.to_owned(),
+        }),
+    };
     let applies = |r: &GenRule| {
         if !r.permissions.contains(&p) {
             return false;
@@ -467,15 +624,15 @@ fn naive(
         .iter()
         .position(|r| r.effect == Effect::Deny && applies(r))
     {
-        return (Effect::Deny, Some(i));
+        return Outcome::Decided(Effect::Deny, Some(i));
     }
     if let Some(i) = rules
         .iter()
         .position(|r| r.effect == Effect::Allow && applies(r))
     {
-        return (Effect::Allow, Some(i));
+        return Outcome::Decided(Effect::Allow, Some(i));
     }
-    (
+    Outcome::Decided(
         if default_allow {
             Effect::Allow
         } else {
@@ -487,15 +644,15 @@ fn naive(
 
 fn request_strategy() -> impl Strategy<Value = (Permission, Option<String>)> {
     prop_oneof![
-        (
+        2 => (
             Just(Permission::Read),
             prop::option::weighted(0.9, path_strategy(false))
         ),
-        (
+        2 => (
             Just(Permission::Write),
             prop::option::weighted(0.9, path_strategy(false))
         ),
-        (
+        2 => (
             Just(Permission::Net),
             prop::option::weighted(
                 0.9,
@@ -509,11 +666,91 @@ fn request_strategy() -> impl Strategy<Value = (Permission, Option<String>)> {
                     })
             )
         ),
-        (
+        2 => (
             Just(Permission::Env),
-            prop::option::weighted(0.9, prop::sample::select(NAMES).prop_map(str::to_owned))
+            prop::option::weighted(
+                0.9,
+                prop_oneof![
+                    4 => prop::sample::select(NAMES).prop_map(str::to_owned),
+                    // An env name is never a path, whatever it looks like.
+                    1 => run_value_strategy(),
+                ]
+            )
+        ),
+        3 => (
+            Just(Permission::Run),
+            prop::option::weighted(0.9, run_value_strategy())
         ),
     ]
+}
+
+/// The reference normalisation of commands on hand-checked cases.
+#[test]
+fn reference_command_by_hand() {
+    let cases: &[(&str, Option<&str>, Option<&str>)] = &[
+        ("git", None, Some("git")),
+        ("..", None, Some("..")),
+        ("/usr/bin/git", None, Some("/usr/bin/git")),
+        ("/usr/bin/../../tmp/evil", None, Some("/tmp/evil")),
+        ("/../../usr//bin/./git/", None, Some("/usr/bin/git")),
+        ("./git", None, None),
+        ("./git", Some("/usr/bin"), Some("/usr/bin/git")),
+        ("../usr/bin/git", Some("/tmp"), Some("/usr/bin/git")),
+        ("../../..", Some("/usr/lib"), Some("/")),
+        ("sub/ls", Some("/"), Some("/sub/ls")),
+        ("sub//./ls", Some("/home/u"), Some("/home/u/sub/ls")),
+    ];
+    for &(value, cwd, expected) in cases {
+        assert_eq!(
+            naive_command(value, cwd).as_deref(),
+            expected,
+            "{value} in {cwd:?}"
+        );
+    }
+}
+
+/// The near-miss builder for commands gives what it is meant to, relative ones with their cwd.
+#[test]
+fn run_near_miss_by_hand() {
+    // (entry, choices, value, cwd)
+    let cases: &[(&str, &[u8], &str, Option<&str>)] = &[
+        // As it is, absolute.
+        ("/usr/bin/*", &[2, 3, 3, 0], "/usr/bin", None),
+        // A component added; `.`, `x/..` and `//` before components.
+        ("/usr/bin/*", &[0, 0, 1, 2, 0], "/./usr/x/../bin//git", None),
+        // Escaping with `..`.
+        (
+            "/usr/bin/git",
+            &[1, 3, 3, 3, 3, 3, 3, 3, 0],
+            "/usr/bin/git/../../tmp/evil",
+            None,
+        ),
+        // Relative to an ancestor: `./`, `../<last>/`, or as it is when it has a `/`.
+        ("/usr/bin/*", &[0, 3, 3, 3, 3, 0], "./git", Some("/usr/bin")),
+        (
+            "/usr/bin/*",
+            &[0, 3, 3, 3, 3, 1],
+            "../bin/git",
+            Some("/usr/bin"),
+        ),
+        ("/usr/bin/*", &[0, 3, 3, 3, 2, 2], "bin/git", Some("/usr")),
+        (
+            "/usr/bin/git",
+            &[2, 3, 3, 3, 1, 2],
+            "usr/bin/git",
+            Some("/"),
+        ),
+        // A bare name stays one, or gains a `/`.
+        ("l*", &[1], "lx", None),
+        ("ls", &[2], "ls/x", None),
+    ];
+    for &(entry, choices, value, cwd) in cases {
+        assert_eq!(
+            run_near_miss(entry, choices),
+            (value.to_owned(), cwd),
+            "{entry} {choices:?}"
+        );
+    }
 }
 
 /// The reference matcher on hand-checked cases, so the comparison is not against a tautology.
@@ -614,10 +851,21 @@ proptest! {
     fn compiled_agrees_with_naive(
         rules in prop::collection::vec(rule_strategy(), 0..12),
         default_allow in any::<bool>(),
-        requests in prop::collection::vec((request_strategy(), prop::option::of(0u32..3)), 1..16),
+        requests in prop::collection::vec(
+            (
+                request_strategy(),
+                prop::option::of(0u32..3),
+                prop::option::weighted(0.7, prop::sample::select(CWDS)),
+            ),
+            1..16,
+        ),
         near_misses in prop::collection::vec(
             (any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..8), any::<bool>()),
             0..16,
+        ),
+        run_near_misses in prop::collection::vec(
+            (any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..12)),
+            0..8,
         ),
     ) {
         let text = toml(&rules, default_allow);
@@ -630,23 +878,44 @@ proptest! {
             .collect();
         let derived = near_misses.into_iter().filter(|_| !globs.is_empty()).map(|(glob, choices, write)| {
             let permission = if write { Permission::Write } else { Permission::Read };
-            ((permission, Some(near_miss(glob.get(&globs).as_str(), &choices))), None)
+            ((permission, Some(near_miss(glob.get(&globs).as_str(), &choices))), None, None)
         });
-        for ((permission, value), uid) in requests.into_iter().chain(derived) {
-            let subject = Subject { uid, ..Subject::default() };
-            let d = policy.decide(permission, value.as_deref(), &subject, &mut lexical_only);
-            let got = (d.effect, match d.decided_by {
-                DecidedBy::Rule(i) => Some(i.0 as usize),
-                DecidedBy::Default => None,
-                DecidedBy::Unresolvable => panic!("generated values are all resolvable"),
+        let commands: Vec<&String> = rules
+            .iter()
+            .filter(|r| r.permissions.contains(&Permission::Run))
+            .flat_map(|r| r.entries.iter().flatten())
+            .collect();
+        let derived_commands = run_near_misses
+            .into_iter()
+            .filter(|_| !commands.is_empty())
+            .map(|(entry, choices)| {
+                let (value, cwd) = run_near_miss(entry.get(&commands).as_str(), &choices);
+                ((Permission::Run, Some(value)), None, cwd)
             });
-            let want = naive(&rules, default_allow, permission, value.as_deref(), uid);
+        for ((permission, value), uid, cwd) in requests.into_iter().chain(derived).chain(derived_commands) {
+            let subject = Subject { uid, cwd, ..Subject::default() };
+            let d = policy.decide(permission, value.as_deref(), &subject, &mut lexical_only);
+            let got = match d.decided_by {
+                DecidedBy::Rule(i) => Outcome::Decided(d.effect, Some(i.0 as usize)),
+                DecidedBy::Default => Outcome::Decided(d.effect, None),
+                DecidedBy::Unresolvable => {
+                    prop_assert_eq!(d.effect, Effect::Deny);
+                    Outcome::Unresolvable
+                }
+            };
+            let want = naive(&rules, default_allow, permission, value.as_deref(), uid, cwd);
             // The deciding rule of an allow may be any applicable allow; of a deny, the first.
             let same = match (got, want) {
-                ((Effect::Allow, Some(_)), (Effect::Allow, Some(_))) => true,
+                (
+                    Outcome::Decided(Effect::Allow, Some(_)),
+                    Outcome::Decided(Effect::Allow, Some(_)),
+                ) => true,
                 _ => got == want,
             };
-            prop_assert!(same, "{permission} {value:?} uid {uid:?}: compiled {got:?}, naive {want:?}\n{text}");
+            prop_assert!(
+                same,
+                "{permission} {value:?} uid {uid:?} cwd {cwd:?}: compiled {got:?}, naive {want:?}\n{text}"
+            );
         }
     }
 }
