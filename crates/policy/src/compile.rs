@@ -372,15 +372,8 @@ impl Compiler<'_> {
         let spec = spanned.get_ref();
         let errors_before = self.diagnostics.errors().count();
         let id = spec.id.get_ref();
-        if id.is_empty() || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            self.error(
-                source,
-                &spec.id.span(),
-                format!(
-                    "rule id `{}` must be non-empty and contain no spaces or control characters",
-                    id.escape_debug()
-                ),
-            );
+        if let Err(message) = check_rule_id(id) {
+            self.error(source, &spec.id.span(), message);
         }
         // Logs and `explain` point at the rule's `[[rule]]` header.
         let (line, column) = source.line_column(spanned.span().start);
@@ -803,4 +796,41 @@ pub(crate) fn parse_entry(kind: MatcherKind, text: &str) -> Result<Entry, String
         MatcherKind::Hosts => parse_host_pattern(text).map(Entry::Host),
         MatcherKind::Names => parse_name(text).map(|_| Entry::Name(text.to_owned())),
     }
+}
+
+/// Words the decision log and `explain` use for what decided a request: a rule may not be
+/// called that, or a log line could not be told from the broker's own verdict.
+pub const RESERVED_RULE_IDS: &[&str] = &["default", "unresolvable", "broker-files"];
+
+/// The longest rule id, in bytes.
+const MAX_RULE_ID_BYTES: usize = 128;
+
+/// A rule id is what logs, `explain` and deny messages show to say who decided: plain ASCII
+/// letters, digits, `.`, `_` and `-`, so that no id can look like another (a trailing zero-width
+/// space, a right-to-left override) or like the broker's own words.
+fn check_rule_id(id: &str) -> Result<(), String> {
+    let shown = id.escape_debug();
+    if id.is_empty() {
+        return Err("rule id must not be empty".to_owned());
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "rule id `{shown}` may contain only ASCII letters, digits, `.`, `_` and `-` (found {})",
+            bad.escape_unicode()
+        ));
+    }
+    if id.len() > MAX_RULE_ID_BYTES {
+        return Err(format!(
+            "rule id `{shown}` is longer than {MAX_RULE_ID_BYTES} bytes"
+        ));
+    }
+    if RESERVED_RULE_IDS.contains(&id) {
+        return Err(format!(
+            "rule id `{id}` is reserved: the decision log uses it for what no rule decided"
+        ));
+    }
+    Ok(())
 }

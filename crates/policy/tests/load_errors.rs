@@ -86,8 +86,30 @@ fn catalogue() -> Vec<(String, &'static str, &'static str)> {
         ),
         (
             rule("id = \"a b\"\neffect = \"allow\"\npermissions = [\"env\"]"),
-            "p.toml:3:6: rule id `a b` must be non-empty",
-            "must be non-empty",
+            "p.toml:3:6: rule id `a b` may contain only ASCII letters, digits, `.`, `_` and `-`",
+            "may contain only ASCII letters",
+        ),
+        (
+            // A trailing zero-width space: the same id to a reader.
+            rule("id = \"app\\u200b\"\neffect = \"allow\"\npermissions = [\"env\"]"),
+            "p.toml:3:6: rule id `app\\u{200b}` may contain only ASCII letters, digits, `.`, `_` and `-` (found \\u{200b})",
+            "may contain only ASCII letters",
+        ),
+        (
+            // A right-to-left override that reverses how the rest of a log line reads.
+            rule("id = \"x\\u202Eyfnob\"\neffect = \"allow\"\npermissions = [\"env\"]"),
+            "p.toml:3:6: rule id `x\\u{202e}yfnob` may contain only ASCII letters",
+            "may contain only ASCII letters",
+        ),
+        (
+            rule("id = \"default\"\neffect = \"allow\"\npermissions = [\"env\"]"),
+            "p.toml:3:6: rule id `default` is reserved: the decision log uses it for what no rule decided",
+            "is reserved",
+        ),
+        (
+            rule("id = \"unresolvable\"\neffect = \"allow\"\npermissions = [\"env\"]"),
+            "p.toml:3:6: rule id `unresolvable` is reserved",
+            "is reserved",
         ),
         (
             rule_with("permissions = [\"reed\"]"),
