@@ -3,10 +3,11 @@
 //! Lints use the compiled indexes, so they cost about one decision per rule entry and stay fast on
 //! large policies. They are conservative: a warning is only given when it is certain.
 
-use crate::compile::{Entry, Policy, RuleIndex, RuleSite};
+use crate::compile::{Entry, Policy, Rule, RuleIndex, RuleSite};
 use crate::host::{HostPattern, HostPort, Ports};
 use crate::path::{components, is_glob};
 use permission_broker_protocol::{Effect, Permission};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 /// The `sys` values Deno 2.9.6 sends (shared/deno/CLIENT-FACTS.md).
@@ -53,6 +54,9 @@ pub(crate) fn lint(policy: &Policy, rules: &[RuleSite]) -> Vec<(usize, Range<usi
                     rule.id
                 ),
             ));
+        }
+        if let Some((span, message)) = address_only_deny(rule, pending) {
+            out.push((pending.source, span, message));
         }
         if rule.effect != Effect::Allow {
             continue;
@@ -164,4 +168,161 @@ fn covered_for(
         witness.get_or_insert(found?);
     }
     witness
+}
+
+/// The local host: loopback, and `0.0.0.0/8` and `::`, which connect to it. `localhost` (and,
+/// with systemd's resolver, `*.localhost`) reaches it.
+const LOOPBACK: &[(IpAddr, u8)] = &[
+    (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+    (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8),
+    (IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+    (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128),
+];
+
+/// Cloud metadata services (link-local IPv4; EC2's IPv6 endpoint), which the names below reach.
+const METADATA: &[(IpAddr, u8)] = &[
+    (IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), 32),
+    (
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+        128,
+    ),
+];
+
+/// A deny rule on `net`/`import` whose `hosts` are all IP addresses or networks (`unix:` entries
+/// aside): the broker never resolves host names, so a name that reaches the same address
+/// (`169.254.169.254.nip.io`, `localhost`) is not denied by it. A rule that lists a host name as
+/// well is left alone: its author thought of names. Located at the first address.
+fn address_only_deny(rule: &Rule, site: &RuleSite) -> Option<(Range<usize>, String)> {
+    if rule.effect != Effect::Deny
+        || !rule
+            .permissions
+            .iter()
+            .any(|p| matches!(p, Permission::Net | Permission::Import))
+    {
+        return None;
+    }
+    let mut addresses: Vec<(&Range<usize>, IpAddr, u8)> = Vec::new();
+    for (span, entry) in &site.entries {
+        match entry {
+            Entry::Host(HostPattern::Exact { host, .. }) => match host.parse::<IpAddr>() {
+                Ok(ip) => addresses.push((span, ip, if ip.is_ipv4() { 32 } else { 128 })),
+                Err(_) => return None,
+            },
+            Entry::Host(HostPattern::Cidr {
+                network, prefix, ..
+            }) => addresses.push((span, *network, *prefix)),
+            Entry::Host(HostPattern::Subdomains { .. }) => return None,
+            _ => {}
+        }
+    }
+    let &(span, first, prefix) = addresses.first()?;
+    let reaches = |networks: &[(IpAddr, u8)]| {
+        addresses.iter().any(|&(_, ip, len)| {
+            networks
+                .iter()
+                .any(|&(net, net_len)| overlaps(ip, len, net, net_len))
+        })
+    };
+    let mut names = Vec::new();
+    if reaches(LOOPBACK) {
+        names.extend(["`localhost`", "`*.localhost`"]);
+    }
+    if reaches(METADATA) {
+        names.extend(["`metadata.google.internal`", "`metadata`"]);
+    }
+    let deny = if names.is_empty() {
+        "deny the names that point at these addresses too".to_owned()
+    } else {
+        format!("deny names too ({})", names.join(", "))
+    };
+    Some((
+        span.clone(),
+        format!(
+            "deny rule `{}` lists only IP addresses in `hosts`, and the broker never resolves host names: a name that reaches the same address, such as `{}`, is not denied; {deny}, and since any name can be pointed at an address, the robust choice is a default deny that allows only the hosts scripts need",
+            rule.id,
+            wildcard_dns_name(first, prefix)
+        ),
+    ))
+}
+
+/// Whether two networks share an address (one contains the other); never across families.
+fn overlaps(a: IpAddr, a_len: u8, b: IpAddr, b_len: u8) -> bool {
+    let (a, b, len) = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (
+            u128::from(u32::from(a)) << 96,
+            u128::from(u32::from(b)) << 96,
+            a_len.min(b_len),
+        ),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), a_len.min(b_len)),
+        _ => return false,
+    };
+    // The top `len` bits agree (`len` 0: shifting by 128 is `None`, and every address agrees).
+    (a ^ b).checked_shr(128 - u32::from(len)).unwrap_or(0) == 0
+}
+
+/// A public wildcard-DNS name that resolves to the network's first host: `10.0.0.1.nip.io`,
+/// `--1.sslip.io` (IPv6, `:` written `-`).
+fn wildcard_dns_name(network: IpAddr, prefix: u8) -> String {
+    match network {
+        IpAddr::V4(v4) => {
+            let host = if prefix < 32 {
+                Ipv4Addr::from(u32::from(v4).wrapping_add(1))
+            } else {
+                v4
+            };
+            format!("{host}.nip.io")
+        }
+        IpAddr::V6(v6) => {
+            let host = if prefix < 128 {
+                Ipv6Addr::from(u128::from(v6).wrapping_add(1))
+            } else {
+                v6
+            };
+            format!("{}.sslip.io", host.to_string().replace(':', "-"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn overlapping_networks() {
+        let cases = [
+            ("127.0.0.1", 32, "127.0.0.0", 8, true),
+            ("127.0.0.0", 8, "127.0.0.1", 32, true),
+            ("128.0.0.0", 8, "127.0.0.0", 8, false),
+            ("0.0.0.0", 0, "169.254.169.254", 32, true),
+            ("169.254.0.0", 16, "169.254.169.254", 32, true),
+            ("169.254.169.255", 32, "169.254.169.254", 32, false),
+            ("::", 0, "::1", 128, true),
+            ("::1", 128, "::1", 128, true),
+            ("::2", 127, "::1", 128, false),
+            ("fd00::", 8, "fd00:ec2::254", 128, true),
+            ("0.0.0.0", 0, "::1", 128, false),
+        ];
+        for (a, a_len, b, b_len, expected) in cases {
+            assert_eq!(
+                overlaps(ip(a), a_len, ip(b), b_len),
+                expected,
+                "{a}/{a_len} {b}/{b_len}"
+            );
+        }
+    }
+
+    #[test]
+    fn wildcard_dns_names() {
+        assert_eq!(
+            wildcard_dns_name(ip("169.254.169.254"), 32),
+            "169.254.169.254.nip.io"
+        );
+        assert_eq!(wildcard_dns_name(ip("127.0.0.0"), 8), "127.0.0.1.nip.io");
+        assert_eq!(wildcard_dns_name(ip("::1"), 128), "--1.sslip.io");
+        assert_eq!(wildcard_dns_name(ip("fd00::"), 8), "fd00--1.sslip.io");
+    }
 }
