@@ -387,7 +387,32 @@ fn unresolvable<'p>(reason: String) -> Decision<'p> {
     }
 }
 
+/// Linux's limit on a path handed to a system call (`PATH_MAX`, bytes, with its NUL).
+pub const PATH_MAX: usize = 4096;
+/// Linux's limit on one path component (`NAME_MAX`, bytes).
+pub const NAME_MAX: usize = 255;
+
+/// A path no system call would take is refused before it is matched: Deno could not open it,
+/// and deciding it would only spend the broker's time.
+fn check_path_limits(path: &str) -> Result<(), String> {
+    if path.len() >= PATH_MAX {
+        return Err(format!(
+            "denied: a path of {} bytes is longer than the system allows ({} bytes)",
+            path.len(),
+            PATH_MAX - 1
+        ));
+    }
+    if let Some(long) = path.split('/').find(|c| c.len() > NAME_MAX) {
+        return Err(format!(
+            "denied: a path component of {} bytes is longer than the system allows ({NAME_MAX} bytes)",
+            long.len()
+        ));
+    }
+    Ok(())
+}
+
 fn resolve_path<'v>(value: &'v str, subject: &Subject<'v>) -> Result<Vec<&'v str>, String> {
+    check_path_limits(value)?;
     if value == TEMP_PLACEHOLDER {
         return Err(
             "denied: a temporary file or directory without `dir` cannot be checked, because Deno does not say where it will be created; pass `dir`"
@@ -420,6 +445,14 @@ fn resolve_path<'v>(value: &'v str, subject: &Subject<'v>) -> Result<Vec<&'v str
             }
             part => parts.push(part),
         }
+    }
+    // Joined to its working directory, the path must still be one the system takes.
+    let joined: usize = parts.iter().map(|p| p.len() + 1).sum();
+    if joined >= PATH_MAX {
+        return Err(format!(
+            "denied: relative path made absolute is {joined} bytes, longer than the system allows ({} bytes)",
+            PATH_MAX - 1
+        ));
     }
     Ok(parts)
 }

@@ -320,11 +320,15 @@ impl PathIndex {
             if node.pending_globs.is_empty() {
                 continue;
             }
+            // Each glob twice: as written, and with `/**` after it for everything below what it
+            // matches. A request is then matched once, whole, against one automaton per node:
+            // time linear in the path, where trying every prefix was quadratic.
             let mut builder = globset::GlobSetBuilder::new();
-            let mut rules = Vec::with_capacity(node.pending_globs.len());
+            let mut rules = Vec::with_capacity(2 * node.pending_globs.len());
             for (glob, rule) in node.pending_globs.drain(..) {
+                builder.add(subtree(&glob)?);
                 builder.add(glob);
-                rules.push(rule);
+                rules.extend([rule, rule]);
             }
             let set = builder.build().map_err(|e| e.to_string())?;
             node.globs = Some((set, rules));
@@ -335,20 +339,17 @@ impl PathIndex {
     /// Calls `f` for every rule whose path is `parts` or one of its ancestors, or whose glob
     /// matches `parts` or one of its ancestors (a rule covers a whole subtree either way).
     pub(crate) fn for_each_match(&self, parts: &[&str], f: &mut dyn FnMut(RuleIndex)) {
-        let mut full: Option<(String, Vec<usize>)> = None;
+        let mut full: Option<String> = None;
         let mut at = 0usize;
         for depth in 0..=parts.len() {
             let node = &self.nodes[at];
             node.rules.iter().copied().for_each(&mut *f);
             if let Some((set, rules)) = &node.globs {
-                // The node's own path and every deeper prefix of the request: a glob covers what
-                // it matches and everything below.
-                let (path, ends) = full.get_or_insert_with(|| joined_with_ends(parts));
-                for &end in &ends[depth..] {
-                    let candidate = if end == 0 { "/" } else { &path[..end] };
-                    for i in set.matches(candidate) {
-                        f(rules[i]);
-                    }
+                // A glob hangs at its literal prefix, so only what is at or below this node can
+                // match it; its `/**` twin covers everything below a match.
+                let path = full.get_or_insert_with(|| join(parts));
+                for i in set.matches(path.as_str()) {
+                    f(rules[i]);
                 }
             }
             let Some(part) = parts.get(depth) else { break };
@@ -360,18 +361,20 @@ impl PathIndex {
     }
 }
 
-/// `/a/b/c` and the end offsets of `/` (0, read as `/`), `/a`, `/a/b`, `/a/b/c`: entry `d` is the
-/// prefix of `d` components.
-fn joined_with_ends(parts: &[&str]) -> (String, Vec<usize>) {
-    let mut path = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    let mut ends = Vec::with_capacity(parts.len() + 1);
-    ends.push(0);
-    for part in parts {
-        path.push('/');
-        path.push_str(part);
-        ends.push(path.len());
-    }
-    (path, ends)
+/// `glob` followed by `/**`: what is below a match. Built from the glob's own (already checked
+/// and rewritten) pattern with the same options.
+fn subtree(glob: &globset::Glob) -> Result<globset::Glob, String> {
+    let pattern = glob.glob();
+    let below = if pattern.ends_with('/') {
+        format!("{pattern}**")
+    } else {
+        format!("{pattern}/**")
+    };
+    globset::GlobBuilder::new(&below)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| format!("invalid glob `{pattern}`: {}", e.kind()))
 }
 
 #[cfg(test)]
