@@ -25,6 +25,8 @@ pub enum Command {
     Check {
         /// A policy file, or a directory whose `*.toml` files are read in lexical order.
         policy: PathBuf,
+        #[command(flatten)]
+        accounts: Accounts,
     },
     /// Show how a policy decides one request: the decision, the deciding rule, every rule that
     /// applied, and the value as normalised and resolved (exit 0 allow, 1 deny).
@@ -36,6 +38,8 @@ pub enum Command {
         policy: PathBuf,
         /// The case file (format: docs/policy.md, "Testing a policy").
         cases: PathBuf,
+        #[command(flatten)]
+        accounts: Accounts,
     },
     /// Turn a decision log recorded under an audit policy into a reviewable enforce-mode policy
     /// (printed on stdout; every entry commented with how often it was asked for).
@@ -64,6 +68,8 @@ pub struct ExplainArgs {
     /// A policy file, or a directory whose `*.toml` files are read in lexical order.
     #[arg(long)]
     pub policy: PathBuf,
+    #[command(flatten)]
+    pub accounts: Accounts,
     /// read, write, net, env, sys, run, ffi or import.
     #[arg(long)]
     pub permission: Permission,
@@ -156,4 +162,15 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| format!("`{text}` is not an octal file mode such as 600 or 660"))
+}
+
+/// The accounts that `users`/`groups` names are looked up in: this host's (NSS), or a fleet's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Accounts {
+    /// A passwd(5) file with the fleet's users, instead of this host's accounts (for `users`).
+    #[arg(long, value_name = "FILE")]
+    pub passwd: Option<PathBuf>,
+    /// A group(5) file with the fleet's groups, instead of this host's (for `groups`).
+    #[arg(long, value_name = "FILE")]
+    pub group: Option<PathBuf>,
 }

@@ -16,9 +16,13 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => daemon::serve(args),
-        Command::Check { policy } => tools::check::run(&policy),
+        Command::Check { policy, accounts } => tools::check::run(&policy, &accounts),
         Command::Explain(args) => tools::explain::run(args),
-        Command::Test { policy, cases } => tools::policy_test::run(&policy, &cases),
+        Command::Test {
+            policy,
+            cases,
+            accounts,
+        } => tools::policy_test::run(&policy, &cases, &accounts),
         Command::Suggest { decision_log } => tools::suggest::run(&decision_log),
         Command::Ask {
             socket,

@@ -33,12 +33,17 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Reads and compiles the policy at `path` (a file, or a directory of `*.toml` files).
+/// Reads and compiles the policy at `path` (a file, or a directory of `*.toml` files), with this
+/// host's accounts for the warnings about unknown `users`/`groups`.
 pub fn load(path: &Path) -> Result<LoadedPolicy, LoadError> {
+    load_with(path, &SystemDirectory)
+}
+
+/// [`load`], with the accounts of `directory` (a fleet's passwd and group files, for the tools).
+pub fn load_with(path: &Path, directory: &dyn Directory) -> Result<LoadedPolicy, LoadError> {
     let (files, sources) = read_sources(path).map_err(LoadError::Read)?;
     let revision = revision(&sources);
-    let (policy, warnings) =
-        Policy::compile(&sources, &SystemDirectory).map_err(LoadError::Invalid)?;
+    let (policy, warnings) = Policy::compile(&sources, directory).map_err(LoadError::Invalid)?;
     Ok(LoadedPolicy {
         policy,
         files,
@@ -228,6 +233,39 @@ impl Directory for SystemDirectory {
             .flatten()
             .map(|g| g.gid.as_raw())
     }
+
+    fn user_name(&self, uid: u32) -> Option<String> {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    }
+
+    fn group_name(&self, gid: u32) -> Option<String> {
+        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+    }
+}
+
+/// The accounts the tools look names up in: a fleet's passwd/group files when given
+/// (`--passwd`, `--group`), else this host's.
+pub fn accounts(accounts: &crate::cli::Accounts) -> Result<Box<dyn Directory>, String> {
+    if accounts.passwd.is_none() && accounts.group.is_none() {
+        return Ok(Box::new(SystemDirectory));
+    }
+    let read = |path: &Option<PathBuf>| {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("{}: cannot read accounts: {e}", p.display()))
+            })
+            .transpose()
+    };
+    let (passwd, group) = (read(&accounts.passwd)?, read(&accounts.group)?);
+    permission_broker_policy::StaticDirectory::from_files(passwd.as_deref(), group.as_deref())
+        .map(|d| Box::new(d) as Box<dyn Directory>)
 }
 
 /// Windows has no uids: `users` and `groups` in a policy are load errors there.

@@ -124,6 +124,8 @@ pub struct Policy {
     pub(crate) flags: Vec<u8>,
     /// Whether any rule has a `when`: if not, subject facts are never consulted.
     pub(crate) uses_subject: bool,
+    /// Whether any rule names `users` or `groups`: only then are account names looked up.
+    pub(crate) uses_names: bool,
 }
 
 impl Policy {
@@ -138,6 +140,7 @@ impl Policy {
             tables: Default::default(),
             flags: Vec::new(),
             uses_subject: false,
+            uses_names: false,
         }
     }
 
@@ -191,6 +194,12 @@ impl Policy {
     pub fn uses_subject(&self) -> bool {
         self.uses_subject
     }
+
+    /// Whether deciding needs the asking process's user and group names ([`Subject::user`],
+    /// [`Subject::group_names`]).
+    pub fn uses_names(&self) -> bool {
+        self.uses_names
+    }
 }
 
 /// A value matcher entry, checked and ready to index.
@@ -223,14 +232,6 @@ pub(crate) struct RuleSite {
     pub source: usize,
     pub span: Range<usize>,
     pub entries: Vec<(Range<usize>, Entry)>,
-    pub when_spans: WhenSpans,
-}
-
-/// Where the keys of a `when` were written.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct WhenSpans {
-    pub uids: Option<Range<usize>>,
-    pub gids: Option<Range<usize>>,
 }
 
 struct Compiler<'d> {
@@ -407,13 +408,7 @@ impl Compiler<'_> {
             self.reason(source, text)
         });
         let entries = self.matchers(source, spec, &permissions);
-        let (when, when_spans) = match &spec.when {
-            Some(when) => {
-                let (w, spans) = self.when(source, when);
-                (Some(w), spans)
-            }
-            None => (None, WhenSpans::default()),
-        };
+        let when = spec.when.as_ref().map(|when| self.when(source, when, id));
         if self.diagnostics.errors().count() > errors_before {
             return;
         }
@@ -433,7 +428,6 @@ impl Compiler<'_> {
             source: index,
             span: spanned.span(),
             entries,
-            when_spans,
         });
     }
 
@@ -573,49 +567,55 @@ impl Compiler<'_> {
         entries
     }
 
-    fn when(&mut self, source: &Source, spanned: &Spanned<WhenSpec>) -> (When, WhenSpans) {
+    fn when(&mut self, source: &Source, spanned: &Spanned<WhenSpec>, rule_id: &str) -> When {
         let spec = spanned.get_ref();
         let mut when = When::default();
-        let mut spans = WhenSpans::default();
         let mut any = false;
         if let Some(list) = &spec.uids {
             any = true;
-            spans.uids = Some(list.span());
             when.uids = Some(self.non_empty(source, list, "uids", |_, v| Some(*v.get_ref())));
         }
         if let Some(list) = &spec.gids {
             any = true;
-            spans.gids = Some(list.span());
             when.gids = Some(self.non_empty(source, list, "gids", |_, v| Some(*v.get_ref())));
         }
         if let Some(list) = &spec.users {
             any = true;
             let directory = self.directory;
             when.users = Some(self.non_empty(source, list, "users", |c, name| {
-                let id = directory.user(name.get_ref());
-                if id.is_none() {
-                    c.error(
+                c.account_name(
+                    source,
+                    name,
+                    "user",
+                    directory.user(name.get_ref()).is_some(),
+                )
+            }));
+            // Both `uids` and `users`, where this host knows the users: they must overlap.
+            if let (Some(uids), Some(users)) = (&when.uids, &when.users) {
+                let known: Option<Vec<u32>> = users.iter().map(|u| directory.user(u)).collect();
+                if let Some(known) = known
+                    && !known.iter().any(|u| uids.contains(u))
+                {
+                    self.warning(
                         source,
-                        &name.span(),
-                        format!("unknown user `{}`", name.get_ref()),
+                        &spec.uids.as_ref().map_or(list.span(), |u| u.span()),
+                        format!(
+                            "rule `{rule_id}` can never apply: no uid in `uids` is one of its `users`"
+                        ),
                     );
                 }
-                id
-            }));
+            }
         }
         if let Some(list) = &spec.groups {
             any = true;
             let directory = self.directory;
             when.groups = Some(self.non_empty(source, list, "groups", |c, name| {
-                let id = directory.group(name.get_ref());
-                if id.is_none() {
-                    c.error(
-                        source,
-                        &name.span(),
-                        format!("unknown group `{}`", name.get_ref()),
-                    );
-                }
-                id
+                c.account_name(
+                    source,
+                    name,
+                    "group",
+                    directory.group(name.get_ref()).is_some(),
+                )
             }));
         }
         if let Some(list) = &spec.executables {
@@ -655,7 +655,42 @@ impl Compiler<'_> {
                     .to_owned(),
             );
         }
-        (when, spans)
+        when
+    }
+
+    /// A `users`/`groups` name: kept as a name and matched when a process asks, on the host
+    /// that decides. One the directory does not know is a warning, not an error: a fleet policy
+    /// names accounts that only some hosts have (or that `DynamicUser=` creates while a service
+    /// runs), and CI checks it on a host that has none of them.
+    fn account_name(
+        &mut self,
+        source: &Source,
+        name: &Spanned<String>,
+        what: &str,
+        known: bool,
+    ) -> Option<String> {
+        let text = name.get_ref();
+        if text.is_empty() || text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            self.error(
+                source,
+                &name.span(),
+                format!(
+                    "{what} name `{}` must be non-empty, without spaces or control characters",
+                    text.escape_debug()
+                ),
+            );
+            return None;
+        }
+        if !known {
+            self.warning(
+                source,
+                &name.span(),
+                format!(
+                    "unknown {what} `{text}` on this host: the rule applies here only to processes of that {what} once it exists (it is looked up when a process asks; give `check` the fleet's accounts with --passwd/--group)"
+                ),
+            );
+        }
+        Some(text.clone())
     }
 
     fn non_empty<T, U>(
@@ -746,6 +781,10 @@ impl Compiler<'_> {
             })
             .collect();
         let uses_subject = rules.iter().any(|r| r.when.is_some());
+        let uses_names = rules
+            .iter()
+            .filter_map(|r| r.when.as_ref())
+            .any(|w| w.users.is_some() || w.groups.is_some());
         let policy = Policy {
             rules,
             default_effect,
@@ -755,6 +794,7 @@ impl Compiler<'_> {
             tables,
             flags,
             uses_subject,
+            uses_names,
         };
         for (source, span, message) in lint::lint(&policy, &self.sites) {
             diagnostics.push(Diagnostic::at(

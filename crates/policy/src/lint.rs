@@ -41,20 +41,6 @@ pub(crate) fn lint(policy: &Policy, rules: &[RuleSite]) -> Vec<(usize, Range<usi
         let index = RuleIndex(u32::try_from(i).unwrap_or(u32::MAX));
         let rule = policy.rule(index);
         let id_span = pending.span.clone();
-        if let Some(when) = &rule.when
-            && let (Some(uids), Some(users)) = (&when.uids, &when.users)
-            && !uids.iter().any(|u| users.contains(u))
-        {
-            let span = pending.when_spans.uids.clone().unwrap_or(id_span.clone());
-            out.push((
-                pending.source,
-                span,
-                format!(
-                    "rule `{}` can never apply: no uid in `uids` is one of its `users`",
-                    rule.id
-                ),
-            ));
-        }
         if let Some((span, message)) = address_only_deny(rule, pending) {
             out.push((pending.source, span, message));
         }

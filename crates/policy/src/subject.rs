@@ -13,6 +13,12 @@ pub struct Subject<'a> {
     pub gid: Option<u32>,
     /// Supplementary group ids.
     pub groups: Option<&'a [u32]>,
+    /// The name of `uid` on the host that decides (`Some("")`: known to have none), for `users`.
+    pub user: Option<&'a str>,
+    /// The name of the primary group (`gid`) on the host that decides, for `groups`.
+    pub group: Option<&'a str>,
+    /// The names of the supplementary groups (`groups`) on the host that decides, for `groups`.
+    pub group_names: Option<&'a [String]>,
     /// Absolute path of the executable.
     pub exe: Option<&'a str>,
     /// The systemd unit the process runs in (`Some("")`: known to be in none).
@@ -21,14 +27,24 @@ pub struct Subject<'a> {
     pub cwd: Option<&'a str>,
 }
 
-/// Resolves user and group names when a policy loads. The daemon reads the system's databases;
-/// tests use a fixed table. An unknown name is a load error.
+/// User and group names on some host: the serving host's databases for the daemon, or a
+/// fleet's `passwd`/`group` files for `check` and `test`. A policy keeps `users` and `groups` as
+/// names, matched against the asking process's names when it asks; a directory only tells the
+/// tools which names a host does not know (a warning) and what ids a test case's names have.
 pub trait Directory {
     fn user(&self, name: &str) -> Option<u32>;
     fn group(&self, name: &str) -> Option<u32>;
+    /// The name of `uid`, if the directory has one.
+    fn user_name(&self, _uid: u32) -> Option<String> {
+        None
+    }
+    /// The name of `gid`, if the directory has one.
+    fn group_name(&self, _gid: u32) -> Option<String> {
+        None
+    }
 }
 
-/// A directory that knows no names: `users`/`groups` in a policy are then load errors.
+/// A directory that knows no names: every `users`/`groups` name is warned about.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoDirectory;
 
@@ -63,6 +79,61 @@ impl Directory for StaticDirectory {
             .find(|(n, _)| n == name)
             .map(|(_, id)| *id)
     }
+
+    fn user_name(&self, uid: u32) -> Option<String> {
+        self.users
+            .iter()
+            .find(|(_, id)| *id == uid)
+            .map(|(n, _)| n.clone())
+    }
+
+    fn group_name(&self, gid: u32) -> Option<String> {
+        self.groups
+            .iter()
+            .find(|(_, id)| *id == gid)
+            .map(|(n, _)| n.clone())
+    }
+}
+
+impl StaticDirectory {
+    /// Reads `passwd(5)` and `group(5)` text (name, password, id, ...; `#` comments and blank
+    /// lines skipped). A line that does not have a name and a numeric id is an error naming it.
+    pub fn from_files(
+        passwd: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<StaticDirectory, String> {
+        fn entries(text: &str, what: &str) -> Result<Vec<(String, u32)>, String> {
+            let mut out = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim().is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let mut fields = line.split(':');
+                let name = fields.next().unwrap_or_default();
+                let id = fields.nth(1).and_then(|id| id.parse::<u32>().ok());
+                match id {
+                    Some(id) if !name.is_empty() => out.push((name.to_owned(), id)),
+                    _ => {
+                        return Err(format!(
+                            "{what}:{}: not a `name:password:id:...` line",
+                            n + 1
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Ok(StaticDirectory {
+            users: passwd
+                .map(|t| entries(t, "passwd"))
+                .transpose()?
+                .unwrap_or_default(),
+            groups: group
+                .map(|t| entries(t, "group"))
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,11 +157,12 @@ impl Tri {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct When {
     pub uids: Option<Vec<u32>>,
-    /// `users`, resolved to uids when the policy loaded.
-    pub users: Option<Vec<u32>>,
+    /// `users`: names, matched against the asking process's user name when it asks, on the host
+    /// that decides (so a fleet policy can name accounts that this host, or CI, does not have).
+    pub users: Option<Vec<String>>,
     pub gids: Option<Vec<u32>>,
-    /// `groups`, resolved to gids when the policy loaded.
-    pub groups: Option<Vec<u32>>,
+    /// `groups`: names, matched against the names of the asking process's groups.
+    pub groups: Option<Vec<String>>,
     pub executables: Option<Vec<String>>,
     pub units: Option<Vec<String>>,
 }
@@ -98,14 +170,30 @@ pub struct When {
 impl When {
     pub(crate) fn matches(&self, s: &Subject<'_>) -> Tri {
         let mut result = Tri::Yes;
-        for uids in [&self.uids, &self.users].into_iter().flatten() {
+        if let Some(uids) = &self.uids {
             result = result.and(match s.uid {
                 None => Tri::Unknown,
                 Some(uid) => yes_if(uids.contains(&uid)),
             });
         }
-        for gids in [&self.gids, &self.groups].into_iter().flatten() {
+        if let Some(users) = &self.users {
+            result = result.and(match s.user {
+                None => Tri::Unknown,
+                Some(name) => yes_if(users.iter().any(|u| u == name)),
+            });
+        }
+        if let Some(gids) = &self.gids {
             result = result.and(group_member(gids, s));
+        }
+        if let Some(groups) = &self.groups {
+            result = result.and(if s.group.is_some_and(|g| groups.iter().any(|n| n == g)) {
+                Tri::Yes
+            } else {
+                match s.group_names {
+                    None => Tri::Unknown,
+                    Some(names) => yes_if(names.iter().any(|n| groups.contains(n))),
+                }
+            });
         }
         if let Some(exes) = &self.executables {
             result = result.and(match s.exe {
@@ -145,8 +233,8 @@ mod tests {
     #[test]
     fn three_valued_matching() {
         let when = When {
-            users: Some(vec![1000]),
-            groups: Some(vec![50]),
+            uids: Some(vec![1000]),
+            gids: Some(vec![50]),
             units: Some(vec!["reports.service".into()]),
             ..When::default()
         };
@@ -196,15 +284,64 @@ mod tests {
             }),
             Tri::No
         );
+    }
+
+    /// `users` and `groups` are names, matched against the names the deciding host gives the
+    /// asking process: unknown there (a lookup that failed) is unknown, a uid without a name is
+    /// no user.
+    #[test]
+    fn names_match_names() {
+        let when = When {
+            users: Some(vec!["reports".into()]),
+            groups: Some(vec!["wheel".into()]),
+            ..When::default()
+        };
+        let names = ["reports-team".to_owned(), "wheel".to_owned()];
+        let full = Subject {
+            uid: Some(1500),
+            user: Some("reports"),
+            group: Some("reports"),
+            group_names: Some(&names),
+            ..Subject::default()
+        };
+        assert_eq!(when.matches(&full), Tri::Yes);
         assert_eq!(
             when.matches(&Subject {
-                uid: Some(1),
-                unit: None,
+                user: Some("app"),
                 ..full
             }),
-            Tri::No,
-            "a known mismatch outweighs an unknown"
+            Tri::No
         );
-        assert_eq!(When::default().matches(&Subject::default()), Tri::Yes);
+        assert_eq!(
+            when.matches(&Subject {
+                user: Some(""),
+                ..full
+            }),
+            Tri::No
+        );
+        assert_eq!(when.matches(&Subject { user: None, ..full }), Tri::Unknown);
+        assert_eq!(
+            when.matches(&Subject {
+                group_names: Some(&names[..1]),
+                ..full
+            }),
+            Tri::No
+        );
+        assert_eq!(
+            when.matches(&Subject {
+                group_names: None,
+                ..full
+            }),
+            Tri::Unknown
+        );
+        assert_eq!(
+            when.matches(&Subject {
+                group: Some("wheel"),
+                group_names: None,
+                ..full
+            }),
+            Tri::Yes,
+            "primary group"
+        );
     }
 }

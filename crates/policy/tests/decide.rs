@@ -230,7 +230,13 @@ const CASES: &[Case] = &[
     ("run", Some("/usr/bin/git"), None, DENY, "default"),
     ("run", Some("/bin/echo"), None, ALLOW, "tools"),
     // A command with a `/` is a path; without a working directory it cannot be placed.
-    ("run", Some("./sub/../script.sh"), None, DENY, "unresolvable"),
+    (
+        "run",
+        Some("./sub/../script.sh"),
+        None,
+        DENY,
+        "unresolvable",
+    ),
 ];
 
 fn decided_by(policy: &Policy, d: DecidedBy) -> &str {

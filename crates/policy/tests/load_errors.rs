@@ -217,16 +217,6 @@ fn catalogue() -> Vec<(String, &'static str, &'static str)> {
             "`when` is empty",
         ),
         (
-            rule_with("permissions = [\"env\"]\nwhen = { users = [\"nobody-here\"] }"),
-            "p.toml:6:19: unknown user `nobody-here`",
-            "unknown user",
-        ),
-        (
-            rule_with("permissions = [\"env\"]\nwhen = { groups = [\"no-group\"] }"),
-            "p.toml:6:20: unknown group `no-group`",
-            "unknown group",
-        ),
-        (
             rule_with("permissions = [\"env\"]\nwhen = { uids = [] }"),
             "p.toml:6:17: `uids` is empty",
             "is empty: the rule could never apply",
@@ -394,6 +384,32 @@ fn errors_across_files_name_each_file() {
             "20-team.toml:5:6: duplicate rule id `x` (first defined at 10-base.toml:5:6)"
         )),
         "{errors:#?}"
+    );
+}
+
+/// A fleet policy names accounts this host (or CI) does not have: a warning, not an error; the
+/// names are matched where the request is decided.
+#[test]
+fn unknown_accounts_are_warnings() {
+    let text = format!(
+        "{}\n[[rule]]\nid = \"b\"\neffect = \"allow\"\npermissions = [\"env\"]\nwhen = {{ groups = [\"no-group\"] }}\n",
+        rule(
+            "id = \"a\"\neffect = \"allow\"\npermissions = [\"env\"]\nwhen = { users = [\"nobody-here\"] }"
+        )
+    );
+    let (_, warnings) = Policy::compile(&[Source::new("p.toml", text)], &NoDirectory).unwrap();
+    let warnings: Vec<String> = warnings.warnings().map(|w| w.to_string()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("p.toml:6:19: warning: unknown user `nobody-here` on this host")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("warning: unknown group `no-group` on this host")),
+        "{warnings:#?}"
     );
 }
 

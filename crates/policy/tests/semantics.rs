@@ -360,10 +360,15 @@ effect = "allow"
 permissions = ["net"]
 "#,
     );
+    // Names as the deciding host gives them for these ids.
+    let wheel = ["wheel".to_owned()];
     let reports = Subject {
         uid: Some(1500),
         gid: Some(1500),
         groups: Some(&[]),
+        user: Some("reports"),
+        group: Some("reports"),
+        group_names: Some(&[]),
         exe: Some("/usr/bin/deno"),
         unit: Some("reports.service"),
         ..Subject::default()
@@ -399,6 +404,7 @@ permissions = ["net"]
     );
     let wheel_supplementary = Subject {
         groups: Some(&[10]),
+        group_names: Some(&wheel),
         ..reports
     };
     table(
@@ -409,6 +415,8 @@ permissions = ["net"]
     let wheel_primary = Subject {
         gid: Some(10),
         groups: None,
+        group: Some("wheel"),
+        group_names: None,
         ..reports
     };
     table(
@@ -418,6 +426,7 @@ permissions = ["net"]
     );
     let groups_unknown = Subject {
         groups: None,
+        group_names: None,
         ..reports
     };
     table(
@@ -442,6 +451,7 @@ permissions = ["net"]
     // The uid could not be read: the deny rule that needs it applies.
     let unknown_uid = Subject {
         uid: None,
+        user: None,
         ..reports
     };
     table(

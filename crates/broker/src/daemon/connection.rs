@@ -206,12 +206,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         if policy.uses_subject() && self.facts.is_none() {
             self.facts = Some(self.proc.facts());
         }
+        if policy.uses_names()
+            && let Some(facts) = &mut self.facts
+            && !facts.names_read
+        {
+            super::peer::account_names(&self.peer, facts);
+        }
         let facts = self.facts.as_ref();
         let subject = Subject {
             pid: self.peer.pid.unwrap_or(0),
             uid: self.peer.uid,
             gid: self.peer.gid,
             groups: facts.and_then(|f| f.groups.as_deref()),
+            user: facts.and_then(|f| f.user.as_deref()),
+            group: facts.and_then(|f| f.group.as_deref()),
+            group_names: facts.and_then(|f| f.group_names.as_deref()),
             exe: facts.and_then(|f| f.exe.as_deref()),
             unit: facts.and_then(|f| f.unit.as_deref()),
             cwd: None,

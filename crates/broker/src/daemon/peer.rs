@@ -145,6 +145,48 @@ pub struct Facts {
     /// The system manager's unit (`Some("")`: in none); see [`systemd_unit`].
     pub unit: Option<String>,
     pub groups: Option<Vec<u32>>,
+    /// The user name of the peer's uid (`Some("")`: the uid has none), for `users`.
+    pub user: Option<String>,
+    /// The name of the peer's primary group (`Some("")`: it has none), for `groups`.
+    pub group: Option<String>,
+    /// The names of the peer's supplementary groups, for `groups`.
+    pub group_names: Option<Vec<String>>,
+    /// Whether the names were looked up (once per connection, when a policy first needs them).
+    pub names_read: bool,
+}
+
+/// Looks up the peer's account names on this host (NSS), when a policy names `users` or
+/// `groups`: names are matched where the request is decided, so a fleet policy may name accounts
+/// only some hosts have, and a `DynamicUser=` account that exists only while its service runs.
+/// A lookup that fails leaves the fact unknown (fail closed both ways).
+#[cfg(unix)]
+pub fn account_names(peer: &Peer, facts: &mut Facts) {
+    use nix::unistd::{Gid, Group, Uid, User};
+    facts.user = peer
+        .uid
+        .and_then(|uid| match User::from_uid(Uid::from_raw(uid)) {
+            Ok(Some(user)) => Some(user.name),
+            Ok(None) => Some(String::new()),
+            Err(_) => None,
+        });
+    let group_name = |gid: u32| Group::from_gid(Gid::from_raw(gid)).map(|g| g.map(|g| g.name));
+    facts.group = peer
+        .gid
+        .and_then(|gid| group_name(gid).ok().map(Option::unwrap_or_default));
+    facts.group_names = facts.groups.as_ref().and_then(|gids| {
+        gids.iter()
+            .map(|gid| group_name(*gid))
+            .collect::<Result<Vec<Option<String>>, _>>()
+            .ok()
+            .map(|names| names.into_iter().flatten().collect())
+    });
+    facts.names_read = true;
+}
+
+/// Windows (compile-gated): no uids; `users` and `groups` are unknown facts.
+#[cfg(not(unix))]
+pub fn account_names(_: &Peer, facts: &mut Facts) {
+    facts.names_read = true;
 }
 
 impl ProcDir {
@@ -184,7 +226,15 @@ fn read_facts(dir: &std::os::fd::OwnedFd) -> Facts {
             })
     });
     let unit = read_at(dir, "cgroup").and_then(|cgroup| systemd_unit(&cgroup));
-    Facts { exe, unit, groups }
+    Facts {
+        exe,
+        unit,
+        groups,
+        user: None,
+        group: None,
+        group_names: None,
+        names_read: false,
+    }
 }
 
 /// Whether the peer's executable is the file at `path` in the daemon's own view of the

@@ -1,11 +1,19 @@
 //! `permission-broker check FILE_OR_DIR`: does the policy load, and what do its lints say.
 
+use crate::cli::Accounts;
 use crate::policy_files;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(path: &Path) -> ExitCode {
-    match policy_files::load(path) {
+pub fn run(path: &Path, accounts: &Accounts) -> ExitCode {
+    let directory = match policy_files::accounts(accounts) {
+        Ok(directory) => directory,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(crate::exit::EXIT_CONFIG);
+        }
+    };
+    match policy_files::load_with(path, directory.as_ref()) {
         Ok(loaded) => {
             for warning in loaded.warnings.warnings() {
                 eprintln!("{warning}");

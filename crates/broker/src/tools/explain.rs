@@ -3,9 +3,7 @@
 
 use super::load_or_report;
 use crate::cli::ExplainArgs;
-use crate::exit::EXIT_CONFIG;
-use crate::policy_files::SystemDirectory;
-use permission_broker_policy::{DecidedBy, Directory, Effect, Mode, Policy, Subject, lexical_only};
+use permission_broker_policy::{DecidedBy, Effect, Mode, Policy, Subject, lexical_only};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -22,26 +20,34 @@ fn rule_label(policy: &Policy, by: DecidedBy) -> String {
 
 #[allow(clippy::print_stdout)]
 pub fn run(args: ExplainArgs) -> ExitCode {
-    let loaded = match load_or_report(&args.policy) {
+    let (loaded, directory) = match load_or_report(&args.policy, &args.accounts) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let policy = &loaded.policy;
-    let uid = match &args.user {
-        None => args.uid,
-        Some(name) => match SystemDirectory.user(name) {
-            Some(uid) => Some(uid),
-            None => {
-                eprintln!("unknown user `{name}`");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
+    // A user given by name is that name (its uid, where the accounts know it); a uid has the
+    // name the accounts give it. Groups likewise.
+    let (uid, user) = match &args.user {
+        None => (args.uid, args.uid.and_then(|uid| directory.user_name(uid))),
+        Some(name) => (directory.user(name), Some(name.clone())),
     };
+    let group = args
+        .gid
+        .map(|gid| directory.group_name(gid).unwrap_or_default());
+    let group_names: Option<Vec<String>> = args.groups.as_ref().map(|gids| {
+        gids.iter()
+            .filter_map(|g| directory.group_name(*g))
+            .collect()
+    });
     let subject = Subject {
         pid: args.pid,
         uid,
         gid: args.gid,
         groups: args.groups.as_deref(),
+        // Known to have no name only where the uid is known.
+        user: user.as_deref().or(uid.map(|_| "")),
+        group: group.as_deref(),
+        group_names: group_names.as_deref(),
         exe: args.exe.as_deref(),
         unit: args.unit.as_deref(),
         cwd: args.cwd.as_deref(),

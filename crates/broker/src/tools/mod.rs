@@ -11,13 +11,23 @@ pub mod suggest;
 
 use crate::exit::EXIT_CONFIG;
 use crate::policy_files::{self, LoadedPolicy};
+use permission_broker_policy::Directory;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Loads a policy for a tool, printing why it does not load (exit 64).
-fn load_or_report(path: &Path) -> Result<LoadedPolicy, ExitCode> {
-    policy_files::load(path).map_err(|e| {
+/// Loads a policy for a tool with the accounts it was given, printing why it does not load
+/// (exit 64).
+fn load_or_report(
+    path: &Path,
+    accounts: &crate::cli::Accounts,
+) -> Result<(LoadedPolicy, Box<dyn Directory>), ExitCode> {
+    let directory = policy_files::accounts(accounts).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    })?;
+    let loaded = policy_files::load_with(path, directory.as_ref()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    Ok((loaded, directory))
 }

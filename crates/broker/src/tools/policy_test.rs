@@ -1,15 +1,15 @@
 //! `permission-broker test POLICY CASES`: policy unit tests, decided as the daemon decides.
 
 use super::load_or_report;
+use crate::cli::Accounts;
 use crate::exit::EXIT_CONFIG;
-use crate::policy_files::SystemDirectory;
 use permission_broker_policy::{Source, run_cases};
 use std::path::Path;
 use std::process::ExitCode;
 
 #[allow(clippy::print_stdout)]
-pub fn run(policy_path: &Path, cases_path: &Path) -> ExitCode {
-    let loaded = match load_or_report(policy_path) {
+pub fn run(policy_path: &Path, cases_path: &Path, accounts: &Accounts) -> ExitCode {
+    let (loaded, directory) = match load_or_report(policy_path, accounts) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -21,7 +21,7 @@ pub fn run(policy_path: &Path, cases_path: &Path) -> ExitCode {
         }
     };
     let source = Source::new(cases_path.display().to_string(), text);
-    let report = match run_cases(&loaded.policy, &source, &SystemDirectory) {
+    let report = match run_cases(&loaded.policy, &source, directory.as_ref()) {
         Ok(report) => report,
         Err(diagnostics) => {
             eprint!("{diagnostics}");
