@@ -587,7 +587,10 @@ fn hostile_peers_cost_only_their_own_connection() {
 
 #[test]
 fn a_flood_of_connections_past_the_limit_waits_and_is_served_in_turn() {
-    let mut daemon = Daemon::start(POLICY, &["--max-connections", "8"]);
+    let mut daemon = Daemon::start(
+        POLICY,
+        &["--max-connections", "8", "--max-connections-per-uid", "8"],
+    );
     let mut first: Vec<RawConn> = (0..8).map(|_| RawConn::open(&daemon)).collect();
     for (i, conn) in first.iter_mut().enumerate() {
         conn.send_hostile(&good(1));

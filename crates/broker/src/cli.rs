@@ -135,6 +135,21 @@ pub struct ServeArgs {
     /// accept queue.
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Seconds one decision may take, 0.001 to 3600 [default: 5]: a request whose file-system
+    /// or account lookups do not answer by then (a hung mount) is denied with a reason saying
+    /// so, and the lookup is abandoned.
+    #[arg(long)]
+    pub request_deadline: Option<f64>,
+    /// Decisions that may wait on a file system or account database at once, 1 to 4096
+    /// [default: 64]; when every one is held by a stalled lookup, such requests are denied at
+    /// once instead of queueing.
+    #[arg(long)]
+    pub blocking_threads: Option<usize>,
+    /// Connections one uid may hold at once, 1 to max_connections [default: a quarter of
+    /// max_connections]; past it a new connection of that uid is closed at accept, so one
+    /// user cannot take every connection.
+    #[arg(long)]
+    pub max_connections_per_uid: Option<usize>,
     /// Seconds between checks of the policy files' revision, 0.1 to 86400 [default: 5], the
     /// fallback for filesystems without change events (changes are otherwise picked up within
     /// about 100 ms).

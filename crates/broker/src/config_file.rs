@@ -23,6 +23,9 @@ pub struct ConfigFile {
     pub max_connections: Option<Spanned<usize>>,
     pub max_frame_bytes: Option<Spanned<usize>>,
     pub frame_timeout: Option<Spanned<f64>>,
+    pub request_deadline: Option<Spanned<f64>>,
+    pub blocking_threads: Option<Spanned<usize>>,
+    pub max_connections_per_uid: Option<Spanned<usize>>,
     pub poll_interval: Option<Spanned<f64>>,
     pub watch: Option<bool>,
     /// Only peers with these uids (from the kernel) are served; others are disconnected.

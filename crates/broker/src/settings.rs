@@ -26,6 +26,10 @@ pub const POLL_INTERVAL: std::ops::RangeInclusive<f64> = 0.1..=86_400.0;
 pub const DECISION_LOG_MAX_WAIT: std::ops::RangeInclusive<f64> = 0.001..=3600.0;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+/// Seconds one decision may take before it is denied and its lookup abandoned.
+pub const REQUEST_DEADLINE: std::ops::RangeInclusive<f64> = 0.001..=3600.0;
+/// Decisions that may block at once.
+pub const BLOCKING_THREADS: std::ops::RangeInclusive<usize> = 1..=4096;
 /// Longest request line, in bytes.
 pub const MAX_FRAME_BYTES: std::ops::RangeInclusive<usize> = 256..=16 * 1024 * 1024;
 
@@ -42,6 +46,8 @@ pub struct Settings {
     pub watch: bool,
     pub limits: Limits,
     pub allowed_uids: Option<Vec<u32>>,
+    pub request_deadline: Duration,
+    pub blocking_threads: usize,
 }
 
 /// Merges flags, the configuration file and defaults, validating every value; the error is
@@ -175,6 +181,49 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             ),
         ));
     }
+    let (request_deadline, origin) =
+        pick_f64(args.request_deadline, &file.request_deadline, 5.0);
+    if !REQUEST_DEADLINE.contains(&request_deadline) {
+        return Err(out_of_range(
+            "request_deadline",
+            origin,
+            format!(
+                "{} must be a positive number of seconds, at least {} and at most {}",
+                number(request_deadline),
+                REQUEST_DEADLINE.start(),
+                REQUEST_DEADLINE.end()
+            ),
+        ));
+    }
+    let (blocking_threads, origin) =
+        pick_usize(args.blocking_threads, &file.blocking_threads, 64);
+    if !BLOCKING_THREADS.contains(&blocking_threads) {
+        return Err(out_of_range(
+            "blocking_threads",
+            origin,
+            format!(
+                "must be at least {} and at most {}, not {blocking_threads}",
+                BLOCKING_THREADS.start(),
+                BLOCKING_THREADS.end()
+            ),
+        ));
+    }
+    // A quarter of all connections by default: one user (or one runaway service) cannot lock
+    // out the rest, and three more of its size still fit.
+    let (max_connections_per_uid, origin) = pick_usize(
+        args.max_connections_per_uid,
+        &file.max_connections_per_uid,
+        (max_connections / 4).max(1),
+    );
+    if !(1..=max_connections).contains(&max_connections_per_uid) {
+        return Err(out_of_range(
+            "max_connections_per_uid",
+            origin,
+            format!(
+                "must be at least 1 and at most max_connections ({max_connections}), not {max_connections_per_uid}"
+            ),
+        ));
+    }
     Ok(Settings {
         socket,
         policy,
@@ -189,8 +238,12 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             // In range (checked above), so this cannot panic.
             frame_timeout: Duration::from_secs_f64(frame_timeout),
             max_connections,
+            max_connections_per_uid,
         },
         allowed_uids: args.allowed_uids.or(file.allowed_uids),
+        // In range (checked above).
+        request_deadline: Duration::from_secs_f64(request_deadline),
+        blocking_threads,
     })
 }
 

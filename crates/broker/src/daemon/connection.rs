@@ -4,7 +4,8 @@
 use super::decision_log::{self, DecisionRecord, FaultRecord, Record};
 use super::peer::{Facts, Peer, ProcDir};
 use super::protected::Protected;
-use super::server::Shared;
+use super::reload::Snapshot;
+use super::server::{NoSlot, Shared};
 use super::symlinks::Kind;
 use super::working_dirs::{self, WorkingDirs};
 use permission_broker_policy::{DecidedBy, Decision, Policy, Resolved, Subject, needs_cwd};
@@ -38,6 +39,10 @@ pub enum Fault {
     LogOverloaded(#[from] super::decision_log::Overloaded),
     #[error("peer uid {0:?} is not in allowed_uids")]
     NotAllowed(Option<u32>),
+    #[error(
+        "this uid already holds {held} connections, its share (max_connections_per_uid {limit})"
+    )]
+    OverShare { held: usize, limit: usize },
 }
 
 /// Bytes read from the socket at a time. A Deno frame is about 150 bytes and only one is in
@@ -48,16 +53,11 @@ const READ_BUFFER_BYTES: usize = 2 * 1024;
 pub struct Connection<R, W> {
     id: u64,
     peer: Peer,
-    /// The peer's `/proc/<pid>`, opened at accept: a handle bound to the process that
-    /// connected, so a pid reused after it exits cannot lend another process's facts.
-    proc: ProcDir,
-    /// Where this process may open relative paths from.
-    working_dirs: WorkingDirs,
+    /// What deciding needs between requests.
+    state: DecisionState,
     reader: BufReader<R>,
     writer: W,
     ids: IdSequence,
-    /// Read from /proc the first time a policy with `when` rules needs them.
-    facts: Option<Facts>,
     /// The frame being read; reused so a connection allocates once, not per request.
     line: Vec<u8>,
     out: Vec<u8>,
@@ -68,13 +68,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     pub fn new(id: u64, peer: Peer, reader: R, writer: W, shared: Arc<Shared>) -> Self {
         Connection {
             id,
-            proc: ProcDir::open(&peer),
-            working_dirs: WorkingDirs::default(),
+            state: DecisionState::new(Arc::new(ProcDir::open(&peer))),
             peer,
             reader: BufReader::with_capacity(READ_BUFFER_BYTES, reader),
             writer,
             ids: IdSequence::new(),
-            facts: None,
             line: Vec::with_capacity(512),
             out: Vec::with_capacity(256),
             shared,
@@ -125,6 +123,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 return;
             }
         }
+    }
+
+    /// Closes a connection at accept, without reading from it: logged as a fault with the peer.
+    pub async fn refuse(self, fault: Fault) {
+        self.record_fault(&fault).await;
+        tracing::warn!(conn = self.id, peer = %self.peer, "{fault}; closing connection");
     }
 
     async fn record_fault(&self, fault: &Fault) {
@@ -190,54 +194,26 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
         let permission = request.permission;
         let value = request.value.as_deref();
-        let relative = needs_cwd(permission, value);
-        // The directory it is in now is one it may open a relative path from.
-        let current = if relative {
-            self.proc
-                .cwd()
-                .inspect(|cwd| self.working_dirs.add_dir(cwd))
-                .inspect_err(|e| tracing::warn!(conn = self.id, peer = %self.peer, "{e}"))
-                .ok()
-        } else {
-            None
-        };
         let snapshot = self.shared.store.current();
         let policy = &snapshot.policy;
-        if policy.uses_subject() && self.facts.is_none() {
-            self.facts = Some(self.proc.facts());
-        }
-        if policy.uses_names()
-            && let Some(facts) = &mut self.facts
-            && !facts.names_read
-        {
-            super::peer::account_names(&self.peer, facts);
-        }
-        let facts = self.facts.as_ref();
-        let subject = Subject {
-            pid: self.peer.pid.unwrap_or(0),
-            uid: self.peer.uid,
-            gid: self.peer.gid,
-            groups: facts.and_then(|f| f.groups.as_deref()),
-            user: facts.and_then(|f| f.user.as_deref()),
-            group: facts.and_then(|f| f.group.as_deref()),
-            group_names: facts.and_then(|f| f.group_names.as_deref()),
-            exe: facts.and_then(|f| f.exe.as_deref()),
-            unit: facts.and_then(|f| f.unit.as_deref()),
-            cwd: None,
+        let ruling = if self.state.may_block(policy, permission, value) {
+            decide_off_loop(
+                &mut self.state,
+                &self.shared,
+                self.peer,
+                self.id,
+                &snapshot,
+                permission,
+                value,
+            )
+            .await
+        } else {
+            self.state
+                .decide(&self.shared, &self.peer, policy, permission, value)
         };
-        let mut decider = Decider {
-            proc: &self.proc,
-            working_dirs: &mut self.working_dirs,
-            protected: &self.shared.protected,
-        };
-        let ruling = decider.decide(
-            policy,
-            permission,
-            value,
-            relative,
-            current.as_deref(),
-            &subject,
-        );
+        let facts = self.state.facts.as_ref();
+        let exe = facts.and_then(|f| f.exe.as_deref());
+        let unit = facts.and_then(|f| f.unit.as_deref());
         let decision = &ruling.decision;
         // Audit mode records the verdict and (mostly) answers allow: `Policy::answer`. The
         // broker's own files are refused in every mode.
@@ -266,8 +242,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 pid: self.peer.pid,
                 uid: self.peer.uid,
                 gid: self.peer.gid,
-                exe: subject.exe.map(str::to_owned),
-                unit: subject.unit.map(str::to_owned),
+                exe: exe.map(str::to_owned),
+                unit: unit.map(str::to_owned),
                 id: request.id,
                 permission: permission.as_str(),
                 value: value.map(str::to_owned),
@@ -307,6 +283,176 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             "decision"
         );
         Ok(())
+    }
+}
+
+/// Decides on the blocking pool, within the request deadline. A request whose lookups
+/// stall (a hung FUSE or NFS mount, a stuck NSS) is denied when the deadline passes and its
+/// lookup abandoned, still holding its pool slot until the kernel lets it go; when every slot
+/// is held, a request that needs one is denied at once instead of queueing behind them. Other
+/// connections' requests never wait for any of it.
+async fn decide_off_loop(
+    state: &mut DecisionState,
+    shared: &Arc<Shared>,
+    peer: Peer,
+    conn: u64,
+    snapshot: &Arc<Snapshot>,
+    permission: Permission,
+    value: Option<&str>,
+) -> Ruling<'static> {
+    let pool = &shared.blocking;
+    let slot = match pool.try_slot(peer.uid) {
+        Ok(slot) => slot,
+        Err(why) => {
+            tracing::warn!(conn = conn, peer = %peer, permission = %permission, value = ?value, ?why, "no blocking slot for a decision that may block; denying");
+            return Ruling::unresolvable(match why {
+                NoSlot::Share(share) => format!(
+                    "denied: {share} of this user's earlier requests are still waiting on file systems or account lookups that do not answer (a hung mount?); try again later"
+                ),
+                NoSlot::Exhausted => format!(
+                    "denied: the broker's {} file-system workers are all waiting on lookups that do not answer (a hung mount?); try again later",
+                    pool.size
+                ),
+            });
+        }
+    };
+    // A copy stays here: if the lookup is abandoned, the connection goes on with it.
+    let kept = state.working_dirs.clone();
+    let fresh = DecisionState::new(state.proc.clone());
+    let mut moved = std::mem::replace(state, fresh);
+    let (shared_job, snapshot) = (shared.clone(), snapshot.clone());
+    let owned_value = value.map(str::to_owned);
+    let job = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let ruling = moved
+            .decide(
+                &shared_job,
+                &peer,
+                &snapshot.policy,
+                permission,
+                owned_value.as_deref(),
+            )
+            .into_owned();
+        (ruling, moved)
+    });
+    match tokio::time::timeout(pool.deadline, job).await {
+        Ok(Ok((ruling, back))) => {
+            *state = back;
+            ruling
+        }
+        Ok(Err(e)) => {
+            tracing::error!(conn = conn, "deciding failed: {e}");
+            state.working_dirs = kept;
+            Ruling::unresolvable("denied: the broker failed to decide this request".to_owned())
+        }
+        Err(_) => {
+            pool.deadline_denials
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(conn = conn, peer = %peer, permission = %permission, value = ?value, deadline = ?pool.deadline, "deciding took longer than the request deadline; denied, lookup abandoned");
+            state.working_dirs = kept;
+            Ruling::unresolvable(format!(
+                "denied: deciding took longer than the broker's request deadline ({:?}): a file system or account lookup it needs is not answering",
+                pool.deadline
+            ))
+        }
+    }
+}
+
+/// What a connection keeps between requests to decide them: the peer's `/proc` handle, its
+/// possible working directories, and its facts. Moved to the blocking pool and back for a
+/// request that may block.
+#[derive(Debug)]
+struct DecisionState {
+    /// The peer's `/proc/<pid>`, opened at accept: a handle bound to the process that
+    /// connected, so a pid reused after it exits cannot lend another process's facts.
+    proc: Arc<ProcDir>,
+    /// Where this process may open relative paths from.
+    working_dirs: WorkingDirs,
+    /// Read from /proc the first time a policy with `when` rules needs them.
+    facts: Option<Facts>,
+}
+
+impl DecisionState {
+    fn new(proc: Arc<ProcDir>) -> DecisionState {
+        DecisionState {
+            proc,
+            working_dirs: WorkingDirs::default(),
+            facts: None,
+        }
+    }
+
+    /// Whether deciding this request may wait on a file system or an account database: a path
+    /// (read, write, ffi, a command or socket path, a relative value), or facts not read yet.
+    fn may_block(&self, policy: &Policy, permission: Permission, value: Option<&str>) -> bool {
+        let facts_needed = policy.uses_subject()
+            && self
+                .facts
+                .as_ref()
+                .is_none_or(|f| policy.uses_names() && !f.names_read);
+        facts_needed
+            || value.is_some_and(|value| match permission {
+                Permission::Read | Permission::Write | Permission::Ffi => true,
+                Permission::Net | Permission::Import => value.starts_with("unix:"),
+                Permission::Run => value.contains('/'),
+                Permission::Env | Permission::Sys => false,
+            })
+    }
+
+    /// Reads what the request needs and decides it.
+    fn decide<'p>(
+        &mut self,
+        shared: &Shared,
+        peer: &Peer,
+        policy: &'p Policy,
+        permission: Permission,
+        value: Option<&str>,
+    ) -> Ruling<'p> {
+        let relative = needs_cwd(permission, value);
+        // The directory it is in now is one it may open a relative path from.
+        let current = if relative {
+            self.proc
+                .cwd()
+                .inspect(|cwd| self.working_dirs.add_dir(cwd))
+                .inspect_err(|e| tracing::warn!(peer = %peer, "{e}"))
+                .ok()
+        } else {
+            None
+        };
+        if policy.uses_subject() && self.facts.is_none() {
+            self.facts = Some(self.proc.facts());
+        }
+        if policy.uses_names()
+            && let Some(facts) = &mut self.facts
+            && !facts.names_read
+        {
+            super::peer::account_names(peer, facts);
+        }
+        let facts = self.facts.as_ref();
+        let subject = Subject {
+            pid: peer.pid.unwrap_or(0),
+            uid: peer.uid,
+            gid: peer.gid,
+            groups: facts.and_then(|f| f.groups.as_deref()),
+            user: facts.and_then(|f| f.user.as_deref()),
+            group: facts.and_then(|f| f.group.as_deref()),
+            group_names: facts.and_then(|f| f.group_names.as_deref()),
+            exe: facts.and_then(|f| f.exe.as_deref()),
+            unit: facts.and_then(|f| f.unit.as_deref()),
+            cwd: None,
+        };
+        let mut decider = Decider {
+            proc: &self.proc,
+            working_dirs: &mut self.working_dirs,
+            protected: &shared.protected,
+        };
+        decider.decide(
+            policy,
+            permission,
+            value,
+            relative,
+            current.as_deref(),
+            &subject,
+        )
     }
 }
 
@@ -518,6 +664,20 @@ struct Ruling<'p> {
 }
 
 impl<'p> Ruling<'p> {
+    /// The same ruling, owning its reason: for one decided on the blocking pool.
+    fn into_owned(self) -> Ruling<'static> {
+        Ruling {
+            decision: Decision {
+                effect: self.decision.effect,
+                decided_by: self.decision.decided_by,
+                reason: self.decision.reason.map(|r| Cow::Owned(r.into_owned())),
+            },
+            protected: self.protected,
+            resolved: self.resolved,
+            target: self.target,
+        }
+    }
+
     fn unresolvable(reason: String) -> Ruling<'p> {
         Ruling {
             decision: Decision {

@@ -76,6 +76,8 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     let store = Arc::new(reload::PolicyStore::new(settings.policy.clone(), loaded));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The decision pool's slots, and room for the reloader's and the log's own work.
+        .max_blocking_threads(settings.blocking_threads + 16)
         .build()
     {
         Ok(runtime) => runtime,
@@ -109,6 +111,10 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             limits: settings.limits,
             log,
             allowed_uids: settings.allowed_uids.clone(),
+            blocking: server::BlockingPool::new(
+                settings.blocking_threads,
+                settings.request_deadline,
+            ),
             protected: protected::Protected::new(
                 &settings.socket,
                 &settings.policy,

@@ -1,7 +1,7 @@
 //! The accept loop: a bounded number of connections, each served by its own task, and a graceful
 //! stop that lets every request already read be answered.
 
-use super::connection::Connection;
+use super::connection::{Connection, Fault};
 use super::peer::Peer;
 use super::reload::PolicyStore;
 use std::collections::HashMap;
@@ -15,6 +15,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub frame_timeout: Duration,
     pub max_connections: usize,
+    /// Connections one uid may hold at once.
+    pub max_connections_per_uid: usize,
 }
 
 /// What every connection shares: read-only during a connection's life.
@@ -27,6 +29,94 @@ pub struct Shared {
     pub allowed_uids: Option<Vec<u32>>,
     /// The broker's own files, denied whatever the policy says.
     pub protected: super::protected::Protected,
+    /// Where decisions that may block run, and how long they may take.
+    pub blocking: BlockingPool,
+}
+
+/// The bounded pool for decisions that may wait on a file system or an account database.
+///
+/// Any user can make a lookup that never returns (a FUSE mount of their own that does not
+/// answer), and an abandoned lookup holds its slot until the kernel lets it go. So each uid may
+/// hold at most a quarter of the slots: one user's stalled mount denies that user's requests
+/// that need a slot, never everyone's.
+#[derive(Debug)]
+pub struct BlockingPool {
+    pub slots: Arc<Semaphore>,
+    pub size: usize,
+    /// How long one decision may take before it is denied and abandoned.
+    pub deadline: Duration,
+    /// Requests denied because their decision outlived the deadline.
+    pub deadline_denials: AtomicU64,
+    /// Slots each uid holds.
+    by_uid: Arc<Mutex<HashMap<u32, usize>>>,
+    per_uid: usize,
+}
+
+/// A slot of the pool, held by one decision (and by its thread, if abandoned, until it ends).
+#[derive(Debug)]
+pub struct BlockingSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    uid: Option<u32>,
+    by_uid: Arc<Mutex<HashMap<u32, usize>>>,
+}
+
+/// Why no slot could be had.
+#[derive(Debug)]
+pub enum NoSlot {
+    /// Every slot is held.
+    Exhausted,
+    /// This uid holds its share.
+    Share(usize),
+}
+
+impl BlockingPool {
+    pub fn new(size: usize, deadline: Duration) -> BlockingPool {
+        BlockingPool {
+            slots: Arc::new(Semaphore::new(size)),
+            size,
+            deadline,
+            deadline_denials: AtomicU64::new(0),
+            by_uid: Arc::default(),
+            per_uid: (size / 4).max(1),
+        }
+    }
+
+    /// A slot for a decision of `uid`, at once or not at all.
+    pub fn try_slot(&self, uid: Option<u32>) -> Result<BlockingSlot, NoSlot> {
+        let mut held = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(uid) = uid
+            && held.get(&uid).copied().unwrap_or(0) >= self.per_uid
+        {
+            return Err(NoSlot::Share(self.per_uid));
+        }
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NoSlot::Exhausted)?;
+        if let Some(uid) = uid {
+            *held.entry(uid).or_default() += 1;
+        }
+        Ok(BlockingSlot {
+            _permit: permit,
+            uid,
+            by_uid: self.by_uid.clone(),
+        })
+    }
+}
+
+impl Drop for BlockingSlot {
+    fn drop(&mut self) {
+        if let Some(uid) = self.uid {
+            let mut held = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = held.get_mut(&uid) {
+                *count -= 1;
+                if *count == 0 {
+                    held.remove(&uid);
+                }
+            }
+        }
+    }
 }
 
 /// How long a stop waits for connections to finish the request in hand.
@@ -74,12 +164,70 @@ impl Closers {
     }
 }
 
+/// How many connections each uid holds. One user opening `max_connections` idle sockets would
+/// otherwise lock every other user out (idle connections are never timed out: Deno processes
+/// live for hours). Locked only when a connection opens or closes.
+#[derive(Debug)]
+struct UidShares {
+    held: Mutex<HashMap<u32, usize>>,
+    limit: usize,
+}
+
+/// One connection's place in its uid's share; given back when dropped.
+#[derive(Debug)]
+struct UidShare {
+    shares: Arc<UidShares>,
+    uid: u32,
+}
+
+impl UidShares {
+    fn new(limit: usize) -> UidShares {
+        UidShares {
+            held: Mutex::new(HashMap::new()),
+            limit,
+        }
+    }
+
+    /// A place for a connection of `uid`, or how many that uid already holds. A peer whose uid
+    /// the kernel did not report (the Windows pipe) is not counted.
+    fn take(self: &Arc<Self>, uid: Option<u32>) -> Result<Option<UidShare>, usize> {
+        let Some(uid) = uid else { return Ok(None) };
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(uid).or_default();
+        if *count >= self.limit {
+            return Err(*count);
+        }
+        *count += 1;
+        Ok(Some(UidShare {
+            shares: self.clone(),
+            uid,
+        }))
+    }
+}
+
+impl Drop for UidShare {
+    fn drop(&mut self) {
+        let mut held = self
+            .shares
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.uid);
+            }
+        }
+    }
+}
+
 /// Serves connections from `listener` until `stop` resolves, then stops accepting, closes idle
 /// connections, and waits (bounded) for the others to answer what they have read.
 pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Future<Output = ()>) {
     let max = shared.limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
     let closers = Arc::new(Closers::default());
+    let shares = Arc::new(UidShares::new(shared.limits.max_connections_per_uid));
     let next_id = AtomicU64::new(1);
     tokio::pin!(stop);
     loop {
@@ -98,11 +246,20 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
             Ok((peer, reader, writer)) => {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let connection = Connection::new(id, peer, reader, writer, shared.clone());
+                let share = match shares.take(peer.uid) {
+                    Ok(share) => share,
+                    Err(held) => {
+                        let limit = shared.limits.max_connections_per_uid;
+                        tokio::spawn(connection.refuse(Fault::OverShare { held, limit }));
+                        continue;
+                    }
+                };
                 let shutdown = closers.register(id);
                 let closers = closers.clone();
                 tokio::spawn(async move {
                     connection.run(shutdown).await;
                     closers.remove(id);
+                    drop(share);
                     drop(permit);
                 });
             }

@@ -22,7 +22,7 @@ pub const MAX_DIRS: usize = 128;
 pub const MAX_RELATIVES: usize = 256;
 
 /// One connection's possible working directories and the relative values it was allowed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct WorkingDirs {
     /// Real, absolute directories; the first is the working directory when first seen.
     dirs: Vec<Box<str>>,

@@ -1,0 +1,237 @@
+//! Attacks on availability: one bad peer, mount or user must cost only itself.
+//!
+//! Deno has no timeout: while the broker does not answer, a brokered process is frozen. These
+//! tests run the mechanisms for real: a FUSE mount whose server never answers (mounted by hand
+//! over `/dev/fuse`, the kernel protocol's first request never read), a second uid (`setpriv`),
+//! more stalled requests than there are cores.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use permission_broker_tests as common;
+
+use common::{Asker, BROKER, Daemon};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A FUSE file system that never answers: every lookup under `dir` blocks until `Drop`, which
+/// kills the process holding `/dev/fuse` (the kernel then fails the blocked calls) and detaches
+/// the mount.
+struct StalledMount {
+    dir: PathBuf,
+    holder: Child,
+}
+
+impl StalledMount {
+    fn new(dir: &Path) -> StalledMount {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut holder = Command::new("bash")
+            .arg("-c")
+            .arg(r#"exec 3<>/dev/fuse && mount -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0,allow_other stalled "$0" && echo mounted && exec sleep 600"#)
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "mounted", "could not mount a FUSE file system");
+        StalledMount {
+            dir: dir.to_path_buf(),
+            holder,
+        }
+    }
+}
+
+impl Drop for StalledMount {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn nobody() -> String {
+    let out = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `permission-broker ask` as uid `nobody`, in the background.
+fn ask_as_nobody(socket: &Path, permission: &str, value: &str) -> Child {
+    let uid = nobody();
+    Command::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+        .arg(&*BROKER)
+        .arg("ask")
+        .arg("--socket")
+        .arg(socket)
+        .args([permission, value])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+const ALLOW_ALL_READS: &str = "version = 1\n[[rule]]\nid = \"reads\"\neffect = \"allow\"\npermissions = [\"read\", \"env\"]\n";
+
+fn open_to_everyone(daemon: &Daemon) {
+    std::fs::set_permissions(
+        daemon.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+/// Attack: requests for paths inside a mount that never answers. Before, symlink resolution ran
+/// on the event loop's threads: two such requests stopped every other connection's answers.
+/// Expected: the stalled ones are denied when the request deadline passes (or at once, past the
+/// user's share of the blocking pool), and a bystander of another uid is answered meanwhile,
+/// each answer in well under a second.
+#[test]
+fn a_stalled_mount_costs_only_the_requests_that_touch_it() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mount = StalledMount::new(&root.path().join("stalled"));
+    let daemon = Daemon::start(
+        ALLOW_ALL_READS,
+        &[
+            "--socket-mode",
+            "666",
+            "--request-deadline",
+            "1.5",
+            "--blocking-threads",
+            "8",
+        ],
+    );
+    open_to_everyone(&daemon);
+    // Four stalled requests from one user (more than the 2 cores, and twice its share of 2).
+    let stalled: Vec<Child> = (0..4)
+        .map(|i| {
+            ask_as_nobody(
+                &daemon.socket,
+                "read",
+                &format!("{}/file-{i}", mount.dir.display()),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile a bystander (root) reads, resolves symlinks and asks env, again and again.
+    let mut bystander = Asker::open(&daemon);
+    let mut slowest = Duration::ZERO;
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut answered = 0;
+    while Instant::now() < until {
+        let start = Instant::now();
+        assert!(
+            bystander.allowed("/etc/hostname"),
+            "the bystander is still allowed"
+        );
+        slowest = slowest.max(start.elapsed());
+        answered += 1;
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a bystander waited {slowest:?} behind a stalled mount"
+    );
+    assert!(answered > 10, "only {answered} bystander answers");
+    let answers: Vec<String> = stalled
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    let by_deadline = answers
+        .iter()
+        .filter(|a| a.contains("longer than the broker's request deadline"))
+        .count();
+    let by_share = answers
+        .iter()
+        .filter(|a| a.contains("of this user's earlier requests are still waiting"))
+        .count();
+    assert_eq!((by_deadline, by_share), (2, 2), "{answers:#?}");
+    assert!(
+        answers.iter().all(|a| a.starts_with("deny")),
+        "{answers:#?}"
+    );
+    // The daemon is still whole: the stalled user's other requests that need no file system
+    // are answered.
+    let mut env = ask_as_nobody(&daemon.socket, "env", "HOME");
+    let out = env.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "allow");
+    env.wait().unwrap();
+    drop(mount);
+}
+
+/// Attack: one uid opens every connection the daemon serves and keeps them idle (idle
+/// connections are never timed out). Expected: past its share (`--max-connections-per-uid`)
+/// its new connections are closed at accept with a logged fault, and other uids are served.
+#[test]
+fn one_uid_cannot_take_every_connection() {
+    let daemon = Daemon::start(
+        ALLOW_ALL_READS,
+        &[
+            "--socket-mode",
+            "666",
+            "--max-connections",
+            "8",
+            "--max-connections-per-uid",
+            "2",
+        ],
+    );
+    open_to_everyone(&daemon);
+    let uid = nobody();
+    // Five connections held open by `nobody`; it reports which ones the daemon closed.
+    let script = r#"
+import socket, sys, time
+conns = []
+for i in range(5):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    conns.append(s)
+    time.sleep(0.05)
+time.sleep(0.5)
+closed = 0
+for s in conns:
+    s.setblocking(False)
+    try:
+        closed += s.recv(1) == b""
+    except BlockingIOError:
+        pass
+print(closed, flush=True)
+time.sleep(3)
+"#;
+    let mut flood = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid,
+            "--regid",
+            &uid,
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .arg(&daemon.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(flood.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "3", "connections closed past the share of 2");
+    // Root is served while nobody holds its share.
+    let mut root = Asker::open(&daemon);
+    assert!(root.allowed("/etc/hostname"));
+    daemon.wait_for_log(&["already holds 2 connections", &format!("uid {uid}")]);
+    let _ = flood.kill();
+    let _ = flood.wait();
+}
