@@ -235,3 +235,68 @@ time.sleep(3)
     let _ = flood.kill();
     let _ = flood.wait();
 }
+
+/// Writes frames and never reads the answers, until its socket buffers are full.
+fn flood_without_reading(socket: &Path) -> std::os::unix::net::UnixStream {
+    use std::io::Write;
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let mut writer = &stream;
+    let mut id = 0u32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Keep writing until the daemon stops taking frames (its answers fill our receive buffer,
+    // its writes block, it stops reading).
+    let mut stalled_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        id += 1;
+        let frame = common::read_frame(id, None, "/etc/hostname");
+        match writer.write(frame.as_bytes()) {
+            Ok(_) => stalled_since = None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(300) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => break,
+        }
+    }
+    stream
+}
+
+/// Attack: a peer that writes frames and never reads its answers. Before, `write_all` blocked
+/// forever, and after SIGTERM the daemon logged `stopped` and was still running 22 s later.
+/// Expected: an answer not taken within `frame_timeout` closes that connection with a logged
+/// fault, and others are served.
+#[test]
+fn a_peer_that_never_reads_is_disconnected() {
+    let daemon = Daemon::start(ALLOW_ALL_READS, &["--frame-timeout", "1"]);
+    let _stuck = flood_without_reading(&daemon.socket);
+    daemon.wait_for_log(&["answer not taken within", "the peer does not read"]);
+    let mut bystander = Asker::open(&daemon);
+    assert!(bystander.allowed("/etc/hostname"));
+}
+
+/// The stop is bounded: with a peer that never reads holding the daemon's write (the frame
+/// timeout set long), SIGTERM still ends the daemon, with exit 0, within the unit's
+/// `TimeoutStopSec` (20 s; the drain waits 5 s, then closes what is left).
+#[test]
+fn a_stop_is_bounded_while_a_peer_never_reads() {
+    let mut daemon = Daemon::start(ALLOW_ALL_READS, &["--frame-timeout", "600"]);
+    let _stuck = flood_without_reading(&daemon.socket);
+    let start = Instant::now();
+    common::signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the daemon did not stop within TimeoutStopSec"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    daemon.wait_for_log(&["connections still busy after", "closing them"]);
+}

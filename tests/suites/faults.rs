@@ -139,16 +139,26 @@ fn an_unreadable_policy_at_reload_never_replaces_the_running_one() {
 }
 
 #[test]
-fn a_full_decision_log_is_retried_and_reported_while_the_daemon_keeps_answering() {
-    // /dev/full: every write fails with ENOSPC. Records wait in the queue (nothing is dropped);
-    // the daemon reports the failure and keeps serving until the queue is full.
-    let daemon = Daemon::start(&policy("/tmp"), &["--decision-log", "/dev/full"]);
+fn a_decision_whose_record_cannot_be_written_is_never_answered() {
+    // /dev/full: every write fails with ENOSPC. A record must be in the file before its answer
+    // leaves, so the answer waits decision_log_max_wait and the connection is closed unanswered
+    // (Deno exits 87: fail closed). The daemon stays up, says why, and counts what it could not
+    // write when it exits.
+    let mut daemon = Daemon::start(
+        &policy("/tmp"),
+        &["--decision-log", "/dev/full", "--decision-log-max-wait", "0.5"],
+    );
     let mut asker = Asker::open(&daemon);
-    assert!(asker.allowed("/tmp/x"));
-    assert!(!asker.allowed("/etc/passwd"));
+    assert_eq!(asker.ask("/tmp/x"), None, "answered without a record");
     let error = daemon.wait_for_log(&["cannot write the decision log; retrying"]);
     assert!(error.contains("No space left on device"), "{error}");
-    assert!(asker.allowed("/tmp/y"), "still answering");
+    daemon.wait_for_log(&["decision log overloaded", "closing connection without an answer"]);
+    let mut again = Asker::open(&daemon);
+    assert_eq!(again.ask("/tmp/y"), None, "a second connection is not answered either");
+    assert!(daemon.is_running());
+    common::signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    let _ = daemon.child.wait();
+    daemon.wait_for_log(&["decision log closed with records not written"]);
 }
 
 #[test]

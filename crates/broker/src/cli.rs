@@ -162,10 +162,14 @@ pub struct ServeArgs {
     /// on SIGUSR1), or to stdout with `-`. Without it, decisions are only in debug logs.
     #[arg(long, value_name = "PATH|-")]
     pub decision_log: Option<String>,
-    /// Seconds a decision may wait for room in a full decision-log queue before its connection
-    /// is closed unanswered, 0.001 to 3600 [default: 2] (fail closed; counted as `overloaded`).
+    /// Seconds a decision may wait for its record to be written before its connection is
+    /// closed unanswered, 0.001 to 3600 [default: 2] (fail closed; counted as `overloaded`).
     #[arg(long)]
     pub decision_log_max_wait: Option<f64>,
+    /// Also `fdatasync` the decision log before answering (records that must survive a power
+    /// cut, such as audit evidence); commits are grouped across connections.
+    #[arg(long)]
+    pub decision_log_sync: bool,
     /// Only serve peers with these uids (comma-separated; from the kernel, never the request).
     #[arg(long, value_delimiter = ',')]
     pub allowed_uids: Option<Vec<u32>>,

@@ -20,6 +20,8 @@ pub struct ConfigFile {
     /// A file path, or `-` for stdout.
     pub decision_log: Option<Spanned<String>>,
     pub decision_log_max_wait: Option<Spanned<f64>>,
+    /// `fdatasync` each commit before answering.
+    pub decision_log_sync: Option<bool>,
     pub max_connections: Option<Spanned<usize>>,
     pub max_frame_bytes: Option<Spanned<usize>>,
     pub frame_timeout: Option<Spanned<f64>>,

@@ -42,6 +42,8 @@ pub struct Settings {
     pub socket_group: Option<(String, u32)>,
     pub decision_log: Option<String>,
     pub decision_log_max_wait: f64,
+    /// `fdatasync` every commit of the decision log before answering.
+    pub decision_log_sync: bool,
     pub poll_interval: f64,
     pub watch: bool,
     pub limits: Limits,
@@ -181,8 +183,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             ),
         ));
     }
-    let (request_deadline, origin) =
-        pick_f64(args.request_deadline, &file.request_deadline, 5.0);
+    let (request_deadline, origin) = pick_f64(args.request_deadline, &file.request_deadline, 5.0);
     if !REQUEST_DEADLINE.contains(&request_deadline) {
         return Err(out_of_range(
             "request_deadline",
@@ -195,8 +196,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             ),
         ));
     }
-    let (blocking_threads, origin) =
-        pick_usize(args.blocking_threads, &file.blocking_threads, 64);
+    let (blocking_threads, origin) = pick_usize(args.blocking_threads, &file.blocking_threads, 64);
     if !BLOCKING_THREADS.contains(&blocking_threads) {
         return Err(out_of_range(
             "blocking_threads",
@@ -231,6 +231,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         socket_group,
         decision_log: string(args.decision_log, &file.decision_log),
         decision_log_max_wait,
+        decision_log_sync: args.decision_log_sync || file.decision_log_sync.unwrap_or(false),
         poll_interval,
         watch: !args.no_watch && file.watch.unwrap_or(true),
         limits: Limits {

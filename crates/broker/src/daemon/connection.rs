@@ -27,6 +27,8 @@ pub enum Fault {
     Oversize { max: usize },
     #[error("frame not finished within {0:?}")]
     Timeout(Duration),
+    #[error("answer not taken within {0:?}: the peer does not read")]
+    WriteTimeout(Duration),
     #[error("connection closed in the middle of a frame ({0} bytes unread)")]
     Truncated(usize),
     #[error("{0}")]
@@ -266,8 +268,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             answered,
             decision.reason.as_deref().unwrap_or(""),
         );
-        self.writer.write_all(&self.out).await?;
-        self.writer.flush().await?;
+        // A peer that does not take its answer within frame_timeout (it writes and never reads,
+        // so its socket buffer is full) is disconnected: it must not pin the daemon.
+        let timeout = self.shared.limits.frame_timeout;
+        let written = tokio::time::timeout(timeout, async {
+            self.writer.write_all(&self.out).await?;
+            self.writer.flush().await
+        })
+        .await;
+        match written {
+            Ok(result) => result?,
+            Err(_) => return Err(Fault::WriteTimeout(timeout)),
+        }
         tracing::debug!(
             conn = self.id,
             pid = self.peer.pid,

@@ -91,13 +91,16 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         poll: Duration::from_secs_f64(settings.poll_interval),
         events: settings.watch,
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let (log, writer) = match &settings.decision_log {
             None => (None, None),
             Some(target) => match decision_log::DecisionLog::start(
                 decision_log::Target::parse(target),
-                DECISION_LOG_CAPACITY,
-                Duration::from_secs_f64(settings.decision_log_max_wait),
+                decision_log::Options {
+                    capacity: DECISION_LOG_CAPACITY,
+                    max_wait: Duration::from_secs_f64(settings.decision_log_max_wait),
+                    sync: settings.decision_log_sync,
+                },
             ) {
                 Ok((log, writer)) => (Some(log), Some(writer)),
                 Err(e) => {
@@ -126,18 +129,38 @@ pub fn serve(args: ServeArgs) -> ExitCode {
                     .map(std::path::Path::new),
             ),
         });
+        if writer.is_none() {
+            signals::ignore_reopen_without_a_log();
+        }
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload::run(store, watch, reload_rx));
         signals::spawn_hangup_handler(reload_tx);
+        let stats = shared.log.as_ref().map(|log| log.stats.clone());
         let code = listener::serve_on_socket(&settings, shared, &status).await;
-        // Every connection has finished; the last senders are gone once `shared` is. Write
-        // what is queued before exiting.
-        if let Some(writer) = writer {
-            let _ = writer.await;
+        // Every connection has finished; the last senders are gone once `shared` is (unless a
+        // decision abandoned on a stalled mount still holds one). Write what is queued, within
+        // a bound, before exiting.
+        if let Some(writer) = writer
+            && tokio::time::timeout(LOG_FLUSH_TIMEOUT, writer)
+                .await
+                .is_err()
+        {
+            tracing::error!(
+                "the decision log did not finish writing within {LOG_FLUSH_TIMEOUT:?}; exiting"
+            );
+        }
+        if let Some(stats) = stats {
+            stats.report_at_exit();
         }
         code
-    })
+    });
+    // Threads stuck in a stalled lookup are not waited for.
+    runtime.shutdown_background();
+    code
 }
+
+/// How long the exit waits for the decision log to write what is queued.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -229,6 +229,8 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
     let closers = Arc::new(Closers::default());
     let shares = Arc::new(UidShares::new(shared.limits.max_connections_per_uid));
     let next_id = AtomicU64::new(1);
+    // Every connection's task, so that a stop can end the ones that do not finish in time.
+    let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -236,10 +238,12 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
                 Ok(permit) => permit,
                 Err(_) => break,
             },
+            Some(_) = tasks.join_next() => continue,
             () = &mut stop => break,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            Some(_) = tasks.join_next() => continue,
             () = &mut stop => break,
         };
         match accepted {
@@ -250,13 +254,13 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
                     Ok(share) => share,
                     Err(held) => {
                         let limit = shared.limits.max_connections_per_uid;
-                        tokio::spawn(connection.refuse(Fault::OverShare { held, limit }));
+                        tasks.spawn(connection.refuse(Fault::OverShare { held, limit }));
                         continue;
                     }
                 };
                 let shutdown = closers.register(id);
                 let closers = closers.clone();
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     connection.run(shutdown).await;
                     closers.remove(id);
                     drop(share);
@@ -273,12 +277,18 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
     }
     tracing::info!("stopping: no new connections; answering requests in hand");
     closers.close_all();
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        // A peer that does not read its answer, or a decision past its deadline: what is left
+        // is closed, so that the stop is bounded (systemd's TimeoutStopSec is 20 s).
+        tracing::warn!(
+            connections = tasks.len(),
+            "connections still busy after {DRAIN_TIMEOUT:?}; closing them"
+        );
+        tasks.shutdown().await;
     }
 }
 

@@ -55,3 +55,22 @@ pub fn stop_signal() -> impl Future<Output = ()> {
         }
     }
 }
+
+/// SIGUSR1 reopens the decision log; without one it must not kill the daemon (its default
+/// action): it is logged and otherwise ignored.
+pub fn ignore_reopen_without_a_log() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::user_defined1()) {
+            Ok(mut usr1) => {
+                tokio::spawn(async move {
+                    while usr1.recv().await.is_some() {
+                        tracing::info!("SIGUSR1 received: there is no decision log to reopen");
+                    }
+                });
+            }
+            Err(e) => tracing::error!("cannot install the SIGUSR1 handler: {e}"),
+        }
+    }
+}
