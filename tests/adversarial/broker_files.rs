@@ -125,3 +125,76 @@ fn a_daemon_whose_socket_vanishes_says_so_and_exits_non_zero() {
         .daemon
         .wait_for_log(&["was removed", "stopping so that the supervisor restarts it"]);
 }
+
+/// Red team: a policy drop-in that is a link into a tree scripts may write. The script rewrote
+/// the link's target with an allow-everything rule, the poll reloaded it, and a `clearEnv` child
+/// read the secret. Expected: the real files of the running policy are the broker's own.
+#[test]
+fn a_drop_in_linked_into_a_writable_tree_cannot_be_rewritten() {
+    let world = World::with_policy(everything, &[]);
+    let dir = world.root.join("policy.d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("00-base.toml"), everything(&world.app)).unwrap();
+    let target = world.app.join("deploy.toml");
+    std::fs::write(&target, "version = 1\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("50-app.toml")).unwrap();
+    let mut daemon = common::Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        &dir,
+        &["--socket-mode", "600"],
+    );
+    let mut cmd = world.deno("2.9.6", "try.ts", TRY);
+    cmd.env("DENO_PERMISSION_BROKER_PATH", &daemon.socket);
+    cmd.args(["write".to_owned(), target.display().to_string()]);
+    let output = common::world::wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60));
+    assert_success(&output, "try");
+    let line = stdout_lines(&output).pop().unwrap();
+    assert!(
+        line.starts_with("refused") && line.contains("the permission broker's own"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "version = 1\n");
+    daemon.kill();
+}
+
+/// Red team: the rotated decision log (`decisions.log.1`, `.2.gz`) could be truncated, forged or
+/// removed, though reading it was denied. Expected: written to never, like the live log.
+#[test]
+fn rotated_decision_logs_cannot_be_forged_or_removed() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("decisions.jsonl");
+    let world = World::with_policy(
+        |app| {
+            everything(app).replace(
+                "\"]\nhosts",
+                &format!("\", \"{}\"]\nhosts", log_dir.path().display()),
+            )
+        },
+        &["--decision-log", log_path.to_str().unwrap()],
+    );
+    let rotated = log_dir.path().join("decisions.jsonl.1");
+    std::fs::write(&rotated, "{}\n").unwrap();
+    for case in [
+        vec!["write".to_owned(), rotated.display().to_string()],
+        vec!["remove".to_owned(), rotated.display().to_string()],
+        vec![
+            "write".to_owned(),
+            log_dir
+                .path()
+                .join("decisions.jsonl.2.gz")
+                .display()
+                .to_string(),
+        ],
+    ] {
+        let mut cmd = world.deno("2.9.6", "try.ts", TRY);
+        cmd.args(&case);
+        let output =
+            common::world::wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60));
+        let line = stdout_lines(&output).pop().unwrap();
+        assert!(
+            line.starts_with("refused") && line.contains("the permission broker's own"),
+            "{case:?}: {line}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "{}\n");
+}

@@ -2,8 +2,9 @@
 //!
 //! With `names = ["<root>/bin/*"]`, Deno 2.9.6 ran `new Deno.Command("<root>/bin/../evil.sh")`:
 //! the value matched the prefix as written. Expected: a command that contains `/` is a path,
-//! normalised (relative ones against every working directory the process may have) and, with
-//! `symlinks = "resolve"`, followed, before it is matched; a bare name stays a name. Fix:
+//! normalised and, with `symlinks = "resolve"`, followed, before it is matched; a relative one
+//! is refused (Deno runs it from the spawn's `cwd` option, which it does not send: the red team
+//! ran `../../../usr/bin/evil` from a `cwd` of its choosing); a bare name stays a name. Fix:
 //! `Resolved::Command` in `crates/policy/src/decide.rs`.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -40,9 +41,10 @@ fn script_file(path: &Path) {
 }
 
 const RUN: &str = r#"
-for (const cmd of Deno.args) {
+for (const arg of Deno.args) {
+  const [cmd, cwd] = arg.startsWith("CWD:") ? [arg.slice(4), Deno.cwd() + "/../bin"] : [arg, undefined];
   try {
-    const out = new Deno.Command(cmd).outputSync();
+    const out = new Deno.Command(cmd, cwd ? { cwd } : {}).outputSync();
     console.log("ran " + new TextDecoder().decode(out.stdout).trim());
   } catch (e) { console.log("refused " + e.message); }
 }
@@ -64,6 +66,8 @@ fn dot_dot_and_symlinks_in_a_command_path_do_not_escape_its_directory() {
         format!("{root}/bin/link"),
         "../bin/../evil.sh".to_owned(),
         "../bin/tool".to_owned(),
+        // The spawn's own `cwd` decides where a relative command is found.
+        "CWD:../evil.sh".to_owned(),
     ]);
     let output =
         common::world::wait_with_timeout(cmd.spawn().unwrap(), std::time::Duration::from_secs(60));
@@ -79,8 +83,14 @@ fn dot_dot_and_symlinks_in_a_command_path_do_not_escape_its_directory() {
         lines[3].starts_with("refused"),
         "relative `..` escape: {lines:?}"
     );
+    // Deno runs a relative command from the spawn's `cwd` option, which it does not send: refused,
+    // even the honest one, with a reason that says to use the absolute path.
     assert!(
-        lines[4].starts_with("ran ran"),
+        lines[4].contains("relative command `../bin/tool`") && lines[4].contains("absolute path"),
         "relative path to the tool: {lines:?}"
+    );
+    assert!(
+        lines[5].starts_with("refused denied: relative command"),
+        "relative command from a chosen cwd: {lines:?}"
     );
 }

@@ -80,3 +80,23 @@ reason = "closed sockets"
         "{answer}"
     );
 }
+
+/// Red team: with `symlinks = "lexical"`, `Deno.connect({transport: "unix", path: "\0name"})`
+/// (an abstract socket: no file, no permissions) was joined to the working directory and allowed
+/// under a `unix:` tree. Expected: an abstract socket is denied, in every mode.
+#[test]
+fn an_abstract_unix_socket_is_denied() {
+    for symlinks in ["lexical", "resolve"] {
+        let policy = format!(
+            "version = 1\n[defaults]\nsymlinks = \"{symlinks}\"\n[[rule]]\nid = \"sockets\"\neffect = \"allow\"\npermissions = [\"net\"]\nhosts = [\"unix:/\"]\n"
+        );
+        let daemon = Daemon::start(&policy, &[]);
+        let mut conn = RawConn::open(&daemon);
+        conn.send(frame(1, "net", "unix:\\u0000rt-abstract").as_bytes());
+        let answer = conn.answer();
+        assert!(
+            answer.contains("deny") && answer.contains("abstract Unix socket"),
+            "{symlinks}: {answer}"
+        );
+    }
+}

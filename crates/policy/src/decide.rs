@@ -47,11 +47,9 @@ pub fn needs_cwd(permission: Permission, value: Option<&str>) -> bool {
         MatcherKind::Hosts => value
             .strip_prefix("unix:")
             .is_some_and(|p| !p.starts_with('/')),
-        // A command written with a `/` is a path to an executable (Deno runs it relative to the
-        // working directory), not a name.
-        MatcherKind::Names => {
-            permission == Permission::Run && value.contains('/') && !value.starts_with('/')
-        }
+        // A relative command is refused without looking at a working directory (see
+        // `Policy::normalize`); names are names.
+        MatcherKind::Names => false,
     }
 }
 
@@ -149,10 +147,22 @@ impl Policy {
             MatcherKind::Paths => resolve_path(value, subject).map(Resolved::Path),
             MatcherKind::Hosts => match parse_net_value(value) {
                 Ok(NetTarget::Host(host)) => Ok(Resolved::Host(host)),
+                Ok(NetTarget::Unix(path)) if path.starts_with('\0') => Err(
+                    "denied: an abstract Unix socket (`unix:` with a NUL name) has no file and no permissions of its own, so no policy path can grant it"
+                        .to_owned(),
+                ),
                 Ok(NetTarget::Unix(path)) => resolve_path(path, subject).map(Resolved::Unix),
                 Err(e) => Err(format!("denied: cannot interpret {permission} target: {e}")),
             },
             MatcherKind::Names if permission == Permission::Run && value.contains('/') => {
+                // Deno runs a relative command against the working directory of the spawn --
+                // which the script may set with `cwd` and Deno does not send -- so no directory
+                // the broker knows of is the one it runs from.
+                if !value.starts_with('/') {
+                    return Err(format!(
+                        "denied: relative command `{value}`: Deno runs it from a working directory it does not report (the `cwd` option), so it cannot be checked; use the command's absolute path"
+                    ));
+                }
                 resolve_path(value, subject).map(|parts| Resolved::Command(join(&parts)))
             }
             MatcherKind::Names => Ok(Resolved::Name(value)),
@@ -413,6 +423,10 @@ fn check_path_limits(path: &str) -> Result<(), String> {
 
 fn resolve_path<'v>(value: &'v str, subject: &Subject<'v>) -> Result<Vec<&'v str>, String> {
     check_path_limits(value)?;
+    // The system stops a path at its first NUL: what the rules see would not be what is opened.
+    if value.contains('\0') {
+        return Err("denied: a path with a NUL byte in it names no file".to_owned());
+    }
     if value == TEMP_PLACEHOLDER {
         return Err(
             "denied: a temporary file or directory without `dir` cannot be checked, because Deno does not say where it will be created; pass `dir`"

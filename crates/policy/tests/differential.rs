@@ -550,14 +550,17 @@ fn naive_name_match(entry: &str, request: &str) -> bool {
 }
 
 /// A `run` value as the language defines it, written here without the crate's path code: with
-/// no `/` it is a name, as written; with one it is a path, joined to `cwd` when relative (`None`:
-/// it cannot be placed), then `.` and empty components dropped and `..` taking the previous one
-/// (never above `/`).
-fn naive_command(value: &str, cwd: Option<&str>) -> Option<String> {
+/// no `/` it is a name, as written; with one it is a path: relative, it cannot be placed
+/// (`None`: Deno runs it from a `cwd` it does not send); absolute, `.` and empty components
+/// dropped and `..` taking the previous one (never above `/`).
+fn naive_command(value: &str, _cwd: Option<&str>) -> Option<String> {
     if !value.contains('/') {
         return Some(value.to_owned());
     }
-    let base = if value.starts_with('/') { "" } else { cwd? };
+    if !value.starts_with('/') {
+        return None;
+    }
+    let base = "";
     let mut stack: Vec<&str> = Vec::new();
     for part in base.split('/').chain(value.split('/')) {
         match part {
@@ -694,11 +697,11 @@ fn reference_command_by_hand() {
         ("/usr/bin/../../tmp/evil", None, Some("/tmp/evil")),
         ("/../../usr//bin/./git/", None, Some("/usr/bin/git")),
         ("./git", None, None),
-        ("./git", Some("/usr/bin"), Some("/usr/bin/git")),
-        ("../usr/bin/git", Some("/tmp"), Some("/usr/bin/git")),
-        ("../../..", Some("/usr/lib"), Some("/")),
-        ("sub/ls", Some("/"), Some("/sub/ls")),
-        ("sub//./ls", Some("/home/u"), Some("/home/u/sub/ls")),
+        ("./git", Some("/usr/bin"), None),
+        ("../usr/bin/git", Some("/tmp"), None),
+        ("../../..", Some("/usr/lib"), None),
+        ("sub/ls", Some("/"), None),
+        ("sub//./ls", Some("/home/u"), None),
     ];
     for &(value, cwd, expected) in cases {
         assert_eq!(

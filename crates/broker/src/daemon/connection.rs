@@ -211,7 +211,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             .await
         } else {
             self.state
-                .decide(&self.shared, &self.peer, policy, permission, value)
+                .decide(&self.shared, &self.peer, &snapshot, permission, value)
         };
         let facts = self.state.facts.as_ref();
         let exe = facts.and_then(|f| f.exe.as_deref());
@@ -340,7 +340,7 @@ async fn decide_off_loop(
             .decide(
                 &shared_job,
                 &peer,
-                &snapshot.policy,
+                &snapshot,
                 permission,
                 owned_value.as_deref(),
             )
@@ -415,10 +415,11 @@ impl DecisionState {
         &mut self,
         shared: &Shared,
         peer: &Peer,
-        policy: &'p Policy,
+        snapshot: &'p Snapshot,
         permission: Permission,
         value: Option<&str>,
     ) -> Ruling<'p> {
+        let policy = &snapshot.policy;
         let relative = needs_cwd(permission, value);
         // The directory it is in now is one it may open a relative path from.
         let current = if relative {
@@ -456,6 +457,7 @@ impl DecisionState {
             proc: &self.proc,
             working_dirs: &mut self.working_dirs,
             protected: &shared.protected,
+            policy_files: &snapshot.files,
         };
         decider.decide(
             policy,
@@ -473,6 +475,8 @@ struct Decider<'c> {
     proc: &'c ProcDir,
     working_dirs: &'c mut WorkingDirs,
     protected: &'c Protected,
+    /// The real paths of the running policy's files.
+    policy_files: &'c [String],
 }
 
 impl Decider<'_> {
@@ -635,7 +639,11 @@ impl Decider<'_> {
             .and_then(file_path)
             .into_iter()
             .chain(target.as_deref())
-            .find_map(|path| self.protected.check(permission, path));
+            .find_map(|path| {
+                self.protected
+                    .check(permission, path)
+                    .or_else(|| Protected::check_policy_files(self.policy_files, permission, path))
+            });
         match protected {
             Some(reason) => Ruling {
                 decision: Decision {

@@ -22,8 +22,9 @@ pub const REASON_READ_LOG: &str =
 pub struct Protected {
     /// Written to: never. A policy directory covers everything inside it.
     write: Vec<String>,
-    /// Read: never (the decision log; its rotated copies share the prefix).
-    read_prefixes: Vec<String>,
+    /// Written to or read: never (the decision log; its rotated copies share the prefix:
+    /// `decisions.log.1` holds records too, and must not be forged or removed either).
+    log_prefixes: Vec<String>,
 }
 
 impl Protected {
@@ -41,30 +42,57 @@ impl Protected {
             protected.write.extend(forms(path));
         }
         if let Some(log) = decision_log {
-            protected.read_prefixes.extend(forms(log));
+            protected.log_prefixes.extend(forms(log));
         }
         protected.write.sort();
         protected.write.dedup();
-        protected.read_prefixes.sort();
-        protected.read_prefixes.dedup();
+        protected.log_prefixes.sort();
+        protected.log_prefixes.dedup();
         protected
     }
 
     /// Why `path` (absolute, normalised) may not be asked for with `permission`, if it may not.
     pub fn check(&self, permission: Permission, path: &str) -> Option<&'static str> {
         match permission {
-            Permission::Write | Permission::Net => self
+            Permission::Write | Permission::Net => (self
                 .write
                 .iter()
                 .any(|p| within(path, p) || within(p, path))
-                .then_some(REASON_WRITE),
-            Permission::Read => self
-                .read_prefixes
-                .iter()
-                .any(|p| path.starts_with(p.as_str()))
-                .then_some(REASON_READ_LOG),
+                || self.is_log(path))
+            .then_some(REASON_WRITE),
+            Permission::Read => self.is_log(path).then_some(REASON_READ_LOG),
             _ => None,
         }
+    }
+}
+
+impl Protected {
+    /// The decision log or one of its rotated copies.
+    fn is_log(&self, path: &str) -> bool {
+        self.log_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+    }
+
+    /// The files a loaded policy was read from, as they really are (a drop-in may be a link into
+    /// a tree scripts can write: its target is what must not be written).
+    pub fn policy_files(files: &[PathBuf]) -> Vec<String> {
+        let mut out: Vec<String> = files.iter().flat_map(|file| forms(file)).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Why writing `path` would change the running policy's own files, if it would.
+    pub fn check_policy_files(
+        files: &[String],
+        permission: Permission,
+        path: &str,
+    ) -> Option<&'static str> {
+        matches!(permission, Permission::Write | Permission::Net)
+            .then(|| files.iter().any(|f| within(path, f) || within(f, path)))
+            .filter(|hit| *hit)
+            .map(|_| REASON_WRITE)
     }
 }
 

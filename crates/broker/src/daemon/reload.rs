@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 pub struct Snapshot {
     pub policy: Policy,
     pub revision: String,
+    /// The real paths of the files this policy was read from: protected like the broker's own
+    /// files while it serves (see `protected`).
+    pub files: Vec<String>,
 }
 
 /// What operators see about the policy (systemd `STATUS=`, logs).
@@ -66,6 +69,7 @@ impl PolicyStore {
         PolicyStore {
             path,
             current: ArcSwap::from_pointee(Snapshot {
+                files: super::protected::Protected::policy_files(&loaded.files),
                 policy: loaded.policy,
                 revision: loaded.revision,
             }),
@@ -101,6 +105,7 @@ impl PolicyStore {
                 } else {
                     let to = loaded.revision.clone();
                     self.current.store(Arc::new(Snapshot {
+                        files: super::protected::Protected::policy_files(&loaded.files),
                         policy: loaded.policy,
                         revision: loaded.revision,
                     }));
