@@ -119,6 +119,8 @@ pub struct Policy {
     pub(crate) mode: Mode,
     pub(crate) symlinks: Symlinks,
     pub(crate) tables: [Table; 8],
+    /// The trees that `read`/`write` deny rules protect from being renamed or removed.
+    pub(crate) deny_trees: crate::path::TreeIndex,
     /// Per rule, what `decide` needs on the hot path, one byte each (so a 100,000-rule policy's
     /// flags stay in cache): [`FLAG_DENY`], [`FLAG_WHEN`].
     pub(crate) flags: Vec<u8>,
@@ -138,6 +140,7 @@ impl Policy {
             mode: Mode::Enforce,
             symlinks: Symlinks::Lexical,
             tables: Default::default(),
+            deny_trees: Default::default(),
             flags: Vec::new(),
             uses_subject: false,
             uses_names: false,
@@ -767,6 +770,25 @@ impl Compiler<'_> {
                 return Err(diagnostics);
             }
         }
+        let mut deny_trees = crate::path::TreeIndex::default();
+        for (i, (rule, site)) in self.rules.iter().zip(&self.sites).enumerate() {
+            let covers_files = rule
+                .permissions
+                .iter()
+                .any(|p| matches!(p, Permission::Read | Permission::Write));
+            if rule.effect != Effect::Deny || !covers_files {
+                continue;
+            }
+            let index = RuleIndex(u32::try_from(i).unwrap_or(u32::MAX));
+            for (_, entry) in &site.entries {
+                if let Entry::Path { path, .. } = entry {
+                    let parts = components(path).unwrap_or_default();
+                    let literal = parts.iter().take_while(|c| !is_glob(c)).count();
+                    deny_trees.insert(&parts[..literal], index);
+                }
+            }
+        }
+        deny_trees.finish();
         let rules = self.rules;
         let flags = rules
             .iter()
@@ -795,6 +817,7 @@ impl Compiler<'_> {
             flags,
             uses_subject,
             uses_names,
+            deny_trees,
         };
         for (source, span, message) in lint::lint(&policy, &self.sites) {
             diagnostics.push(Diagnostic::at(
@@ -822,9 +845,15 @@ pub(crate) fn parse_entry(kind: MatcherKind, text: &str) -> Result<Entry, String
         MatcherKind::Paths => {
             // On the text as written: normalising splits it at every `/`, even inside a class.
             classes_without_separator(text)?;
-            let parts = components(text).ok_or_else(|| {
+            let mut parts = components(text).ok_or_else(|| {
                 format!("path `{text}` is relative: policy paths must be absolute")
             })?;
+            // A path covers its whole subtree, so a trailing `/**` adds nothing -- and must not
+            // leave out the base: `/srv/secrets/**` denies `/srv/secrets` itself too (its
+            // listing, its removal, its rename), as `/**` always covered `/`.
+            while parts.last() == Some(&"**") {
+                parts.pop();
+            }
             let path = join(&parts);
             let glob = if parts.iter().any(|c| is_glob(c)) {
                 Some(compile_glob(&path)?)

@@ -198,7 +198,14 @@ impl Policy {
         match value {
             // The whole permission includes whatever a scoped deny rule denies.
             Resolved::Null => table.scoped_deny.iter().copied().for_each(&mut applies),
-            Resolved::Path(parts) => table.paths.for_each_match(parts, &mut applies),
+            Resolved::Path(parts) => {
+                table.paths.for_each_match(parts, &mut applies);
+                // Renaming or removing a directory moves or destroys everything below it: a
+                // write at or above a tree a `read`/`write` deny rule protects is denied by it.
+                if permission == Permission::Write {
+                    self.deny_trees.for_each_at_or_below(parts, &mut applies);
+                }
+            }
             Resolved::Host(host) => {
                 table.hosts.for_each_match(host, &mut applies);
                 // The same destination written another way (`0.0.0.0`, `[::a9fe:a9fe]`,

@@ -377,6 +377,77 @@ fn subtree(glob: &globset::Glob) -> Result<globset::Glob, String> {
         .map_err(|e| format!("invalid glob `{pattern}`: {}", e.kind()))
 }
 
+/// The trees that deny rules on `read` or `write` protect, by the literal part of their paths
+/// (`/srv/secrets` for `/srv/secrets`, `/srv` for `/srv/**/*.pem`): renaming or removing a
+/// directory at or above one moves or destroys what the rule denies (Deno asks `write` for both
+/// paths of a rename and for a removal), so a write there is denied by that rule.
+///
+/// Each node keeps every rule at or below it, so a lookup is one walk down the request's path.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TreeIndex {
+    nodes: Vec<TreeNode>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TreeNode {
+    children: HashMap<Box<str>, u32>,
+    /// Rules whose literal path is exactly this node (before `finish`), then every rule at or
+    /// below it (after).
+    rules: Vec<RuleIndex>,
+}
+
+impl TreeIndex {
+    pub(crate) fn insert(&mut self, parts: &[&str], rule: RuleIndex) {
+        if self.nodes.is_empty() {
+            self.nodes.push(TreeNode::default());
+        }
+        let mut at = 0usize;
+        for part in parts {
+            at = match self.nodes[at].children.get(*part) {
+                Some(&next) => next as usize,
+                None => {
+                    let next = self.nodes.len();
+                    self.nodes.push(TreeNode::default());
+                    self.nodes[at].children.insert((*part).into(), next as u32);
+                    next
+                }
+            };
+        }
+        self.nodes[at].rules.push(rule);
+    }
+
+    /// Gathers every node's subtree; call once after every insert.
+    pub(crate) fn finish(&mut self) {
+        // Children always have higher indices than their parent: fold from the back.
+        for at in (0..self.nodes.len()).rev() {
+            let children: Vec<u32> = self.nodes[at].children.values().copied().collect();
+            let mut below: Vec<RuleIndex> = Vec::new();
+            for child in children {
+                below.extend_from_slice(&self.nodes[child as usize].rules);
+            }
+            let rules = &mut self.nodes[at].rules;
+            rules.extend(below);
+            rules.sort_unstable();
+            rules.dedup();
+        }
+    }
+
+    /// Calls `f` for every rule whose tree is at or below `parts`.
+    pub(crate) fn for_each_at_or_below(&self, parts: &[&str], f: &mut dyn FnMut(RuleIndex)) {
+        if self.nodes.is_empty() {
+            return;
+        }
+        let mut at = 0usize;
+        for part in parts {
+            match self.nodes[at].children.get(*part) {
+                Some(&next) => at = next as usize,
+                None => return,
+            }
+        }
+        self.nodes[at].rules.iter().copied().for_each(f);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,3 +165,57 @@ paths = ["/**/secrets/**"]
         ],
     );
 }
+
+/// Attack: with `/srv` allowed and `/srv/secrets/**` denied, a script listed, renamed and removed
+/// `/srv/secrets` itself (`/**` did not cover its base), then read the secret from where it had
+/// moved it. Expected: a trailing `/**` covers its base; and a write (Deno's check for a rename
+/// or a removal) at or above a tree that a read or write deny rule protects is denied by that
+/// rule, for a glob's literal part too. A write beside or below it is not.
+#[test]
+fn a_denied_tree_cannot_be_renamed_or_removed_from_under_its_rule() {
+    let policy = compile(
+        r#"version = 1
+[[rule]]
+id = "srv"
+effect = "allow"
+permissions = ["read", "write"]
+paths = ["/srv"]
+
+[[rule]]
+id = "secrets"
+effect = "deny"
+permissions = ["read"]
+paths = ["/srv/app/secrets/**"]
+reason = "secrets stay put"
+
+[[rule]]
+id = "keys"
+effect = "deny"
+permissions = ["read", "write"]
+paths = ["/srv/keys/**/*.pem"]
+"#,
+    );
+    table(
+        &policy,
+        &[
+            ("read", Some("/srv/app/secrets"), D, "secrets"),
+            ("read", Some("/srv/app/secrets/k.pem"), D, "secrets"),
+            // Renaming or removing the tree, or any directory above it.
+            ("write", Some("/srv/app/secrets"), D, "secrets"),
+            ("write", Some("/srv/app"), D, "secrets"),
+            ("write", Some("/srv"), D, "secrets"),
+            ("write", Some("/"), D, "secrets"),
+            // The glob's literal part (`/srv/keys`) and above.
+            ("write", Some("/srv/keys"), D, "keys"),
+            ("write", Some("/srv/keys/a/b.pem"), D, "keys"),
+            // Beside it: free.
+            ("write", Some("/srv/app/data"), A, "srv"),
+            ("write", Some("/srv/app/secrets2"), A, "srv"),
+            ("write", Some("/srv/other/x"), A, "srv"),
+            // Inside a read-only deny tree a write is the rule's to decide (documented: a file
+            // moved out one by one needs the deny to cover write too).
+            ("write", Some("/srv/app/secrets/new"), A, "srv"),
+            ("read", Some("/srv/app/data/x"), A, "srv"),
+        ],
+    );
+}

@@ -325,8 +325,38 @@ fn toml(rules: &[GenRule], default_allow: bool) -> String {
 
 // ---- The naive reference: no index, no cleverness. ----
 
+/// An entry with its trailing `**` components dropped: a path covers its subtree, so `/srv/**`
+/// is `/srv` (its base included), and `/**` is `/`.
+fn naive_entry(entry: &str) -> String {
+    let mut entry = normalize_absolute(entry).unwrap();
+    while entry == "/**" || entry.ends_with("/**") {
+        entry.truncate(entry.len() - 3);
+        if entry.is_empty() {
+            entry.push('/');
+        }
+    }
+    entry
+}
+
+/// The literal part of an entry: its components before the first glob one.
+fn naive_literal_base(entry: &str) -> Vec<String> {
+    naive_entry(entry)
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .take_while(|c| !c.contains(['*', '?', '{', '[']))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A write of `request` renames or removes what is at or below it: does that hold `entry`'s tree?
+fn naive_write_reaches(entry: &str, request: &str) -> bool {
+    let base = naive_literal_base(entry);
+    let request: Vec<&str> = request.split('/').filter(|c| !c.is_empty()).collect();
+    request.len() <= base.len() && base.iter().zip(&request).all(|(b, r)| b == r)
+}
+
 fn naive_path_match(entry: &str, request: &str) -> bool {
-    let entry = normalize_absolute(entry).unwrap();
+    let entry = naive_entry(entry);
     let mut ancestors = vec![request.to_owned()];
     let mut p = request.to_owned();
     while let Some(cut) = p.rfind('/') {
@@ -623,6 +653,26 @@ fn naive(
             }),
         }
     };
+    // A write at or above the tree of a deny rule on read or write (a rename, a removal).
+    let reaches = |r: &GenRule| {
+        p == Permission::Write
+            && r.effect == Effect::Deny
+            && r.permissions
+                .iter()
+                .any(|q| matches!(q, Permission::Read | Permission::Write))
+            && match (&r.uids, uid) {
+                (None, _) | (Some(_), None) => true,
+                (Some(uids), Some(uid)) => uids.contains(&uid),
+            }
+            && match (&r.entries, &value) {
+                (Some(entries), Some(v)) => entries
+                    .iter()
+                    .filter(|e| e.starts_with('/'))
+                    .any(|e| naive_write_reaches(e, v)),
+                _ => false,
+            }
+    };
+    let applies = |r: &GenRule| applies(r) || reaches(r);
     if let Some(i) = rules
         .iter()
         .position(|r| r.effect == Effect::Deny && applies(r))
