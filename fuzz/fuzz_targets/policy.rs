@@ -5,12 +5,35 @@
 //! under `/f/`, may only match a path of exactly two components, so a request below `/f/` is
 //! allowed exactly when its first component below `/f/` is (seed
 //! `regression-negated-class-crosses-separator`: `[!_]` once matched `/`).
+//!
+//! Commands: a `run` value with a `/` is a path. The input's first line, as a `run` value under
+//! `names = ["/f/*"]` (allowed by one policy, denied by another), is allowed (denied) exactly when
+//! it normalises to a path below `/f/` — joined to the working directory when relative, `.`, `..`
+//! and `//` taken lexically, by this file's own code — for each of several working directories and
+//! none; a bare name never is. A relative command without a working directory, and one no system
+//! call takes (Linux's `PATH_MAX`, `NAME_MAX`), is denied as unresolvable under both.
+//!
+//! Requests that no system call takes are denied whatever the policy says; the glob property
+//! leaves them out.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use permission_broker_policy::{
-    Effect, NoDirectory, Permission, Policy, Source, Subject, lexical_only, normalize_absolute,
+    DecidedBy, Effect, NoDirectory, Permission, Policy, RuleIndex, Source, Subject, lexical_only,
+    normalize_absolute,
 };
+use std::sync::OnceLock;
+
+/// Linux's limit on a path handed to a system call, with its NUL (bytes).
+const PATH_MAX: usize = 4096;
+/// Linux's limit on one path component (bytes).
+const NAME_MAX: usize = 255;
+
+/// Whether a system call takes `path` as far as its length goes: under `PATH_MAX` in all, no
+/// component over `NAME_MAX`.
+fn within_limits(path: &str) -> bool {
+    path.len() < PATH_MAX && path.split('/').all(|c| c.len() <= NAME_MAX)
+}
 
 /// See the module documentation.
 fn one_component_glob(text: &str) {
@@ -34,6 +57,9 @@ fn one_component_glob(text: &str) {
     let Some(request) = normalize_absolute(&format!("/f/{below}")) else {
         return;
     };
+    if !within_limits(&request) {
+        return;
+    }
     let Some(first) = request
         .strip_prefix("/f/")
         .and_then(|rest| rest.split('/').next())
@@ -58,22 +84,115 @@ fn one_component_glob(text: &str) {
     );
 }
 
+/// What a `run` value is, as the language defines it.
+#[derive(Debug)]
+enum Command {
+    /// No `/`: a name, matched as written.
+    Name,
+    /// A path that cannot be placed: relative without a working directory, or beyond what a
+    /// system call takes (as written, or made absolute).
+    Unresolvable,
+    /// The absolute, lexically normalised path.
+    Path(String),
+}
+
+/// [`Command`] for `value` in `cwd`, written here without the crate's path code.
+fn command_path(value: &str, cwd: Option<&str>) -> Command {
+    if !value.contains('/') {
+        return Command::Name;
+    }
+    if !within_limits(value) {
+        return Command::Unresolvable;
+    }
+    let relative = !value.starts_with('/');
+    let base = match (relative, cwd) {
+        (false, _) => "",
+        (true, Some(cwd)) => cwd,
+        (true, None) => return Command::Unresolvable,
+    };
+    let mut stack: Vec<&str> = Vec::new();
+    for part in base.split('/').chain(value.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                stack.pop();
+            }
+            part => stack.push(part),
+        }
+    }
+    let path = format!("/{}", stack.join("/"));
+    if relative && path.len() >= PATH_MAX {
+        return Command::Unresolvable;
+    }
+    Command::Path(path)
+}
+
+/// The two command policies, `names = ["/f/*"]` allowed under a default deny and denied under a
+/// default allow, compiled once per process.
+fn command_policies() -> &'static [(&'static str, Policy); 2] {
+    static POLICIES: OnceLock<[(&'static str, Policy); 2]> = OnceLock::new();
+    POLICIES.get_or_init(|| {
+        [("allow", "deny"), ("deny", "allow")].map(|(effect, default)| {
+            let text = format!(
+                "version = 1\n[defaults]\ndecision = \"{default}\"\nsymlinks = \"lexical\"\n[[rule]]\nid = \"f\"\neffect = \"{effect}\"\npermissions = [\"run\"]\nnames = [\"/f/*\"]\n"
+            );
+            match Policy::compile(&[Source::new("run.toml", text)], &NoDirectory) {
+                Ok((policy, _)) => (effect, policy),
+                Err(e) => panic!("the command policy compiles: {e}"),
+            }
+        })
+    })
+}
+
+/// See the module documentation.
+fn command_under_prefix(text: &str) {
+    let Some(value) = text.lines().next() else {
+        return;
+    };
+    for (effect, policy) in command_policies() {
+        for cwd in [None, Some("/"), Some("/f"), Some("/f/sub"), Some("/g")] {
+            let subject = Subject {
+                cwd,
+                ..Subject::default()
+            };
+            let decision = policy.decide(Permission::Run, Some(value), &subject, &mut lexical_only);
+            let expected = command_path(value, cwd);
+            let want = match (&expected, *effect) {
+                (Command::Unresolvable, _) => (Effect::Deny, DecidedBy::Unresolvable),
+                (Command::Path(p), "allow") if p.starts_with("/f/") => {
+                    (Effect::Allow, DecidedBy::Rule(RuleIndex(0)))
+                }
+                (Command::Path(p), "deny") if p.starts_with("/f/") => {
+                    (Effect::Deny, DecidedBy::Rule(RuleIndex(0)))
+                }
+                (_, "allow") => (Effect::Deny, DecidedBy::Default),
+                _ => (Effect::Allow, DecidedBy::Default),
+            };
+            assert_eq!(
+                (decision.effect, decision.decided_by),
+                want,
+                "run {value:?} in {cwd:?} under a policy that {effect}s `/f/*`: {expected:?}; {decision:?}"
+            );
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     one_component_glob(text);
+    command_under_prefix(text);
     let lines = text.lines().count().max(1);
     match Policy::compile(&[Source::new("fuzz.toml", text)], &NoDirectory) {
         Ok((policy, _warnings)) => {
+            // Facts not named are unknown; `..Default` keeps this building as `Subject` grows.
             let subject = Subject {
                 pid: 1,
                 uid: Some(1000),
                 gid: Some(1000),
-                groups: None,
-                exe: None,
-                unit: None,
                 cwd: Some("/home/u"),
+                ..Subject::default()
             };
             let mut resolve = |p: &str| lexical_only(p);
             for (permission, value) in [
