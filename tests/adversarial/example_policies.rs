@@ -45,7 +45,7 @@ fn the_example_policies_hand_out_no_secrets() {
         ("laptop.toml", "tests/laptop-secrets.toml", 20),
         ("fleet", "tests/fleet-secrets.toml", 11),
         // What they are for still holds.
-        ("laptop.toml", "tests/laptop.toml", 13),
+        ("laptop.toml", "tests/laptop.toml", 14),
         ("fleet", "tests/fleet.toml", 18),
     ] {
         let output = run(&[

@@ -94,3 +94,68 @@ fn dot_dot_and_symlinks_in_a_command_path_do_not_escape_its_directory() {
         "relative command from a chosen cwd: {lines:?}"
     );
 }
+
+/// Attack: a bare command name is whatever the script's PATH finds. With `names = ["git"]`,
+/// `new Deno.Command("git", { env: { PATH: dir } })` ran the script's own `git`. Expected: a bare
+/// name in an allow rule is a load error unless the rule says `trusts_path = true` (a warning
+/// each time); named by absolute path, the script's PATH game is refused.
+#[test]
+fn a_bare_command_name_is_refused_unless_the_rule_trusts_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(
+        &bare,
+        "version = 1\n[[rule]]\nid = \"tools\"\neffect = \"allow\"\npermissions = [\"run\"]\nnames = [\"ls\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(&*common::BROKER)
+        .arg("check")
+        .arg(&bare)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`ls` is a bare command name"), "{stderr}");
+    std::fs::write(
+        &bare,
+        "version = 1\n[[rule]]\nid = \"tools\"\neffect = \"allow\"\npermissions = [\"run\"]\nnames = [\"ls\"]\ntrusts_path = true\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(&*common::BROKER)
+        .arg("check")
+        .arg(&bare)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("trusts the script's PATH for `ls`"),
+        "{stderr}"
+    );
+
+    // By absolute path, real Deno: the script's own `ls` on its own PATH is refused.
+    let world = World::with_policy(
+        |app| {
+            format!(
+                "version = 1\n[[rule]]\nid = \"app\"\neffect = \"allow\"\npermissions = [\"read\", \"write\"]\npaths = [\"{}\"]\n[[rule]]\nid = \"tools\"\neffect = \"allow\"\npermissions = [\"run\"]\nnames = [\"/bin/ls\", \"/usr/bin/ls\"]\n",
+                app.display()
+            )
+        },
+        &[],
+    );
+    let evil = world.app.join("evil-bin");
+    std::fs::create_dir_all(&evil).unwrap();
+    script_file(&evil.join("ls"));
+    let script = format!(
+        r#"
+for (const [cmd, opts] of [["ls", {{ env: {{ PATH: "{evil}" }} }}], ["/bin/ls", {{}}]]) {{
+  try {{ new Deno.Command(cmd, opts).outputSync(); console.log("ran " + cmd); }}
+  catch (e) {{ console.log("refused " + cmd); }}
+}}
+"#,
+        evil = evil.display()
+    );
+    let output = world.run("2.9.6", "path.ts", &script);
+    assert_success(&output, "PATH game");
+    assert_eq!(stdout_lines(&output), ["refused ls", "ran /bin/ls"]);
+}

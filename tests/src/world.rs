@@ -80,6 +80,8 @@ id = "ls-only"
 effect = "allow"
 permissions = ["run"]
 names = ["ls"]
+# The e2e scripts run `ls` by name, as most scripts do.
+trusts_path = true
 "#,
             app = app.display()
         )

@@ -61,7 +61,7 @@ fn check_accepts_every_shipped_policy_and_rejects_a_bad_one() {
 #[test]
 fn shipped_case_files_pass() {
     for (policy, cases, count) in [
-        ("laptop.toml", "tests/laptop.toml", 13),
+        ("laptop.toml", "tests/laptop.toml", 14),
         ("fleet", "tests/fleet.toml", 18),
         ("laptop.toml", "tests/laptop-secrets.toml", 20),
         ("fleet", "tests/fleet-secrets.toml", 11),

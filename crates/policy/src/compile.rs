@@ -412,6 +412,7 @@ impl Compiler<'_> {
         });
         let entries = self.matchers(source, spec, &permissions);
         let when = spec.when.as_ref().map(|when| self.when(source, when, id));
+        self.bare_commands(source, spec, id, effect, &permissions, &entries);
         if self.diagnostics.errors().count() > errors_before {
             return;
         }
@@ -432,6 +433,80 @@ impl Compiler<'_> {
             span: spanned.span(),
             entries,
         });
+    }
+
+    /// A bare command name (`git`, no `/`) is not a program: Deno runs whatever the child's PATH
+    /// finds first, and the script chooses that PATH (`Deno.Command`'s `env`, with no check).
+    /// So an allow rule may name one only with `trusts_path = true`, and `check` says so each
+    /// time; a deny of a bare name does not deny the program by its path, which is a warning.
+    fn bare_commands(
+        &mut self,
+        source: &Source,
+        spec: &RuleSpec,
+        id: &str,
+        effect: Effect,
+        permissions: &[Permission],
+        entries: &[(Range<usize>, Entry)],
+    ) {
+        let runs = permissions.contains(&Permission::Run);
+        let trusts = spec.trusts_path.as_ref();
+        if let Some(flag) = trusts
+            && !runs
+        {
+            self.error(
+                source,
+                &flag.span(),
+                "`trusts_path` is only for rules with the `run` permission".to_owned(),
+            );
+            return;
+        }
+        if !runs {
+            return;
+        }
+        let bare: Vec<(&Range<usize>, &str)> = entries
+            .iter()
+            .filter_map(|(span, entry)| match entry {
+                Entry::Name(name) if !name.contains('/') && name != "*" => {
+                    Some((span, name.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        match (effect, trusts.map(|t| *t.get_ref())) {
+            (Effect::Allow, Some(true)) if !bare.is_empty() => {
+                let names: Vec<String> = bare.iter().map(|(_, n)| format!("`{n}`")).collect();
+                self.warning(
+                    source,
+                    &trusts.map_or_else(|| spec.id.span(), |t| t.span()),
+                    format!(
+                        "rule `{id}` trusts the script's PATH for {}: a script that sets PATH runs its own program by that name; prefer absolute paths",
+                        names.join(", ")
+                    ),
+                );
+            }
+            (Effect::Allow, _) => {
+                for (span, name) in bare {
+                    self.error(
+                        source,
+                        span,
+                        format!(
+                            "`{name}` is a bare command name: Deno runs whichever `{name}` the script's PATH finds, and the script sets the child's PATH; name the program by its absolute path (such as `/usr/bin/{name}`), or set `trusts_path = true` on this rule to allow it knowingly"
+                        ),
+                    );
+                }
+            }
+            (Effect::Deny, _) => {
+                for (span, name) in bare {
+                    self.warning(
+                        source,
+                        span,
+                        format!(
+                            "denying the bare command `{name}` does not deny the program by its path (`/usr/bin/{name}`) or under another name; deny its absolute path too"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn permissions(&mut self, source: &Source, list: &TextList) -> Vec<Permission> {

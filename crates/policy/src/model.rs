@@ -33,6 +33,8 @@ pub(crate) struct RuleSpec {
     pub names: Option<TextList>,
     pub reason: Option<Text>,
     pub when: Option<Spanned<WhenSpec>>,
+    /// For `run`: the rule knowingly allows bare command names, which the script's PATH resolves.
+    pub trusts_path: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

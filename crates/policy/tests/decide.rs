@@ -60,7 +60,7 @@ permissions = ["sys"]
 id = "tools"
 effect = "allow"
 permissions = ["run"]
-names = ["git", "/bin/echo"]
+names = ["/usr/bin/git", "/bin/echo"]
 
 [[rule]]
 id = "ffi-never"
@@ -226,8 +226,9 @@ const CASES: &[Case] = &[
         "no-aws-secret",
     ),
     ("env", Some("PATH"), None, DENY, "default"),
-    ("run", Some("git"), None, ALLOW, "tools"),
-    ("run", Some("/usr/bin/git"), None, DENY, "default"),
+    // By path; the bare name is whatever the script's PATH finds.
+    ("run", Some("git"), None, DENY, "default"),
+    ("run", Some("/usr/bin/git"), None, ALLOW, "tools"),
     ("run", Some("/bin/echo"), None, ALLOW, "tools"),
     // A command with a `/` is a path; without a working directory it cannot be placed.
     (

@@ -315,6 +315,12 @@ fn toml(rules: &[GenRule], default_allow: bool) -> String {
             };
             let list: Vec<String> = entries.iter().map(|e| format!("{e:?}")).collect();
             out += &format!("{key} = [{}]\n", list.join(", "));
+            // Bare command names are allowed only knowingly (matching is the same).
+            if r.permissions.contains(&Permission::Run)
+                && entries.iter().any(|e| !e.contains('/') && e != "*")
+            {
+                out += "trusts_path = true\n";
+            }
         }
         if let Some(uids) = &r.uids {
             out += &format!("when = {{ uids = {uids:?} }}\n");

@@ -212,6 +212,16 @@ fn catalogue() -> Vec<(String, &'static str, &'static str)> {
             "empty name",
         ),
         (
+            rule_with("permissions = [\"run\"]\nnames = [\"git\"]"),
+            "p.toml:6:10: `git` is a bare command name: Deno runs whichever `git` the script's PATH finds",
+            "is a bare command name",
+        ),
+        (
+            rule_with("permissions = [\"env\"]\nnames = [\"HOME\"]\ntrusts_path = true"),
+            "p.toml:7:15: `trusts_path` is only for rules with the `run` permission",
+            "`trusts_path` is only for rules with",
+        ),
+        (
             rule_with("permissions = [\"env\"]\nwhen = {}"),
             "p.toml:6:8: `when` is empty",
             "`when` is empty",

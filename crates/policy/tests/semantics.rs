@@ -269,6 +269,7 @@ id = "tools"
 effect = "allow"
 permissions = ["run"]
 names = ["ls", "/bin/echo"]
+trusts_path = true
 "#,
     );
     table(
@@ -304,6 +305,7 @@ id = "bin"
 effect = "allow"
 permissions = ["run"]
 names = ["/usr/bin/*", "ls"]
+trusts_path = true
 "#,
     );
     let subject = Subject {
