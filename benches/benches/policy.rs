@@ -49,6 +49,31 @@ fn decide_over(bencher: Bencher, set: permission_broker_bench::RuleSet) {
     });
 }
 
+/// The worst case for glob matching: a path just under PATH_MAX (4,094 bytes, 2,047 components)
+/// against `/**/secrets/**` and `/**/*.pem` in a 1,000-rule policy. Matching each glob once over
+/// the whole path keeps this linear in the path (it was quadratic: BENCHMARKS.md).
+#[divan::bench(sample_count = 50, sample_size = 10)]
+fn decide_longest_path(bencher: Bencher) {
+    let mut set = realistic(1_000);
+    set.toml.push_str(
+        "\n[[rule]]\nid = \"deep-secrets\"\neffect = \"deny\"\npermissions = [\"read\"]\npaths = [\"/**/secrets/**\", \"/**/*.pem\"]\n",
+    );
+    let (policy, _) =
+        Policy::compile(&[Source::new("bench.toml", set.toml)], &NoDirectory).unwrap();
+    let path = "/a".repeat(2047);
+    let subject = Subject::default();
+    bencher.bench_local(|| {
+        policy
+            .decide(
+                permission_broker_policy::Permission::Read,
+                Some(&path),
+                &subject,
+                &mut lexical_only,
+            )
+            .effect
+    });
+}
+
 #[divan::bench(args = SIZES, sample_count = 5, sample_size = 1)]
 fn compile(bencher: Bencher, n: usize) {
     let set = realistic(n);
