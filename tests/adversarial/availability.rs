@@ -300,3 +300,55 @@ fn a_stop_is_bounded_while_a_peer_never_reads() {
     assert!(status.success(), "{status:?}");
     daemon.wait_for_log(&["connections still busy after", "closing them"]);
 }
+
+/// Attack: many connections each dribbling one byte of a frame at a time (slowloris), a storm of
+/// connects and closes, and half-open connections that never send. Expected: a started frame
+/// must finish within `frame_timeout` or its connection is closed; the storm and the idle ones
+/// cost only their own connections; a bystander is served throughout.
+#[test]
+fn dribbling_storming_and_idle_peers_cost_only_themselves() {
+    use std::io::Write;
+    let daemon = Daemon::start(ALLOW_ALL_READS, &["--frame-timeout", "1"]);
+    // 20 dribblers: one byte every 200 ms.
+    let dribblers: Vec<std::os::unix::net::UnixStream> = (0..20)
+        .map(|_| std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap())
+        .collect();
+    // 50 idle, half-open connections.
+    let _idle: Vec<std::os::unix::net::UnixStream> = (0..50)
+        .map(|_| std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap())
+        .collect();
+    let frame = common::read_frame(1, None, "/etc/hostname");
+    let mut bystander = Asker::open(&daemon);
+    let start = Instant::now();
+    let mut closed = vec![false; dribblers.len()];
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        for (i, mut stream) in dribblers.iter().enumerate() {
+            if !closed[i]
+                && stream
+                    .write_all(&frame.as_bytes()[sent % 20..sent % 20 + 1])
+                    .is_err()
+            {
+                closed[i] = true;
+            }
+        }
+        sent += 1;
+        // A storm of connects and closes.
+        for _ in 0..50 {
+            drop(std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap());
+        }
+        let asked = Instant::now();
+        assert!(bystander.allowed("/etc/hostname"));
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "bystander waited {:?}",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.wait_for_log(&["frame not finished within 1s"]);
+    assert!(
+        closed.iter().all(|c| *c),
+        "every dribbler was disconnected: {closed:?}"
+    );
+}

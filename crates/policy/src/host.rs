@@ -164,9 +164,22 @@ fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
     Some(std::net::Ipv4Addr::from(address))
 }
 
+/// The longest host name DNS carries, in bytes (RFC 1035, without the trailing dot).
+const MAX_HOST_NAME: usize = 253;
+/// The longest label.
+const MAX_LABEL: usize = 63;
+
 /// Lowercase ASCII without trailing dot; Unicode names become punycode (UTS 46), as Deno sends them.
 fn canonical_name(host: &str) -> Result<String, String> {
     let trimmed = host.strip_suffix('.').unwrap_or(host);
+    // DNS's limits: a longer name resolves nowhere, and matching it (each parent domain is a
+    // lookup) would only spend the broker's time.
+    if trimmed.len() > MAX_HOST_NAME {
+        return Err(format!(
+            "host name of {} bytes is longer than DNS allows ({MAX_HOST_NAME})",
+            trimmed.len()
+        ));
+    }
     let name = if trimmed.is_ascii() {
         trimmed.to_ascii_lowercase()
     } else {
@@ -175,6 +188,11 @@ fn canonical_name(host: &str) -> Result<String, String> {
     };
     if name.is_empty() || name.split('.').any(str::is_empty) {
         return Err(format!("host `{host}` has an empty label"));
+    }
+    if name.len() > MAX_HOST_NAME || name.split('.').any(|label| label.len() > MAX_LABEL) {
+        return Err(format!(
+            "host `{host}` is longer than DNS allows ({MAX_HOST_NAME} bytes, {MAX_LABEL} per label)"
+        ));
     }
     if let Some(bad) = name
         .chars()

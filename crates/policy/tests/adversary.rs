@@ -219,3 +219,25 @@ paths = ["/srv/keys/**/*.pem"]
         ],
     );
 }
+
+/// Attack: a 60 KB host name, matched one parent domain at a time against `*.domain` rules
+/// (each a hash of the rest of the name): quadratic work per request. Expected: names longer than
+/// DNS allows (253 bytes, 63 per label) are not hosts: denied before matching.
+#[test]
+fn host_names_longer_than_dns_allows_are_refused() {
+    let policy = compile(
+        "version = 1\n[defaults]\ndecision = \"allow\"\n[[rule]]\nid = \"internal\"\neffect = \"deny\"\npermissions = [\"net\"]\nhosts = [\"*.internal\"]\n",
+    );
+    let long = format!("{}internal:443", "a.".repeat(30_000));
+    let label = format!("{}.internal:443", "l".repeat(64));
+    let fits = format!("{}.internal:443", "l".repeat(63));
+    table(
+        &policy,
+        &[
+            ("net", Some(&long), D, "unresolvable"),
+            ("net", Some(&label), D, "unresolvable"),
+            ("net", Some(&fits), D, "internal"),
+            ("net", Some("example.com:443"), A, "default"),
+        ],
+    );
+}
