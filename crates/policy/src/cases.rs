@@ -133,7 +133,14 @@ pub fn run_cases(
             DecidedBy::Unresolvable => "unresolvable",
         };
         let actual_reason = d.reason.as_deref();
+        // A value the broker could not interpret (a malformed host, a relative path without a
+        // working directory, a relative command) is denied whatever the rules say: a case that
+        // expects a deny passes on it only if it says `rule = "unresolvable"`, or a typo in a
+        // case would pass for the wrong reason.
+        let unresolvable_unasked = d.decided_by == DecidedBy::Unresolvable
+            && case.rule.as_deref() != Some("unresolvable");
         let passed = d.effect == case.expect
+            && !unresolvable_unasked
             && case.rule.as_deref().is_none_or(|r| r == actual_rule)
             && case
                 .reason
@@ -157,7 +164,10 @@ pub fn run_cases(
             actual: describe(
                 d.effect,
                 Some(actual_rule),
-                case.reason.as_ref().and(actual_reason),
+                case.reason
+                    .as_ref()
+                    .or(unresolvable_unasked.then_some(&String::new()))
+                    .and(actual_reason),
             ),
         });
     }

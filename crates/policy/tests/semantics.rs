@@ -686,6 +686,33 @@ reason = "not permitted by the permission broker policy"
         (failed.expected.as_str(), failed.actual.as_str()),
         ("allow", "deny by `default`")
     );
+    // A malformed value is denied as unresolvable whatever the rules say: a case passes on that
+    // only if it says so, or a typo would pass for the wrong reason.
+    let malformed = Source::new(
+        "malformed.toml",
+        r#"[[case]]
+name = "a typo denied for the wrong reason"
+permission = "net"
+value = "exa mple.com:443"
+expect = "deny"
+
+[[case]]
+name = "knowingly unresolvable"
+permission = "net"
+value = "exa mple.com:443"
+expect = "deny"
+rule = "unresolvable"
+"#,
+    );
+    let report = run_cases(&policy, &malformed, &directory()).unwrap();
+    assert_eq!((report.passed(), report.failed()), (1, 1));
+    let failed = report.outcomes.iter().find(|o| !o.passed).unwrap();
+    assert_eq!(failed.name, "a typo denied for the wrong reason");
+    assert!(
+        failed.actual.starts_with("deny by `unresolvable` (\"denied: cannot interpret"),
+        "{}",
+        failed.actual
+    );
     let bad = Source::new(
         "bad.toml",
         "[[case]]\nname = \"x\"\npermission = \"reed\"\nexpect = \"allow\"\n",
