@@ -282,7 +282,7 @@ struct Node {
     children: HashMap<Box<str>, u32>,
     rules: Vec<RuleIndex>,
     pending_globs: Vec<(globset::Glob, RuleIndex)>,
-    globs: Option<(globset::GlobSet, Vec<RuleIndex>)>,
+    globs: Option<(regex::RegexSet, Vec<RuleIndex>)>,
 }
 
 impl Default for PathIndex {
@@ -320,17 +320,21 @@ impl PathIndex {
             if node.pending_globs.is_empty() {
                 continue;
             }
-            // Each glob twice: as written, and with `/**` after it for everything below what it
-            // matches. A request is then matched once, whole, against one automaton per node:
-            // time linear in the path, where trying every prefix was quadratic.
-            let mut builder = globset::GlobSetBuilder::new();
-            let mut rules = Vec::with_capacity(2 * node.pending_globs.len());
+            // One automaton per node, each glob followed by `(/.*)?` for everything below what
+            // it matches: a request is matched once, whole, in time linear in the path (trying
+            // every prefix was quadratic), character by character (globset's `?` and classes
+            // took one byte, so `?.pem` missed `é.pem`).
+            let mut patterns = Vec::with_capacity(node.pending_globs.len());
+            let mut rules = Vec::with_capacity(node.pending_globs.len());
             for (glob, rule) in node.pending_globs.drain(..) {
-                builder.add(subtree(&glob)?);
-                builder.add(glob);
-                rules.extend([rule, rule]);
+                patterns.push(format!("^{}(?:/.*)?$", glob_regex(glob.glob())?));
+                rules.push(rule);
             }
-            let set = builder.build().map_err(|e| e.to_string())?;
+            let set = regex::RegexSetBuilder::new(&patterns)
+                .dot_matches_new_line(true)
+                .size_limit(64 << 20)
+                .build()
+                .map_err(|e| e.to_string())?;
             node.globs = Some((set, rules));
         }
         Ok(())
@@ -361,20 +365,93 @@ impl PathIndex {
     }
 }
 
-/// `glob` followed by `/**`: what is below a match. Built from the glob's own (already checked
-/// and rewritten) pattern with the same options.
-fn subtree(glob: &globset::Glob) -> Result<globset::Glob, String> {
-    let pattern = glob.glob();
-    let below = if pattern.ends_with('/') {
-        format!("{pattern}**")
-    } else {
-        format!("{pattern}/**")
-    };
-    globset::GlobBuilder::new(&below)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map_err(|e| format!("invalid glob `{pattern}`: {}", e.kind()))
+/// A normalised absolute glob (as globset has checked it, classes already kept from `/`) as a
+/// Unicode regular expression body, matched by character: `*` is `[^/]*`, `?` one character but
+/// `/`, a class one character of it (never `/`), `**` as a whole component any number of
+/// components, `{a,b}` either, `\x` the character `x`. The same reading as globset's with
+/// `literal_separator` and `backslash_escape`, which the tests compare on ASCII.
+pub(crate) fn glob_regex(glob: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(glob.len() * 2);
+    let mut chars = glob.char_indices().peekable();
+    let mut depth = 0usize;
+    let mut prev: Option<char> = None;
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some((_, next)) = chars.next() {
+                    push_literal(&mut out, next);
+                    prev = Some(next);
+                }
+                continue;
+            }
+            '*' if chars.peek().is_some_and(|(_, n)| *n == '*') => {
+                chars.next();
+                let whole_start = prev == Some('/');
+                match chars.peek().map(|(_, n)| *n) {
+                    // `/**/`: any number of components between the slashes.
+                    Some('/') if whole_start => {
+                        chars.next();
+                        out.push_str("(?:.*/)?");
+                        prev = Some('/');
+                        continue;
+                    }
+                    None if whole_start => out.push_str(".*"),
+                    _ => out.push_str("[^/]*"),
+                }
+            }
+            '*' => out.push_str("[^/]*"),
+            '?' => out.push_str("[^/]"),
+            '[' => {
+                let mut rest = glob[at + 1..].char_indices();
+                let (class, end) = Class::read(&mut rest)
+                    .ok_or_else(|| format!("invalid glob `{glob}`: unclosed character class"))?;
+                out.push_str(if class.negated { "[^/" } else { "[" });
+                for (lo, hi) in &class.ranges {
+                    push_class_char(&mut out, *lo);
+                    if hi != lo {
+                        out.push('-');
+                        push_class_char(&mut out, *hi);
+                    }
+                }
+                if class.ranges.is_empty() && !class.negated {
+                    return Err(format!("invalid glob `{glob}`: empty character class"));
+                }
+                out.push(']');
+                // Skip what the class took.
+                let consumed = at + 1 + end;
+                while chars.peek().is_some_and(|(i, _)| *i < consumed) {
+                    chars.next();
+                }
+                prev = Some(']');
+                continue;
+            }
+            '{' => {
+                depth += 1;
+                out.push_str("(?:");
+            }
+            '}' if depth > 0 => {
+                depth -= 1;
+                out.push(')');
+            }
+            ',' if depth > 0 => out.push('|'),
+            c => push_literal(&mut out, c),
+        }
+        prev = Some(c);
+    }
+    if depth > 0 {
+        return Err(format!("invalid glob `{glob}`: unclosed alternation"));
+    }
+    Ok(out)
+}
+
+fn push_literal(out: &mut String, c: char) {
+    out.push_str(&regex::escape(c.encode_utf8(&mut [0; 4])));
+}
+
+/// A character inside a regex class, written so that nothing in it is special.
+fn push_class_char(out: &mut String, c: char) {
+    use std::fmt::Write;
+    let _ = write!(out, "\\x{{{:X}}}", u32::from(c));
 }
 
 /// The trees that deny rules on `read` or `write` protect, by the literal part of their paths

@@ -241,3 +241,33 @@ fn host_names_longer_than_dns_allows_are_refused() {
         ],
     );
 }
+
+/// Attack: `?` and classes matched one byte, not one character, so `/srv/keys/?.pem` (a deny)
+/// missed `/srv/keys/é.pem`, and `[!a]` missed `é` as well. Expected: globs match by character.
+#[test]
+fn globs_match_characters_not_bytes() {
+    let policy = compile(
+        r#"version = 1
+[defaults]
+decision = "allow"
+[[rule]]
+id = "keys"
+effect = "deny"
+permissions = ["read"]
+paths = ["/srv/keys/?.pem", "/srv/cls/[é].pem", "/srv/neg/[!a].pem", "/srv/star/*日*"]
+"#,
+    );
+    table(
+        &policy,
+        &[
+            ("read", Some("/srv/keys/é.pem"), D, "keys"),
+            ("read", Some("/srv/keys/日.pem"), D, "keys"),
+            ("read", Some("/srv/keys/\u{1F600}.pem"), D, "keys"),
+            ("read", Some("/srv/keys/ab.pem"), A, "default"),
+            ("read", Some("/srv/cls/é.pem"), D, "keys"),
+            ("read", Some("/srv/neg/é.pem"), D, "keys"),
+            ("read", Some("/srv/neg/a.pem"), A, "default"),
+            ("read", Some("/srv/star/x日y"), D, "keys"),
+        ],
+    );
+}
