@@ -8,10 +8,10 @@
 //!
 //! Commands: a `run` value with a `/` is a path. The input's first line, as a `run` value under
 //! `names = ["/f/*"]` (allowed by one policy, denied by another), is allowed (denied) exactly when
-//! it normalises to a path below `/f/` — joined to the working directory when relative, `.`, `..`
-//! and `//` taken lexically, by this file's own code — for each of several working directories and
-//! none; a bare name never is. A relative command without a working directory, and one no system
-//! call takes (Linux's `PATH_MAX`, `NAME_MAX`), is denied as unresolvable under both.
+//! it is absolute and normalises to a path below `/f/` — `.`, `..` and `//` taken lexically, by
+//! this file's own code — whatever the working directory (several, and none); a bare name never
+//! is. A relative command (Deno runs it from a `cwd` it does not send), and one no system call
+//! takes (a NUL byte, Linux's `PATH_MAX`, `NAME_MAX`), is denied as unresolvable under both.
 //!
 //! Requests that no system call takes are denied whatever the policy says; the glob property
 //! leaves them out.
@@ -29,10 +29,10 @@ const PATH_MAX: usize = 4096;
 /// Linux's limit on one path component (bytes).
 const NAME_MAX: usize = 255;
 
-/// Whether a system call takes `path` as far as its length goes: under `PATH_MAX` in all, no
-/// component over `NAME_MAX`.
+/// Whether a system call takes `path`: no NUL byte (it would end the path there), under
+/// `PATH_MAX` in all, no component over `NAME_MAX`.
 fn within_limits(path: &str) -> bool {
-    path.len() < PATH_MAX && path.split('/').all(|c| c.len() <= NAME_MAX)
+    !path.contains('\0') && path.len() < PATH_MAX && path.split('/').all(|c| c.len() <= NAME_MAX)
 }
 
 /// See the module documentation.
@@ -89,29 +89,24 @@ fn one_component_glob(text: &str) {
 enum Command {
     /// No `/`: a name, matched as written.
     Name,
-    /// A path that cannot be placed: relative without a working directory, or beyond what a
-    /// system call takes (as written, or made absolute).
+    /// A path that cannot be checked: relative (run from a working directory Deno does not
+    /// send), or one no system call takes.
     Unresolvable,
     /// The absolute, lexically normalised path.
     Path(String),
 }
 
-/// [`Command`] for `value` in `cwd`, written here without the crate's path code.
-fn command_path(value: &str, cwd: Option<&str>) -> Command {
+/// [`Command`] for `value`, written here without the crate's path code. No working directory
+/// is taken: a relative command is refused whatever the process's is.
+fn command_path(value: &str) -> Command {
     if !value.contains('/') {
         return Command::Name;
     }
-    if !within_limits(value) {
+    if !value.starts_with('/') || !within_limits(value) {
         return Command::Unresolvable;
     }
-    let relative = !value.starts_with('/');
-    let base = match (relative, cwd) {
-        (false, _) => "",
-        (true, Some(cwd)) => cwd,
-        (true, None) => return Command::Unresolvable,
-    };
     let mut stack: Vec<&str> = Vec::new();
-    for part in base.split('/').chain(value.split('/')) {
+    for part in value.split('/') {
         match part {
             "" | "." => {}
             ".." => {
@@ -120,11 +115,7 @@ fn command_path(value: &str, cwd: Option<&str>) -> Command {
             part => stack.push(part),
         }
     }
-    let path = format!("/{}", stack.join("/"));
-    if relative && path.len() >= PATH_MAX {
-        return Command::Unresolvable;
-    }
-    Command::Path(path)
+    Command::Path(format!("/{}", stack.join("/")))
 }
 
 /// The two command policies, `names = ["/f/*"]` allowed under a default deny and denied under a
@@ -156,7 +147,7 @@ fn command_under_prefix(text: &str) {
                 ..Subject::default()
             };
             let decision = policy.decide(Permission::Run, Some(value), &subject, &mut lexical_only);
-            let expected = command_path(value, cwd);
+            let expected = command_path(value);
             let want = match (&expected, *effect) {
                 (Command::Unresolvable, _) => (Effect::Deny, DecidedBy::Unresolvable),
                 (Command::Path(p), "allow") if p.starts_with("/f/") => {
