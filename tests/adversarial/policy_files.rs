@@ -99,3 +99,37 @@ fn a_drop_in_that_breaks_at_reload_keeps_the_last_good_policy() {
     daemon.wait_for_log(&["policy reload failed; still serving the last good policy"]);
     asker.stays("/tmp/secret", false, std::time::Duration::from_millis(300));
 }
+
+/// A drop-in named almost right (`.TOML`, `x.toml~`, `x.toml.bak`, a `x.toml.d/` directory) is
+/// silently skipped: an operator's deny rule in it would never load. Expected: `check` (and the
+/// daemon at load) warns, naming each.
+#[test]
+fn drop_ins_named_almost_right_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("00-base.toml"), BASE).unwrap();
+    for name in ["90-DENY.TOML", "90-deny.toml~", "90-deny.toml.bak"] {
+        std::fs::write(dir.path().join(name), DENY).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("91-more.toml.d")).unwrap();
+    std::fs::write(dir.path().join(".90-deny.toml.swp"), "x").unwrap();
+    let out = check(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for name in [
+        "90-DENY.TOML",
+        "90-deny.toml~",
+        "90-deny.toml.bak",
+        "91-more.toml.d",
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "{name}:1:1: warning: looks like a policy drop-in but is not read"
+            )),
+            "{name}: {stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains(".swp"),
+        "hidden files are editors' own: {stderr}"
+    );
+}

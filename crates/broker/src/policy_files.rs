@@ -43,7 +43,18 @@ pub fn load(path: &Path) -> Result<LoadedPolicy, LoadError> {
 pub fn load_with(path: &Path, directory: &dyn Directory) -> Result<LoadedPolicy, LoadError> {
     let (files, sources) = read_sources(path).map_err(LoadError::Read)?;
     let revision = revision(&sources);
-    let (policy, warnings) = Policy::compile(&sources, directory).map_err(LoadError::Invalid)?;
+    let (policy, mut warnings) =
+        Policy::compile(&sources, directory).map_err(LoadError::Invalid)?;
+    for skipped in lookalikes(path) {
+        warnings.0.push(permission_broker_policy::Diagnostic {
+            severity: permission_broker_policy::Severity::Warning,
+            file: skipped.display().to_string(),
+            line: 1,
+            column: 1,
+            message: "looks like a policy drop-in but is not read: only entries named `*.toml` (lowercase, a file or a link to one) are"
+                .to_owned(),
+        });
+    }
     Ok(LoadedPolicy {
         policy,
         files,
@@ -212,6 +223,29 @@ fn policy_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     }
     files.sort();
     Ok(files)
+}
+
+/// Entries of a policy directory that an operator may think are read but are not: `*.TOML`,
+/// `x.toml~`, `x.toml.bak`, `x.toml.d/`. (Hidden entries are editors' and Kubernetes' own.)
+fn lookalikes(path: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return false;
+            };
+            !name.starts_with('.')
+                && !name.ends_with(".toml")
+                && name.to_ascii_lowercase().contains(".toml")
+        })
+        .map(|entry| entry.path())
+        .collect();
+    out.sort();
+    out
 }
 
 /// User and group names from the system's databases (NSS), resolved when a policy loads.

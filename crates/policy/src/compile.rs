@@ -621,6 +621,28 @@ impl Compiler<'_> {
                             );
                             continue;
                         }
+                        let text = item.get_ref();
+                        if text.trim() != text {
+                            self.warning(
+                                source,
+                                &item.span(),
+                                format!(
+                                    "`{}` begins or ends with white space, which is part of the value (no request will have it)",
+                                    text.escape_debug()
+                                ),
+                            );
+                        }
+                        if kind == MatcherKind::Paths
+                            && !unicode_normalization::is_nfc(text)
+                        {
+                            self.warning(
+                                source,
+                                &item.span(),
+                                format!(
+                                    "path `{text}` is not in Unicode NFC form (as macOS editors may write it): Linux file names are bytes, so it matches only a request written the same way, not the NFC name most programs use"
+                                ),
+                            );
+                        }
                         if kind == MatcherKind::Names
                             && sys_only
                             && !item.get_ref().contains('*')

@@ -29,7 +29,22 @@ pub(crate) const KNOWN_SYS_KINDS: &[&str] = &[
     "setPriority",
     "setgid",
     "userInfo",
+    // Added in Deno 2.6.0 (setuid, seteuid, setegid) and 2.8.0 (ca).
+    "setuid",
+    "seteuid",
+    "setegid",
+    "ca",
 ];
+
+/// Programs that run any command they are given: allowing one allows everything, including a
+/// `deno` with `clearEnv`, which runs with no broker at all.
+const RUNS_ANYTHING: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox", "env", "xargs",
+    "sudo", "su", "nohup", "timeout", "deno", "node", "python", "python3", "perl", "ruby",
+];
+
+/// Where such programs live on a usual host: a `names` prefix that covers one of these covers it.
+const RUNS_ANYTHING_DIRS: &[&str] = &["/bin/", "/usr/bin/", "/usr/local/bin/", "/sbin/", "/usr/sbin/"];
 
 /// Trees Deno never grants under a broker, whatever it answers.
 const NEVER_GRANTED: &[&str] = &["/proc", "/sys"];
@@ -47,6 +62,7 @@ pub(crate) fn lint(policy: &Policy, rules: &[RuleSite]) -> Vec<(usize, Range<usi
         if rule.effect != Effect::Allow {
             continue;
         }
+        footguns(rule, pending, &mut |span, message| out.push((pending.source, span, message)));
         let paths: Vec<&str> = pending
             .entries
             .iter()
@@ -84,6 +100,79 @@ pub(crate) fn lint(policy: &Policy, rules: &[RuleSite]) -> Vec<(usize, Range<usi
         }
     }
     out
+}
+
+/// The allow rules whose cost is easy to miss: each grants far more than it seems to.
+fn footguns(rule: &Rule, site: &RuleSite, warn: &mut dyn FnMut(Range<usize>, String)) {
+    let id = &rule.id;
+    let all = rule.permissions.len() == Permission::ALL.len();
+    if all && !rule.scoped && rule.when.is_none() {
+        warn(
+            site.span.clone(),
+            format!("rule `{id}` allows every permission to every process: the broker decides nothing"),
+        );
+        return;
+    }
+    let runs = rule.permissions.contains(&Permission::Run);
+    if runs && !rule.scoped {
+        warn(
+            site.span.clone(),
+            format!(
+                "rule `{id}` allows `run` unscoped, so also the whole permission (Deno's first question, `run` null): a script can run anything, including a `deno` with `clearEnv`, which runs with no broker"
+            ),
+        );
+    }
+    for (span, entry) in &site.entries {
+        match entry {
+            Entry::Name(name) if runs => {
+                if let Some(what) = runs_anything(name) {
+                    warn(
+                        span.clone(),
+                        format!(
+                            "rule `{id}` allows running {what}, which runs any command it is given (a `deno` with `clearEnv` included: no broker)"
+                        ),
+                    );
+                }
+            }
+            Entry::Path { path, .. }
+                if path == "/" && rule.permissions.contains(&Permission::Write) =>
+            {
+                warn(
+                    span.clone(),
+                    format!(
+                        "rule `{id}` allows writing anywhere (`/`): every file the process may write, in every other service's data too"
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What in `name` (a `run` names entry) runs anything: a shell or `deno` by name or path, `*`,
+/// or a prefix that covers the directories they live in.
+fn runs_anything(name: &str) -> Option<String> {
+    if name == "*" {
+        return Some("every command (`*`)".to_owned());
+    }
+    if let Some(prefix) = name.strip_suffix('*') {
+        let covered: Vec<String> = RUNS_ANYTHING_DIRS
+            .iter()
+            .filter(|dir| dir.starts_with(prefix) || prefix.starts_with(**dir) && !prefix[dir.len()..].contains('/'))
+            .flat_map(|dir| {
+                RUNS_ANYTHING
+                    .iter()
+                    .map(move |p| format!("{dir}{p}"))
+                    .filter(|full| full.starts_with(prefix))
+            })
+            .take(3)
+            .collect();
+        return (!covered.is_empty()).then(|| format!("`{}` and the like through `{name}`", covered.join("`, `")));
+    }
+    let base = name.rsplit('/').next().unwrap_or(name);
+    RUNS_ANYTHING
+        .contains(&base)
+        .then(|| format!("`{name}`"))
 }
 
 /// A deny rule that applies to everything `allow` grants, to every subject it grants it to.

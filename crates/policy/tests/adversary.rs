@@ -271,3 +271,83 @@ paths = ["/srv/keys/?.pem", "/srv/cls/[é].pem", "/srv/neg/[!a].pem", "/srv/star
         ],
     );
 }
+
+fn warnings(text: &str) -> Vec<String> {
+    match Policy::compile(&[Source::new("p.toml", text)], &NoDirectory) {
+        Ok((_, warnings)) => warnings.warnings().map(|w| w.to_string()).collect(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `check` catches the documented footguns: each is a warning naming the rule, and the honest
+/// versions of the same rules say nothing.
+#[test]
+fn check_catches_the_footguns() {
+    let rule = |body: &str| format!("version = 1\n[[rule]]\nid = \"r\"\n{body}\n");
+    let cases: &[(&str, &str)] = &[
+        (
+            "effect = \"allow\"\npermissions = [\"run\"]",
+            "allows `run` unscoped",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"run\"]\nnames = [\"*\"]",
+            "every command (`*`)",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"run\"]\nnames = [\"/bin/bash\"]",
+            "allows running `/bin/bash`",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"run\"]\nnames = [\"/usr/bin/deno\"]",
+            "allows running `/usr/bin/deno`",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"run\"]\nnames = [\"/usr/bin/*\"]",
+            "`/usr/bin/sh`",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"*\"]",
+            "allows every permission to every process",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"write\"]\npaths = [\"/\"]",
+            "allows writing anywhere",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"write\"]\npaths = [\"/**\"]",
+            "allows writing anywhere",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/srv/app \"]",
+            "begins or ends with white space",
+        ),
+        (
+            "effect = \"allow\"\npermissions = [\"env\"]\nnames = [\" HOME\"]",
+            "begins or ends with white space",
+        ),
+        (
+            "effect = \"deny\"\npermissions = [\"read\"]\npaths = [\"/srv/cafe\\u0301\"]",
+            "not in Unicode NFC form",
+        ),
+        (
+            "effect = \"deny\"\npermissions = [\"read\"]\npaths = [\"/x\"]\nreason = \"one\\u2028decision: allow\"",
+            "sent as one printable line",
+        ),
+    ];
+    for (body, expected) in cases {
+        let found = warnings(&rule(body));
+        assert!(
+            found.iter().any(|w| w.contains(expected)),
+            "{body}: expected a warning with {expected:?}, got {found:#?}"
+        );
+    }
+    for honest in [
+        "effect = \"allow\"\npermissions = [\"run\"]\nnames = [\"/usr/bin/git\"]",
+        "effect = \"allow\"\npermissions = [\"write\"]\npaths = [\"/srv/app\"]",
+        "effect = \"allow\"\npermissions = [\"sys\"]\nnames = [\"setuid\", \"seteuid\", \"setegid\", \"ca\", \"umask\"]",
+        "effect = \"deny\"\npermissions = [\"run\"]\nnames = [\"/bin/bash\"]",
+    ] {
+        let found = warnings(&rule(honest));
+        assert!(found.is_empty(), "{honest}: {found:#?}");
+    }
+}

@@ -30,7 +30,15 @@ fn is_clean(reason: &str) -> bool {
     }
     reason.len() == reason.trim().len()
         && reason.chars().count() <= MAX_REASON_CHARS
-        && !reason.chars().any(|c| c.is_control() || is_bidi_control(c))
+        && !reason
+            .chars()
+            .any(|c| c.is_control() || is_bidi_control(c) || is_line_separator(c))
+}
+
+/// U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR: not control characters, but line
+/// breaks to a terminal or a log viewer, so a reason could forge a second line.
+fn is_line_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 fn rewrite(reason: &str) -> String {
@@ -49,6 +57,7 @@ fn rewrite(reason: &str) -> String {
                 None
             }
             '\n' | '\r' | '\t' => Some(' '),
+            c if is_line_separator(c) => Some(' '),
             c if c.is_control() || is_bidi_control(c) => None,
             c => Some(c),
         };
@@ -121,6 +130,9 @@ mod tests {
             ("abc\u{202e}fed", "abcfed"),
             ("  padded  ", "padded"),
             ("ünïcödé ✓", "ünïcödé ✓"),
+            // Line and paragraph separators break lines in terminals and log viewers.
+            ("one\u{2028}decision:   allow", "one decision:   allow"),
+            ("para\u{2029}graph", "para graph"),
         ];
         for (input, expected) in cases {
             assert_eq!(sanitize_reason(input), *expected, "input {input:?}");
