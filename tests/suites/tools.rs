@@ -184,3 +184,54 @@ fn the_readme_example_policy_serves_and_says_how_to_point_deno_at_it() {
     assert!(!asker.allowed("/root/.ssh/id_ed25519"), "no-secrets");
     assert!(!asker.allowed("/etc/shadow"), "default deny");
 }
+
+/// A value that holds a line break cannot forge a line of `explain`'s output, and a reader that
+/// goes away (`| head -1`) is not a panic.
+#[test]
+fn explain_escapes_what_it_prints_and_survives_a_closed_pipe() {
+    let forged = "/srv/x\ndecision:   allow\u{202e}";
+    let out = run(&[
+        "explain".as_ref(),
+        "--policy".as_ref(),
+        config("laptop.toml").as_os_str(),
+        "--permission".as_ref(),
+        "read".as_ref(),
+        "--value".as_ref(),
+        forged.as_ref(),
+        "--lexical".as_ref(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("decision:"))
+            .count(),
+        1,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r"request:    read /srv/x\u{a}decision:   allow\u{202e}"),
+        "{stdout}"
+    );
+    let mut child = Command::new(&*BROKER)
+        .args([
+            "explain",
+            "--permission",
+            "read",
+            "--value",
+            "/etc/hosts",
+            "--policy",
+        ])
+        .arg(config("laptop.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -18,7 +18,30 @@ fn rule_label(policy: &Policy, by: DecidedBy) -> String {
     }
 }
 
-#[allow(clippy::print_stdout)]
+/// `text` with control characters, line and paragraph separators and bidirectional overrides
+/// written as escapes (`\n`, `\u{202e}`), everything else as it is.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    let odd = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !text.chars().any(odd) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if odd(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 pub fn run(args: ExplainArgs) -> ExitCode {
     let (loaded, directory) = match load_or_report(&args.policy, &args.accounts) {
         Ok(loaded) => loaded,
@@ -70,38 +93,53 @@ pub fn run(args: ExplainArgs) -> ExitCode {
         }
         (_, effect, _) => effect.to_string(),
     };
-    println!("decision:   {answered}");
-    println!("decided by: {}", rule_label(policy, e.decision.decided_by));
+    // Everything a request or a file name brought in is shown escaped: a value holding
+    // `\ndecision:   allow` must not print a line of its own.
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "decision:   {answered}");
+    let _ = writeln!(out, "decided by: {}", shown(&rule_label(policy, e.decision.decided_by)));
     if let Some(reason) = &e.decision.reason {
-        println!("reason:     {reason}");
+        let _ = writeln!(out, "reason:     {}", shown(reason));
     }
-    println!(
+    let _ = writeln!(
+        out,
         "request:    {} {}",
         args.permission,
         args.value
             .as_deref()
-            .unwrap_or("null (the whole permission)")
+            .map_or("null (the whole permission)".into(), shown)
     );
     if let Some(normalized) = &e.normalized
         && Some(normalized.as_str()) != args.value.as_deref()
     {
-        println!("normalized: {normalized}");
+        let _ = writeln!(out, "normalized: {}", shown(normalized));
     }
     if let Some(resolved) = &e.resolved {
-        println!("resolved:   {resolved} (symlinks followed; both paths must pass)");
+        let _ = writeln!(
+            out,
+            "resolved:   {} (symlinks followed; both paths must pass)",
+            shown(resolved)
+        );
     }
     if e.applicable.is_empty() {
-        println!("applicable: none");
+        let _ = writeln!(out, "applicable: none");
     } else {
-        println!("applicable:");
+        let _ = writeln!(out, "applicable:");
         for i in &e.applicable {
             let rule = policy.rule(*i);
-            println!(
+            let _ = writeln!(
+                out,
                 "  {} `{}` ({}:{})",
-                rule.effect, rule.id, rule.file, rule.line
+                rule.effect,
+                rule.id,
+                shown(&rule.file),
+                rule.line
             );
         }
     }
+    // A reader that went away (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     match e.decision.effect {
         Effect::Allow => ExitCode::SUCCESS,
         Effect::Deny => ExitCode::FAILURE,
