@@ -44,7 +44,13 @@ const RUNS_ANYTHING: &[&str] = &[
 ];
 
 /// Where such programs live on a usual host: a `names` prefix that covers one of these covers it.
-const RUNS_ANYTHING_DIRS: &[&str] = &["/bin/", "/usr/bin/", "/usr/local/bin/", "/sbin/", "/usr/sbin/"];
+const RUNS_ANYTHING_DIRS: &[&str] = &[
+    "/bin/",
+    "/usr/bin/",
+    "/usr/local/bin/",
+    "/sbin/",
+    "/usr/sbin/",
+];
 
 /// Trees Deno never grants under a broker, whatever it answers.
 const NEVER_GRANTED: &[&str] = &["/proc", "/sys"];
@@ -62,7 +68,9 @@ pub(crate) fn lint(policy: &Policy, rules: &[RuleSite]) -> Vec<(usize, Range<usi
         if rule.effect != Effect::Allow {
             continue;
         }
-        footguns(rule, pending, &mut |span, message| out.push((pending.source, span, message)));
+        footguns(rule, pending, &mut |span, message| {
+            out.push((pending.source, span, message))
+        });
         let paths: Vec<&str> = pending
             .entries
             .iter()
@@ -109,7 +117,9 @@ fn footguns(rule: &Rule, site: &RuleSite, warn: &mut dyn FnMut(Range<usize>, Str
     if all && !rule.scoped && rule.when.is_none() {
         warn(
             site.span.clone(),
-            format!("rule `{id}` allows every permission to every process: the broker decides nothing"),
+            format!(
+                "rule `{id}` allows every permission to every process: the broker decides nothing"
+            ),
         );
         return;
     }
@@ -158,7 +168,10 @@ fn runs_anything(name: &str) -> Option<String> {
     if let Some(prefix) = name.strip_suffix('*') {
         let covered: Vec<String> = RUNS_ANYTHING_DIRS
             .iter()
-            .filter(|dir| dir.starts_with(prefix) || prefix.starts_with(**dir) && !prefix[dir.len()..].contains('/'))
+            .filter(|dir| {
+                dir.starts_with(prefix)
+                    || prefix.starts_with(**dir) && !prefix[dir.len()..].contains('/')
+            })
             .flat_map(|dir| {
                 RUNS_ANYTHING
                     .iter()
@@ -167,12 +180,11 @@ fn runs_anything(name: &str) -> Option<String> {
             })
             .take(3)
             .collect();
-        return (!covered.is_empty()).then(|| format!("`{}` and the like through `{name}`", covered.join("`, `")));
+        return (!covered.is_empty())
+            .then(|| format!("`{}` and the like through `{name}`", covered.join("`, `")));
     }
     let base = name.rsplit('/').next().unwrap_or(name);
-    RUNS_ANYTHING
-        .contains(&base)
-        .then(|| format!("`{name}`"))
+    RUNS_ANYTHING.contains(&base).then(|| format!("`{name}`"))
 }
 
 /// A deny rule that applies to everything `allow` grants, to every subject it grants it to.
