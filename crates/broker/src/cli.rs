@@ -5,10 +5,18 @@ use clap::{Parser, Subcommand};
 use permission_broker_protocol::Permission;
 use std::path::PathBuf;
 
+/// What `--version` says: the broker, and the formats it speaks.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\npolicy format: version 1",
+    "\nprotocol: Deno permission broker v1 (Deno 2.5.3 and later; tested with 2.5.3 to 2.9.6)"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "permission-broker",
     version,
+    long_version = LONG_VERSION,
     about = "The out-of-process permission broker for Deno"
 )]
 pub struct Cli {

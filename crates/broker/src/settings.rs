@@ -224,6 +224,19 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             ),
         ));
     }
+    // A configuration file in the policy directory is read as a policy drop-in (`*.toml`):
+    // the layout an operator would write first must fail with the reason, not `unknown key`.
+    if let Some(config) = &args.config
+        && policy.is_dir()
+        && let (Ok(config), Ok(dir)) = (std::fs::canonicalize(config), std::fs::canonicalize(&policy))
+        && config.starts_with(&dir)
+    {
+        return Err(format!(
+            "the configuration file `{}` is inside the policy directory `{}`, where every `*.toml` is read as policy; keep it outside (such as /etc/permission-broker.toml)",
+            config.display(),
+            dir.display()
+        ));
+    }
     Ok(Settings {
         socket,
         policy,

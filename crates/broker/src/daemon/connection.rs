@@ -92,7 +92,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         {
             let fault = Fault::NotAllowed(self.peer.uid);
             self.record_fault(&fault).await;
-            tracing::warn!(conn = self.id, peer = %self.peer, "{fault}; closing connection");
+            tracing::warn!(conn = self.id, peer = %self.peer, "{}; closing connection", fault.to_string().escape_debug());
             return;
         }
         loop {
@@ -119,7 +119,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     uid = self.peer.uid,
                     gid = self.peer.gid,
                     last_id = self.ids.last(),
-                    %fault,
+                    // A fault's text can hold what the peer sent (a JSON key): escaped, so that
+                    // no peer can write a line of its own into the daemon's log.
+                    fault = %fault.to_string().escape_debug(),
                     "protocol fault; closing connection without an answer"
                 );
                 return;
@@ -130,7 +132,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Closes a connection at accept, without reading from it: logged as a fault with the peer.
     pub async fn refuse(self, fault: Fault) {
         self.record_fault(&fault).await;
-        tracing::warn!(conn = self.id, peer = %self.peer, "{fault}; closing connection");
+        tracing::warn!(conn = self.id, peer = %self.peer, "{}; closing connection", fault.to_string().escape_debug());
     }
 
     async fn record_fault(&self, fault: &Fault) {

@@ -276,11 +276,13 @@ impl Sink {
         Ok(match target {
             Target::Stdout => Sink::Stdout(std::io::stdout()),
             Target::File(path) => {
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .read(true)
-                    .open(path)?;
+                let mut options = std::fs::OpenOptions::new();
+                options.create(true).append(true).read(true);
+                // The log holds every process's requests: not readable by every user, whatever
+                // the umask (0640: the owner writes, a log shipper's group may read).
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+                let mut file = options.open(path)?;
                 repair_torn_tail(&mut file, path)?;
                 Sink::File(file)
             }

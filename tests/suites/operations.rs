@@ -1,0 +1,78 @@
+//! Running the broker on a host: the log file's mode, a configuration file in the wrong place,
+//! peers writing into the daemon's own log, what `--version` says.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use permission_broker_tests as common;
+
+use common::{Asker, BROKER, Daemon, RawConn, sigterm_and_wait};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+const POLICY: &str = "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n";
+
+/// The decision log holds every process's requests: created 0640 whatever the umask (it was
+/// 0644 outside systemd: world-readable).
+#[test]
+fn the_decision_log_is_created_0640_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let mut daemon = Daemon::start(POLICY, &["--decision-log", log.to_str().unwrap()]);
+    assert!(Asker::open(&daemon).allowed("/tmp/x"));
+    assert!(sigterm_and_wait(&mut daemon).success());
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "{mode:o}");
+}
+
+/// The README's first layout, `broker.toml` beside the drop-ins in `/etc/permission-broker`, was
+/// read as a policy drop-in (`unknown key socket`). Expected: refused with the reason, exit 64.
+#[test]
+fn a_configuration_file_inside_the_policy_directory_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("00-base.toml"), POLICY).unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, "socket = \"/tmp/never.sock\"\n").unwrap();
+    let out = Command::new(&*BROKER)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--policy")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("is inside the policy directory"),
+        "{stderr}"
+    );
+}
+
+/// Attack: a local user injects lines into the daemon's own log: a JSON key holding
+/// `\n<timestamp> ERROR …` appeared as a line of its own. Expected: what a peer sent is escaped.
+#[test]
+fn a_peer_cannot_write_lines_into_the_daemons_log() {
+    let daemon = Daemon::start(POLICY, &[]);
+    let mut conn = RawConn::open(&daemon);
+    conn.send_hostile(
+        b"{\"v\":1,\"id\":1,\"x\\n2026-12-01T00:00:00Z ERROR permission_broker: forged\":1}\n",
+    );
+    conn.assert_closed_unanswered("unknown key");
+    daemon.wait_for_log(&["protocol fault"]);
+    assert!(
+        !daemon
+            .log()
+            .iter()
+            .any(|l| l.starts_with("2026-12-01T00:00:00Z ERROR")),
+        "{:#?}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn version_names_the_formats_it_speaks() {
+    let out = Command::new(&*BROKER).arg("--version").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("policy format: version 1"), "{stdout}");
+    assert!(stdout.contains("Deno 2.5.3"), "{stdout}");
+}
