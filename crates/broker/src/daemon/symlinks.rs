@@ -53,7 +53,15 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
         let mut on_disk: PathBuf = root.to_path_buf();
         on_disk.extend(&resolved);
         on_disk.push(&component);
-        match std::fs::symlink_metadata(&on_disk) {
+        let found = std::fs::symlink_metadata(&on_disk);
+        // On a case-insensitive file system `SECRET.TXT` opens `Secret.txt`: continue with the
+        // name as it is on disk, so that rules written for it apply.
+        let component = match &found {
+            Ok(_) => case::on_disk_name(&on_disk, component),
+            Err(_) => component,
+        };
+        let on_disk = on_disk.with_file_name(&component);
+        match found {
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_LINKS {
@@ -106,9 +114,112 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
     Ok((format!("/{}", resolved.join("/")), kind))
 }
 
+/// Case-insensitive file systems (vfat on `/boot/efi` and USB sticks, exfat, NTFS, SMB shares):
+/// a name may be asked for in any case, and rules compare bytes, so the walk uses the entry's
+/// own name. Which file systems are so is asked once per device (`statfs`) and remembered.
+#[cfg(target_os = "linux")]
+mod case {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use std::sync::{OnceLock, PoisonError, RwLock};
+
+    /// `statfs` magic numbers of file systems that look names up without regard to case.
+    const CASE_INSENSITIVE: &[i64] = &[
+        0x4d44,      // msdos / vfat
+        0x2011_bab0, // exfat
+        0x7366_746e, // ntfs3
+        0x5346_544e, // ntfs
+        0xff53_4d42, // cifs
+        0xfe53_4d42, // smb2
+        0x786f_4256, // vboxsf
+    ];
+
+    fn devices() -> &'static RwLock<HashMap<u64, bool>> {
+        static DEVICES: OnceLock<RwLock<HashMap<u64, bool>>> = OnceLock::new();
+        DEVICES.get_or_init(RwLock::default)
+    }
+
+    fn case_insensitive(dir: &Path) -> bool {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            return false;
+        };
+        let dev = meta.dev();
+        if let Some(known) = devices()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&dev)
+        {
+            return *known;
+        }
+        let insensitive = nix::sys::statfs::statfs(dir)
+            .map(|s| CASE_INSENSITIVE.contains(&(s.filesystem_type().0 as i64)))
+            .unwrap_or(false);
+        devices()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(dev, insensitive);
+        insensitive
+    }
+
+    /// The name `component` of the existing `path` has on disk.
+    pub(super) fn on_disk_name(path: &Path, component: String) -> String {
+        match path.parent() {
+            Some(dir) if case_insensitive(dir) => name_in(dir, component),
+            _ => component,
+        }
+    }
+
+    /// The entry of `dir` that is `component` but for case, or `component` itself.
+    pub(super) fn name_in(dir: &Path, component: String) -> String {
+        let wanted = component.to_lowercase();
+        std::fs::read_dir(dir)
+            .ok()
+            .and_then(|entries| {
+                entries.filter_map(Result::ok).find_map(|entry| {
+                    let name = entry.file_name().into_string().ok()?;
+                    (name.to_lowercase() == wanted).then_some(name)
+                })
+            })
+            .unwrap_or(component)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod case {
+    pub(super) fn on_disk_name(_: &std::path::Path, component: String) -> String {
+        component
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    /// On a case-insensitive file system the walk continues with the entry's own name. (No
+    /// kernel here mounts one -- no vfat, no casefold -- so the `statfs` detection itself is
+    /// not run; the lookup of the on-disk name is.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_on_disk_name_is_found_whatever_the_case() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Secret.txt"), "s").unwrap();
+        assert_eq!(
+            case::name_in(dir.path(), "SECRET.TXT".to_owned()),
+            "Secret.txt"
+        );
+        assert_eq!(
+            case::name_in(dir.path(), "secret.txt".to_owned()),
+            "Secret.txt"
+        );
+        assert_eq!(case::name_in(dir.path(), "Missing".to_owned()), "Missing");
+        // Not case-insensitive (tmpfs, ext4): names as asked.
+        let asked = dir.path().join("SECRET.TXT");
+        assert_eq!(
+            case::on_disk_name(&asked, "SECRET.TXT".to_owned()),
+            "SECRET.TXT"
+        );
+    }
     use std::os::unix::fs::symlink;
 
     #[test]
