@@ -39,6 +39,8 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
         .collect();
     let mut resolved: Vec<String> = Vec::new();
     let mut links = 0;
+    // The device of the directory being walked, where known.
+    let mut dir_dev: Option<u64> = None;
     while let Some(component) = pending.pop() {
         match component.as_str() {
             "." => continue,
@@ -46,6 +48,7 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
                 resolved.pop();
                 // What was walked so far are directories.
                 kind = Kind::Directory;
+                dir_dev = None;
                 continue;
             }
             _ => {}
@@ -55,11 +58,15 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
         on_disk.push(&component);
         let found = std::fs::symlink_metadata(&on_disk);
         // On a case-insensitive file system `SECRET.TXT` opens `Secret.txt`: continue with the
-        // name as it is on disk, so that rules written for it apply.
+        // name as it is on disk, so that rules written for it apply. The directory's device is
+        // the previous component's (one `stat` of the root per walk, not one per component).
         let component = match &found {
-            Ok(_) => case::on_disk_name(&on_disk, component),
+            Ok(_) => case::on_disk_name(&on_disk, component, &mut dir_dev),
             Err(_) => component,
         };
+        if let Ok(m) = &found {
+            dir_dev = Some(std::os::unix::fs::MetadataExt::dev(m));
+        }
         let on_disk = on_disk.with_file_name(&component);
         match found {
             Ok(m) if m.file_type().is_symlink() => {
@@ -75,6 +82,8 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
                 if target.starts_with('/') {
                     resolved.clear();
                 }
+                // The link's target is looked up from the link's directory (or the root).
+                dir_dev = None;
                 pending.extend(
                     target
                         .split('/')
@@ -140,11 +149,14 @@ mod case {
         DEVICES.get_or_init(RwLock::default)
     }
 
-    fn case_insensitive(dir: &Path) -> bool {
-        let Ok(meta) = std::fs::metadata(dir) else {
-            return false;
+    fn case_insensitive(dir: &Path, dir_dev: &mut Option<u64>) -> bool {
+        let dev = match *dir_dev {
+            Some(dev) => dev,
+            None => match std::fs::metadata(dir) {
+                Ok(meta) => *dir_dev.insert(meta.dev()),
+                Err(_) => return false,
+            },
         };
-        let dev = meta.dev();
         if let Some(known) = devices()
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -163,9 +175,13 @@ mod case {
     }
 
     /// The name `component` of the existing `path` has on disk.
-    pub(super) fn on_disk_name(path: &Path, component: String) -> String {
+    pub(super) fn on_disk_name(
+        path: &Path,
+        component: String,
+        dir_dev: &mut Option<u64>,
+    ) -> String {
         match path.parent() {
-            Some(dir) if case_insensitive(dir) => name_in(dir, component),
+            Some(dir) if case_insensitive(dir, dir_dev) => name_in(dir, component),
             _ => component,
         }
     }
@@ -187,7 +203,11 @@ mod case {
 
 #[cfg(not(target_os = "linux"))]
 mod case {
-    pub(super) fn on_disk_name(_: &std::path::Path, component: String) -> String {
+    pub(super) fn on_disk_name(
+        _: &std::path::Path,
+        component: String,
+        _: &mut Option<u64>,
+    ) -> String {
         component
     }
 }
@@ -216,7 +236,7 @@ mod tests {
         // Not case-insensitive (tmpfs, ext4): names as asked.
         let asked = dir.path().join("SECRET.TXT");
         assert_eq!(
-            case::on_disk_name(&asked, "SECRET.TXT".to_owned()),
+            case::on_disk_name(&asked, "SECRET.TXT".to_owned(), &mut None),
             "SECRET.TXT"
         );
     }
