@@ -146,19 +146,35 @@ fn a_stalled_mount_costs_only_the_requests_that_touch_it() {
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         })
         .collect();
-    let by_deadline = answers
-        .iter()
-        .filter(|a| a.contains("longer than the broker's request deadline"))
-        .count();
-    let by_share = answers
-        .iter()
-        .filter(|a| a.contains("of this user's earlier requests are still waiting"))
-        .count();
-    assert_eq!((by_deadline, by_share), (2, 2), "{answers:#?}");
+    // All four ran at once and outlived the deadline: denied by it, their lookups abandoned.
     assert!(
-        answers.iter().all(|a| a.starts_with("deny")),
+        answers
+            .iter()
+            .all(|a| a.starts_with("deny")
+                && a.contains("longer than the broker's request deadline")),
         "{answers:#?}"
     );
+    // Four abandoned lookups of `nobody` still hold slots: past its share (2 of 8), its next
+    // request that needs one is denied at once, not after another deadline.
+    let start = Instant::now();
+    let next = ask_as_nobody(
+        &daemon.socket,
+        "read",
+        &format!("{}/again", mount.dir.display()),
+    );
+    let out = next.wait_with_output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        answer.contains("of this user's earlier requests are still waiting"),
+        "{answer}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    // Root's own file requests still get slots: the share is per uid.
+    assert!(bystander.allowed("/etc/hostname"));
     // The daemon is still whole: the stalled user's other requests that need no file system
     // are answered.
     let mut env = ask_as_nobody(&daemon.socket, "env", "HOME");
@@ -168,6 +184,29 @@ fn a_stalled_mount_costs_only_the_requests_that_touch_it() {
     assert_eq!(line.trim(), "allow");
     env.wait().unwrap();
     drop(mount);
+}
+
+/// The share limits a uid's abandoned lookups, not its healthy ones: one user's many concurrent
+/// file requests (every Deno of a laptop runs as one uid) all get slots, waiting their turn.
+#[test]
+fn one_users_healthy_requests_may_use_every_slot() {
+    let daemon = Daemon::start(ALLOW_ALL_READS, &["--blocking-threads", "4"]);
+    let socket = daemon.socket.clone();
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut asker = Asker::open_path(&socket);
+                (0..50).filter(|_| asker.allowed("/etc/hostname")).count()
+            })
+        })
+        .collect();
+    let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        allowed,
+        32 * 50,
+        "healthy requests denied for want of a slot"
+    );
 }
 
 /// Attack: one uid opens every connection the daemon serves and keeps them idle (idle

@@ -149,8 +149,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub request_deadline: Option<f64>,
     /// Decisions that may wait on a file system or account database at once, 1 to 4096
-    /// [default: 64]; when every one is held by a stalled lookup, such requests are denied at
-    /// once instead of queueing.
+    /// [default: 64]. A request waits for one at most until its deadline; a uid whose abandoned
+    /// lookups hold a quarter of them is denied at once.
     #[arg(long)]
     pub blocking_threads: Option<usize>,
     /// Connections one uid may hold at once, 1 to max_connections [default: a quarter of

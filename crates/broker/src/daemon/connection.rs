@@ -315,7 +315,8 @@ async fn decide_off_loop(
     value: Option<&str>,
 ) -> Ruling<'static> {
     let pool = &shared.blocking;
-    let slot = match pool.try_slot(peer.uid) {
+    let until = tokio::time::Instant::now() + pool.deadline;
+    let slot = match pool.slot(peer.uid, until).await {
         Ok(slot) => slot,
         Err(why) => {
             tracing::warn!(conn = conn, peer = %peer, permission = %permission, value = ?value, ?why, "no blocking slot for a decision that may block; denying");
@@ -324,12 +325,13 @@ async fn decide_off_loop(
                     "denied: {share} of this user's earlier requests are still waiting on file systems or account lookups that do not answer (a hung mount?); try again later"
                 ),
                 NoSlot::Exhausted => format!(
-                    "denied: the broker's {} file-system workers are all waiting on lookups that do not answer (a hung mount?); try again later",
-                    pool.size
+                    "denied: the broker's {} file-system workers stayed busy past the request deadline ({:?}): lookups are not answering (a hung mount?)",
+                    pool.size, pool.deadline
                 ),
             });
         }
     };
+    let abandon = slot.abandon_handle();
     // A copy stays here: if the lookup is abandoned, the connection goes on with it.
     let kept = state.working_dirs.clone();
     let fresh = DecisionState::new(state.proc.clone());
@@ -349,7 +351,7 @@ async fn decide_off_loop(
             .into_owned();
         (ruling, moved)
     });
-    match tokio::time::timeout(pool.deadline, job).await {
+    match tokio::time::timeout_at(until, job).await {
         Ok(Ok((ruling, back))) => {
             *state = back;
             ruling
@@ -360,6 +362,7 @@ async fn decide_off_loop(
             Ruling::unresolvable("denied: the broker failed to decide this request".to_owned())
         }
         Err(_) => {
+            abandon.abandon();
             pool.deadline_denials
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(conn = conn, peer = %peer, permission = %permission, value = ?value, deadline = ?pool.deadline, "deciding took longer than the request deadline; denied, lookup abandoned");

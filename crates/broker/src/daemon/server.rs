@@ -35,20 +35,22 @@ pub struct Shared {
 
 /// The bounded pool for decisions that may wait on a file system or an account database.
 ///
-/// Any user can make a lookup that never returns (a FUSE mount of their own that does not
-/// answer), and an abandoned lookup holds its slot until the kernel lets it go. So each uid may
-/// hold at most a quarter of the slots: one user's stalled mount denies that user's requests
-/// that need a slot, never everyone's.
+/// A decision waits for a slot at most until its deadline, then runs on it within what is left
+/// of the deadline. Any user can make a lookup that never returns (a FUSE mount of their own that
+/// does not answer), and an abandoned lookup holds its slot until the kernel lets it go; so each
+/// uid may have at most a quarter of the slots held by abandoned lookups. Past that its requests
+/// that need a slot are denied at once: one user's stalled mount costs that user, never everyone,
+/// while healthy requests of any one user may use every slot.
 #[derive(Debug)]
 pub struct BlockingPool {
-    pub slots: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
     pub size: usize,
-    /// How long one decision may take before it is denied and abandoned.
+    /// How long one decision may take, waiting for a slot included, before it is denied.
     pub deadline: Duration,
     /// Requests denied because their decision outlived the deadline.
     pub deadline_denials: AtomicU64,
-    /// Slots each uid holds.
-    by_uid: Arc<Mutex<HashMap<u32, usize>>>,
+    /// Abandoned lookups still running, by uid.
+    stuck: Arc<Mutex<HashMap<u32, usize>>>,
     per_uid: usize,
 }
 
@@ -57,15 +59,16 @@ pub struct BlockingPool {
 pub struct BlockingSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
     uid: Option<u32>,
-    by_uid: Arc<Mutex<HashMap<u32, usize>>>,
+    abandoned: Arc<std::sync::atomic::AtomicU8>,
+    stuck: Arc<Mutex<HashMap<u32, usize>>>,
 }
 
 /// Why no slot could be had.
 #[derive(Debug)]
 pub enum NoSlot {
-    /// Every slot is held.
+    /// Every slot stayed held until the deadline.
     Exhausted,
-    /// This uid holds its share.
+    /// This uid already has its share of abandoned lookups still running.
     Share(usize),
 }
 
@@ -76,44 +79,94 @@ impl BlockingPool {
             size,
             deadline,
             deadline_denials: AtomicU64::new(0),
-            by_uid: Arc::default(),
+            stuck: Arc::default(),
             per_uid: (size / 4).max(1),
         }
     }
 
-    /// A slot for a decision of `uid`, at once or not at all.
-    pub fn try_slot(&self, uid: Option<u32>) -> Result<BlockingSlot, NoSlot> {
-        let mut held = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+    /// A slot for a decision of `uid`, waiting at most until `until`.
+    pub async fn slot(
+        &self,
+        uid: Option<u32>,
+        until: tokio::time::Instant,
+    ) -> Result<BlockingSlot, NoSlot> {
         if let Some(uid) = uid
-            && held.get(&uid).copied().unwrap_or(0) >= self.per_uid
+            && self
+                .stuck
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&uid)
+                .is_some_and(|stuck| *stuck >= self.per_uid)
         {
             return Err(NoSlot::Share(self.per_uid));
         }
-        let permit = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| NoSlot::Exhausted)?;
-        if let Some(uid) = uid {
-            *held.entry(uid).or_default() += 1;
-        }
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                match tokio::time::timeout_at(until, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Err(NoSlot::Exhausted),
+                }
+            }
+        };
         Ok(BlockingSlot {
             _permit: permit,
             uid,
-            by_uid: self.by_uid.clone(),
+            abandoned: Arc::default(),
+            stuck: self.stuck.clone(),
         })
+    }
+}
+
+impl BlockingSlot {
+    /// A handle to mark the slot abandoned after it has moved to its thread.
+    pub fn abandon_handle(&self) -> SlotAbandon {
+        SlotAbandon {
+            uid: self.uid,
+            abandoned: self.abandoned.clone(),
+            stuck: self.stuck.clone(),
+        }
+    }
+}
+
+/// Marks a slot's lookup abandoned: it counts against its uid until its thread ends.
+#[derive(Debug)]
+pub struct SlotAbandon {
+    uid: Option<u32>,
+    abandoned: Arc<std::sync::atomic::AtomicU8>,
+    stuck: Arc<Mutex<HashMap<u32, usize>>>,
+}
+
+/// A slot's lookup: running, abandoned by its request, or finished.
+const RUNNING: u8 = 0;
+const ABANDONED: u8 = 1;
+const FINISHED: u8 = 2;
+
+impl SlotAbandon {
+    pub fn abandon(&self) {
+        let Some(uid) = self.uid else { return };
+        // Under the lock, as the slot's drop: counted up only if still running, down once.
+        let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+        if self
+            .abandoned
+            .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            *stuck.entry(uid).or_default() += 1;
+        }
     }
 }
 
 impl Drop for BlockingSlot {
     fn drop(&mut self) {
-        if let Some(uid) = self.uid {
-            let mut held = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(count) = held.get_mut(&uid) {
-                *count -= 1;
-                if *count == 0 {
-                    held.remove(&uid);
-                }
+        let Some(uid) = self.uid else { return };
+        let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.abandoned.swap(FINISHED, Ordering::SeqCst) == ABANDONED
+            && let Some(count) = stuck.get_mut(&uid)
+        {
+            *count -= 1;
+            if *count == 0 {
+                stuck.remove(&uid);
             }
         }
     }
