@@ -564,10 +564,11 @@ impl Decider<'_> {
         if ruling.decision.effect == Effect::Deny {
             return ruling;
         }
-        // A `Deno.chdir` is a read check of its directory; a path is a directory only after
-        // it was read as missing (then created) or found to be one.
+        // A `Deno.chdir` is a read check of its directory: a directory read is one the process
+        // may be in. (A path read while missing or a file and made a directory in the moment
+        // before the chdir is not counted: SECURITY.md, known limits.)
         for (dir, kind) in targets.iter().filter(|_| permission == Permission::Read) {
-            if *kind == Kind::Other || self.working_dirs.contains(dir) {
+            if *kind != Kind::Directory || self.working_dirs.contains(dir) {
                 continue;
             }
             let earlier: Vec<(Permission, Box<str>)> = self.working_dirs.relatives().to_vec();
@@ -626,14 +627,11 @@ impl Decider<'_> {
             };
             policy.decide_normalized(permission, &normalized, subject, &mut resolve)
         };
-        // Lexical policies do not look at the filesystem; the broker's protection and the
-        // working directories still need the real location of a file path.
+        // Lexical policies do not look at the filesystem; the working directories (and the
+        // decision log behind a link) still need the real location of a read.
         if targets.len() == first_target
             && let Some(path) = lexical.as_deref().and_then(file_path)
-            && matches!(
-                permission,
-                Permission::Read | Permission::Write | Permission::Net
-            )
+            && permission == Permission::Read
             && let Ok(found) = self.proc.resolve_with_kind(path)
         {
             targets.push(found);

@@ -9,7 +9,7 @@
 //! What the broker does know: every `Deno.chdir(dir)` is itself a `read` check of `dir`, sent
 //! before the process changes directory. So the directories a process can ever be in are its
 //! working directory when first seen, each one observed since, and every directory it has been
-//! allowed to read (or to create, which is how a path becomes a directory in the first place).
+//! allowed to read.
 //! A relative path is allowed only if it is allowed under **every** one of them; and a directory
 //! newly allowed is refused if a relative path allowed earlier would reach a denied file from it
 //! (the earlier `open` may still be in flight). Both sets are capped; past a cap relative paths
