@@ -627,14 +627,13 @@ impl Decider<'_> {
             };
             policy.decide_normalized(permission, &normalized, subject, &mut resolve)
         };
-        // Lexical policies do not look at the filesystem; the working directories (and the
-        // decision log behind a link) still need the real location of a read.
+        // Lexical policies do not look at the filesystem; the working directories still need to
+        // know whether a read is of a directory: one `stat`, no walk.
         if targets.len() == first_target
             && let Some(path) = lexical.as_deref().and_then(file_path)
             && permission == Permission::Read
-            && let Ok(found) = self.proc.resolve_with_kind(path)
         {
-            targets.push(found);
+            targets.push((path.to_owned(), self.proc.kind_of(path)));
         }
         let target = targets.get(first_target).map(|(real, _)| real.clone());
         let protected = lexical

@@ -193,6 +193,29 @@ impl ProcDir {
     /// Resolves the symlinks of `path` as the peer sees it: inside its root directory
     /// (`/proc/<pid>/root`, which differs for a peer in a container or chroot), reached through
     /// this handle (`/proc/self/fd/<fd>/root`) so it is the root of the process that connected.
+    /// What `path` is as the peer sees it, following links, in one `stat` (for policies that
+    /// do not resolve symlinks: no walk, no real path).
+    pub fn kind_of(&self, path: &str) -> super::symlinks::Kind {
+        use super::symlinks::Kind;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd as _;
+            let Ok(dir) = self.dir.as_ref() else {
+                return Kind::Missing;
+            };
+            match std::fs::metadata(format!("/proc/self/fd/{}/root{path}", dir.as_raw_fd())) {
+                Ok(m) if m.is_dir() => Kind::Directory,
+                Ok(_) => Kind::Other,
+                Err(_) => Kind::Missing,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = path;
+            Kind::Missing
+        }
+    }
+
     /// Also says whether the real path is a directory, another file or missing.
     pub fn resolve_with_kind(&self, path: &str) -> Result<(String, super::symlinks::Kind), String> {
         #[cfg(target_os = "linux")]
