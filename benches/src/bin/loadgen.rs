@@ -442,6 +442,20 @@ async fn throughput(
             ),
             dir.join("logged.sock"),
         ),
+        (
+            "daemon + decision log, fdatasync",
+            daemon(
+                &dir.join("synced.sock"),
+                &policy,
+                &[
+                    "--decision-log",
+                    dir.join("synced.jsonl").to_str().unwrap(),
+                    "--decision-log-sync",
+                ],
+                "warn",
+            ),
+            dir.join("synced.sock"),
+        ),
     ];
     println!(
         "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
@@ -456,6 +470,7 @@ async fn throughput(
             }
             // The log grows by every decision; keep the disk out of it.
             let _ = std::fs::File::create(dir.join("decisions.jsonl"));
+            let _ = std::fs::File::create(dir.join("synced.jsonl"));
         }
         let mut medians = Vec::new();
         for ((name, _, _), mut runs) in targets.iter().zip(results) {
