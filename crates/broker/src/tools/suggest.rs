@@ -84,8 +84,19 @@ pub fn suggest(log: &str, source_name: &str) -> Result<String, String> {
         let total: u64 = entries.iter().map(|(_, hits, _)| hits).sum();
         let _ = writeln!(
             out,
-            "[[rule]]\nid = \"observed-{permission}\"\neffect = \"allow\"\npermissions = [\"{permission}\"]  # {total} request(s)\n{key} = ["
+            "[[rule]]\nid = \"observed-{permission}\"\neffect = \"allow\"\npermissions = [\"{permission}\"]  # {total} request(s)"
         );
+        // A bare command name runs whatever the script's PATH finds: the policy language wants
+        // that said, and so does the reviewer.
+        if *permission == Permission::Run
+            && entries.iter().any(|(e, _, _)| !e.contains('/') && e != "*")
+        {
+            let _ = writeln!(
+                out,
+                "trusts_path = true  # REVIEW: bare names run whatever the script's PATH finds; prefer absolute paths"
+            );
+        }
+        let _ = writeln!(out, "{key} = [");
         for (entry, hits, covers) in entries {
             let detail = if covers > 1 {
                 format!(", {covers} distinct values")
