@@ -54,6 +54,15 @@ pub enum Command {
     Suggest {
         /// A decision log (`serve --decision-log`), typically recorded with `mode = "audit"`.
         decision_log: PathBuf,
+        /// The policy the log was recorded under (a file or a directory): its deny rules are
+        /// carried into the suggestion, and what they deny is never granted.
+        #[arg(long, value_name = "AUDITED")]
+        policy: Option<PathBuf>,
+        /// Fold the files of a directory into the directory where more than one was used and no
+        /// deny rule covers anything in it (each fold lists the entries it covers). Without it,
+        /// exact values only.
+        #[arg(long)]
+        collapse: bool,
     },
     /// Send one permission check to a running broker and print the answer (exit 0 allow,
     /// 1 deny, 87 on a protocol fault).

@@ -23,7 +23,11 @@ fn main() -> ExitCode {
             cases,
             accounts,
         } => tools::policy_test::run(&policy, &cases, &accounts),
-        Command::Suggest { decision_log } => tools::suggest::run(&decision_log),
+        Command::Suggest {
+            decision_log,
+            policy,
+            collapse,
+        } => tools::suggest::run(&decision_log, policy.as_deref(), collapse),
         Command::Ask {
             socket,
             require_uid,
