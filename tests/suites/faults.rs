@@ -146,15 +146,27 @@ fn a_decision_whose_record_cannot_be_written_is_never_answered() {
     // write when it exits.
     let mut daemon = Daemon::start(
         &policy("/tmp"),
-        &["--decision-log", "/dev/full", "--decision-log-max-wait", "0.5"],
+        &[
+            "--decision-log",
+            "/dev/full",
+            "--decision-log-max-wait",
+            "0.5",
+        ],
     );
     let mut asker = Asker::open(&daemon);
     assert_eq!(asker.ask("/tmp/x"), None, "answered without a record");
     let error = daemon.wait_for_log(&["cannot write the decision log; retrying"]);
     assert!(error.contains("No space left on device"), "{error}");
-    daemon.wait_for_log(&["decision log overloaded", "closing connection without an answer"]);
+    daemon.wait_for_log(&[
+        "decision log overloaded",
+        "closing connection without an answer",
+    ]);
     let mut again = Asker::open(&daemon);
-    assert_eq!(again.ask("/tmp/y"), None, "a second connection is not answered either");
+    assert_eq!(
+        again.ask("/tmp/y"),
+        None,
+        "a second connection is not answered either"
+    );
     assert!(daemon.is_running());
     common::signal(&daemon, nix::sys::signal::Signal::SIGTERM);
     let _ = daemon.child.wait();

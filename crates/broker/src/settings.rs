@@ -228,7 +228,10 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
     // the layout an operator would write first must fail with the reason, not `unknown key`.
     if let Some(config) = &args.config
         && policy.is_dir()
-        && let (Ok(config), Ok(dir)) = (std::fs::canonicalize(config), std::fs::canonicalize(&policy))
+        && let (Ok(config), Ok(dir)) = (
+            std::fs::canonicalize(config),
+            std::fs::canonicalize(&policy),
+        )
         && config.starts_with(&dir)
     {
         return Err(format!(

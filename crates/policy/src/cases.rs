@@ -137,8 +137,8 @@ pub fn run_cases(
         // working directory, a relative command) is denied whatever the rules say: a case that
         // expects a deny passes on it only if it says `rule = "unresolvable"`, or a typo in a
         // case would pass for the wrong reason.
-        let unresolvable_unasked = d.decided_by == DecidedBy::Unresolvable
-            && case.rule.as_deref() != Some("unresolvable");
+        let unresolvable_unasked =
+            d.decided_by == DecidedBy::Unresolvable && case.rule.as_deref() != Some("unresolvable");
         let passed = d.effect == case.expect
             && !unresolvable_unasked
             && case.rule.as_deref().is_none_or(|r| r == actual_rule)

@@ -632,9 +632,7 @@ impl Compiler<'_> {
                                 ),
                             );
                         }
-                        if kind == MatcherKind::Paths
-                            && !unicode_normalization::is_nfc(text)
-                        {
+                        if kind == MatcherKind::Paths && !unicode_normalization::is_nfc(text) {
                             self.warning(
                                 source,
                                 &item.span(),

@@ -709,7 +709,9 @@ rule = "unresolvable"
     let failed = report.outcomes.iter().find(|o| !o.passed).unwrap();
     assert_eq!(failed.name, "a typo denied for the wrong reason");
     assert!(
-        failed.actual.starts_with("deny by `unresolvable` (\"denied: cannot interpret"),
+        failed
+            .actual
+            .starts_with("deny by `unresolvable` (\"denied: cannot interpret"),
         "{}",
         failed.actual
     );

@@ -164,6 +164,8 @@ mod case {
         {
             return *known;
         }
+        // `fs_type_t` is i64 on some targets and u32 on others.
+        #[allow(clippy::unnecessary_cast)]
         let insensitive = nix::sys::statfs::statfs(dir)
             .map(|s| CASE_INSENSITIVE.contains(&(s.filesystem_type().0 as i64)))
             .unwrap_or(false);

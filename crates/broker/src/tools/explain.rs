@@ -98,7 +98,11 @@ pub fn run(args: ExplainArgs) -> ExitCode {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "decision:   {answered}");
-    let _ = writeln!(out, "decided by: {}", shown(&rule_label(policy, e.decision.decided_by)));
+    let _ = writeln!(
+        out,
+        "decided by: {}",
+        shown(&rule_label(policy, e.decision.decided_by))
+    );
     if let Some(reason) = &e.decision.reason {
         let _ = writeln!(out, "reason:     {}", shown(reason));
     }
