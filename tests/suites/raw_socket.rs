@@ -75,7 +75,8 @@ fn answers_in_order_with_reasons() {
     conn.send(&f.as_bytes()[20..]);
     assert_eq!(conn.answer(), "{\"id\":11,\"result\":\"allow\"}\n");
     // Frames longer than the daemon's 2 KiB read buffer, up to the 64 KiB bound, whole or in
-    // pieces; and a short frame right behind a long one in the same write.
+    // pieces; and a short frame right behind a long one in the same write. A path past PATH_MAX
+    // (4,096 bytes) is denied as one no system call takes: the frame is still read whole.
     for (id, len, pieces) in [
         (12u32, 3_000usize, false),
         (14, 20_000, true),
@@ -83,22 +84,24 @@ fn answers_in_order_with_reasons() {
     ] {
         let long = format!("/tmp/{}", "ab/".repeat(len / 3));
         let f = read_frame(id, pid, &long);
+        let expected = if long.len() < 4096 {
+            format!("{{\"id\":{id},\"result\":\"allow\"}}\n")
+        } else {
+            format!(
+                "{{\"id\":{id},\"result\":\"deny\",\"reason\":\"denied: a path of {} bytes is longer than the system allows (4095 bytes)\"}}\n",
+                long.len()
+            )
+        };
         if pieces {
             for piece in f.as_bytes().chunks(4_096) {
                 conn.send(piece);
                 std::thread::sleep(Duration::from_millis(2));
             }
-            assert_eq!(
-                conn.answer(),
-                format!("{{\"id\":{id},\"result\":\"allow\"}}\n")
-            );
+            assert_eq!(conn.answer(), expected);
         } else {
             // Ids increase, so the short frame behind takes the next one (15 -> 16).
             conn.send(format!("{f}{}", read_frame(id + 1, pid, "/etc")).as_bytes());
-            assert_eq!(
-                conn.answer(),
-                format!("{{\"id\":{id},\"result\":\"allow\"}}\n")
-            );
+            assert_eq!(conn.answer(), expected);
             assert!(conn.answer().starts_with(&format!("{{\"id\":{},", id + 1)));
         }
     }
