@@ -3,47 +3,11 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use permission_broker_policy::{
-    DecidedBy, Effect, NoDirectory, Policy, Source, Subject, lexical_only,
-};
+use permission_broker_policy::{NoDirectory, Policy, Source, Subject};
 
-fn compile(text: &str) -> Policy {
-    match Policy::compile(&[Source::new("p.toml", text)], &NoDirectory) {
-        Ok((policy, _)) => policy,
-        Err(e) => panic!("{e}"),
-    }
-}
+mod common;
 
-fn by(policy: &Policy, d: DecidedBy) -> String {
-    match d {
-        DecidedBy::Rule(i) => policy.rule(i).id.clone(),
-        DecidedBy::Default => "default".into(),
-        DecidedBy::Unresolvable => "unresolvable".into(),
-    }
-}
-
-fn table(policy: &Policy, cases: &[(&str, Option<&str>, Effect, &str)]) {
-    let mut failures = Vec::new();
-    for &(permission, value, effect, rule) in cases {
-        let d = policy.decide(
-            permission.parse().unwrap(),
-            value,
-            &Subject::default(),
-            &mut lexical_only,
-        );
-        let got = by(policy, d.decided_by);
-        if d.effect != effect || got != rule {
-            failures.push(format!(
-                "{permission} {value:?}: expected {effect} by {rule}, got {} by {got}",
-                d.effect
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-const A: Effect = Effect::Allow;
-const D: Effect = Effect::Deny;
+use common::{A, D, compile, table};
 
 /// Attack: the metadata address and loopback written another way. With `127.0.0.0/8`, `[::1]`
 /// and `169.254.169.254` denied, `0.0.0.0:port` reached a loopback-only service, and the
@@ -71,6 +35,7 @@ hosts = ["169.254.169.254"]
     );
     table(
         &policy,
+        &Subject::default(),
         &[
             ("net", Some("0.0.0.0:8080"), D, "no-loopback"),
             ("net", Some("0.1.2.3:80"), D, "no-loopback"),
@@ -115,6 +80,7 @@ hosts = ["0.0.0.0:8000"]
     );
     table(
         &policy,
+        &Subject::default(),
         &[
             ("net", Some("127.0.0.1:80"), A, "loopback"),
             ("net", Some("0.0.0.0:80"), D, "default"),
@@ -155,6 +121,7 @@ paths = ["/**/secrets/**"]
     let ok_name = format!("/{}", "n".repeat(255));
     table(
         &policy,
+        &Subject::default(),
         &[
             ("read", Some(&long), D, "unresolvable"),
             ("read", Some(&fits), A, "all"),
@@ -197,6 +164,7 @@ paths = ["/srv/keys/**/*.pem"]
     );
     table(
         &policy,
+        &Subject::default(),
         &[
             ("read", Some("/srv/app/secrets"), D, "secrets"),
             ("read", Some("/srv/app/secrets/k.pem"), D, "secrets"),
@@ -233,6 +201,7 @@ fn host_names_longer_than_dns_allows_are_refused() {
     let fits = format!("{}.internal:443", "l".repeat(63));
     table(
         &policy,
+        &Subject::default(),
         &[
             ("net", Some(&long), D, "unresolvable"),
             ("net", Some(&label), D, "unresolvable"),
@@ -259,6 +228,7 @@ paths = ["/srv/keys/?.pem", "/srv/cls/[é].pem", "/srv/neg/[!a].pem", "/srv/star
     );
     table(
         &policy,
+        &Subject::default(),
         &[
             ("read", Some("/srv/keys/é.pem"), D, "keys"),
             ("read", Some("/srv/keys/日.pem"), D, "keys"),
