@@ -251,3 +251,31 @@ fn sigusr1_reopens_the_log_for_rotation_and_nothing_is_lost() {
     assert!(old.iter().all(|r| r["value"] == "/tmp/x"));
     assert_eq!(new.iter().filter(|r| r["value"] == "/tmp/y").count(), 30);
 }
+
+/// The SIGUSR1 handler once held a sender of the log's queue forever, so the writer never saw
+/// the queue close: every stop with a decision log waited the full 5 s flush bound and said the
+/// log "did not finish writing". A stop writes what is queued and exits at once.
+#[test]
+fn a_stop_with_a_decision_log_finishes_writing_without_waiting_out_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy("tmp", "/tmp")).unwrap();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start_in(dir, &policy_path, &["--decision-log", &log_arg]);
+    let mut asker = Asker::open(&daemon);
+    assert!(asker.allowed("/tmp/x"));
+    let started = std::time::Instant::now();
+    let status = sigterm_and_wait(&mut daemon);
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    daemon.wait_for_log(&["decision log closed", "written=1"]);
+    let log_lines = daemon.log().join("\n");
+    assert!(
+        !log_lines.contains("did not finish writing"),
+        "the writer waited out its bound:\n{log_lines}"
+    );
+    // 5 s is the flush bound this used to wait out; a stop that writes one record takes ms.
+    assert!(took < Duration::from_secs(4), "the stop took {took:?}");
+    assert_eq!(records(&log).len(), 1);
+}

@@ -244,15 +244,18 @@ impl DecisionLog {
     }
 }
 
-/// SIGUSR1 reopens the log (rotation).
+/// SIGUSR1 reopens the log (rotation). The handler holds only a weak sender: the writer ends
+/// (and a stop finishes) once the connections' senders are gone, not 5 s later.
 fn spawn_reopen_on_signal(tx: mpsc::Sender<Message>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
+        let tx = tx.downgrade();
         match signal(SignalKind::user_defined1()) {
             Ok(mut usr1) => {
                 tokio::spawn(async move {
                     while usr1.recv().await.is_some() {
+                        let Some(tx) = tx.upgrade() else { break };
                         if tx.send(Message::Reopen).await.is_err() {
                             break;
                         }
