@@ -10,6 +10,7 @@
     clippy::new_without_default
 )]
 
+pub mod service_manager;
 pub mod world;
 
 use std::io::{BufRead, BufReader, Write};
@@ -76,6 +77,8 @@ pub struct Launch<'a> {
     /// Bind the socket in the test and pass it in with `LISTEN_FDS`, as systemd's socket unit
     /// does: it outlives the daemon, so a connection made while none runs waits for the next.
     pub socket_activated: bool,
+    /// Run this binary instead of the one under test (a copy an upgrade replaces).
+    pub program: Option<&'a Path>,
 }
 
 impl Default for Launch<'_> {
@@ -85,6 +88,7 @@ impl Default for Launch<'_> {
             log_filter: "permission_broker=debug",
             user: None,
             socket_activated: false,
+            program: None,
         }
     }
 }
@@ -103,6 +107,7 @@ pub struct Daemon {
     user: Option<(u32, u32)>,
     /// The listening socket held across restarts when socket-activated.
     unit: Option<UnixListener>,
+    program: PathBuf,
 }
 
 impl Daemon {
@@ -145,6 +150,9 @@ impl Daemon {
             log_filter: launch.log_filter.to_owned(),
             user: launch.user,
             unit,
+            program: launch
+                .program
+                .map_or_else(|| PathBuf::from(&*BROKER), Path::to_path_buf),
         };
         let _ = daemon.child.wait();
         daemon.spawn();
@@ -162,7 +170,7 @@ impl Daemon {
     /// that the child inherits.
     fn command(&self, passed: Option<RawFd>) -> Command {
         let mut cmd = match passed {
-            None => Command::new(&*BROKER),
+            None => Command::new(&self.program),
             Some(fd) => {
                 // systemd sets LISTEN_PID to the service's pid, and passes the socket as fd 3: a
                 // shell that execs the daemon knows its pid and can move the descriptor.
@@ -174,7 +182,7 @@ impl Daemon {
                 let mut cmd = Command::new("bash");
                 cmd.arg("-c")
                     .arg(format!("LISTEN_PID=$$ exec \"$0\" \"$@\"{moved}"))
-                    .arg(&*BROKER)
+                    .arg(&self.program)
                     .env("LISTEN_FDS", "1");
                 cmd
             }
@@ -206,14 +214,7 @@ impl Daemon {
             .spawn()
             .unwrap();
         drop(passed);
-        let sink = self.log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
+        capture_lines(child.stderr.take().unwrap(), self.log.clone());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut ready = String::new();
         stdout.read_line(&mut ready).unwrap();
@@ -247,22 +248,12 @@ impl Daemon {
 
     /// Waits until a log line contains every one of `needles`; returns it.
     pub fn wait_for_log(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(line) = self
-                .log()
-                .into_iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needles:?} in:\n{}",
-                self.log().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_line(&self.log, needles)
+    }
+
+    /// Waits until `count` log lines contain every one of `needles`; returns the last.
+    pub fn wait_for_logs(&self, needles: &[&str], count: usize) -> String {
+        wait_for_lines(&self.log, needles, count)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -279,6 +270,45 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Collects the lines of `pipe` (a daemon's log) into `sink` as they come, until it closes.
+pub fn capture_lines(pipe: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// Waits until `lines` holds a line containing every one of `needles`, at most 10 s; returns it.
+pub fn wait_for_line(lines: &Mutex<Vec<String>>, needles: &[&str]) -> String {
+    wait_for_lines(lines, needles, 1)
+}
+
+/// Waits until `lines` holds `count` lines containing every one of `needles`, at most 10 s;
+/// returns the last of them.
+pub fn wait_for_lines(lines: &Mutex<Vec<String>>, needles: &[&str], count: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Vec<String> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .cloned()
+            .collect();
+        if found.len() >= count {
+            return found[count - 1].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {count} lines with {needles:?} in:\n{}",
+            lines.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -383,7 +413,11 @@ pub struct RawConn(pub BufReader<UnixStream>);
 
 impl RawConn {
     pub fn open(daemon: &Daemon) -> RawConn {
-        let stream = UnixStream::connect(&daemon.socket).unwrap();
+        RawConn::open_path(&daemon.socket)
+    }
+
+    pub fn open_path(socket: &Path) -> RawConn {
+        let stream = UnixStream::connect(socket).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();

@@ -90,23 +90,7 @@ trusts_path = true
     /// A `deno run` of `script` (written to the app directory), with the app directory as cwd.
     pub fn deno(&self, version: &str, name: &str, script: &str) -> Command {
         std::fs::write(self.app.join(name), script).unwrap();
-        let mut cmd = Command::new(deno(version));
-        cmd.arg("run")
-            .arg("--no-config")
-            .arg(name)
-            .current_dir(&self.app)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.root)
-            .env("DENO_DIR", self.root.join("deno-dir"))
-            .env("NO_COLOR", "1")
-            .env("DENO_NO_UPDATE_CHECK", "1")
-            .env("APP_MODE", "production")
-            .env("DENO_PERMISSION_BROKER_PATH", &self.daemon.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        deno_run(version, &self.root, &self.app, &self.daemon.socket, name)
     }
 
     pub fn run(&self, version: &str, name: &str, script: &str) -> Output {
@@ -117,6 +101,28 @@ trusts_path = true
 
 /// `inner` (a prepared `deno run`) run through `program args…`, with the same directory and
 /// environment.
+/// A `deno run` of the script `name` in `app` (its working directory), pointed at the broker on
+/// `socket`, with `root` as its home.
+pub fn deno_run(version: &str, root: &Path, app: &Path, socket: &Path, name: &str) -> Command {
+    let mut cmd = Command::new(deno(version));
+    cmd.arg("run")
+        .arg("--no-config")
+        .arg(name)
+        .current_dir(app)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", root)
+        .env("DENO_DIR", root.join("deno-dir"))
+        .env("NO_COLOR", "1")
+        .env("DENO_NO_UPDATE_CHECK", "1")
+        .env("APP_MODE", "production")
+        .env("DENO_PERMISSION_BROKER_PATH", socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 pub fn wrapped(program: &str, args: &[&str], inner: &Command) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args)

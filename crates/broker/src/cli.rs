@@ -190,6 +190,11 @@ pub struct ServeArgs {
     /// Only serve peers with these uids (comma-separated; from the kernel, never the request).
     #[arg(long, value_delimiter = ',')]
     pub allowed_uids: Option<Vec<u32>>,
+    /// Check that this binary can take over a running daemon started with these arguments:
+    /// load the configuration and the policy, bind and open nothing, print the handover
+    /// version, exit 0 (64 if they do not load). A daemon runs this before a SIGUSR2 upgrade.
+    #[arg(long)]
+    pub preflight: bool,
 }
 
 /// Parses an octal file mode (`600`, `0o660`).

@@ -29,6 +29,11 @@ impl IdSequence {
         }
     }
 
+    /// A sequence that goes on from `last` (a connection handed over from another process).
+    pub fn resume(last: Option<u32>) -> Self {
+        IdSequence { last }
+    }
+
     pub fn last(&self) -> Option<u32> {
         self.last
     }

@@ -15,7 +15,9 @@ use permission_broker_protocol::{
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use tokio::sync::oneshot;
 
 /// Why a connection was closed without an answer.
@@ -45,6 +47,8 @@ pub enum Fault {
         "this uid already holds {held} connections, its share (max_connections_per_uid {limit})"
     )]
     OverShare { held: usize, limit: usize },
+    #[error("handed over but not taken: {0}")]
+    NotAdopted(String),
 }
 
 /// Bytes read from the socket at a time. A Deno frame is about 150 bytes and only one is in
@@ -52,12 +56,125 @@ pub enum Fault {
 /// longer frame (up to `max_frame_bytes`) is read in several pieces.
 const READ_BUFFER_BYTES: usize = 2 * 1024;
 
+/// How a connection is told to stop while idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Close it (a stop without a successor).
+    Close,
+    /// Keep it open and give it back with its state, for the next process to go on serving it.
+    Park,
+}
+
+/// What a connection carries across a handover to the next process: enough that the peer sees
+/// no difference -- its ids still strictly increase, the bytes it sent and nobody read yet are
+/// read next, its relative paths are still checked under every directory it may be in, and
+/// the log goes on numbering it the same.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    /// The connection's number in the log.
+    pub conn: u64,
+    /// As the kernel reported them at accept (checked again against `SO_PEERCRED` on adoption).
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// When the peer process started (`/proc/<pid>/stat`, field 22): the `/proc/<pid>` reopened
+    /// by the next process must be the same process, not a pid reused since.
+    pub start_time: Option<u64>,
+    /// The last id answered.
+    pub last_id: Option<u32>,
+    /// Bytes received and not yet taken as a frame (a frame's start, or frames sent ahead), in
+    /// hex: at most `max_frame_bytes` and a read buffer.
+    #[serde(with = "hex_bytes")]
+    pub pending: Vec<u8>,
+    pub working_dirs: working_dirs::Saved,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        use std::fmt::Write;
+        let mut text = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            let _ = write!(text, "{b:02x}");
+        }
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if text.len() % 2 != 0 {
+            return Err(D::Error::custom("odd hex length"));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|i| {
+                text.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| D::Error::custom("not hex"))
+            })
+            .collect()
+    }
+}
+
+/// How a connection's frame loop ended: closed (the server closes the socket), or parked for a
+/// handover with its state.
+#[derive(Debug)]
+pub enum Ended<R, W> {
+    Closed(R, W),
+    Parked(Box<Carried>, R, W),
+}
+
+/// The reader a connection reads from: bytes carried over from the previous process first,
+/// then the socket.
+#[derive(Debug)]
+pub struct Prefixed<R> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: R,
+}
+
+impl<R> Prefixed<R> {
+    fn new(prefix: Vec<u8>, inner: R) -> Self {
+        Prefixed {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.prefix[self.at..]
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.at);
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
 pub struct Connection<R, W> {
     id: u64,
     peer: Peer,
     /// What deciding needs between requests.
     state: DecisionState,
-    reader: BufReader<R>,
+    reader: BufReader<Prefixed<R>>,
     writer: W,
     ids: IdSequence,
     /// The frame being read; reused so a connection allocates once, not per request.
@@ -72,7 +189,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             id,
             state: DecisionState::new(Arc::new(ProcDir::open(&peer))),
             peer,
-            reader: BufReader::with_capacity(READ_BUFFER_BYTES, reader),
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, Prefixed::new(Vec::new(), reader)),
             writer,
             ids: IdSequence::new(),
             line: Vec::with_capacity(512),
@@ -81,11 +198,109 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
+    /// A connection handed over by the previous process, with the peer the kernel reports for
+    /// its socket now. Refused (with why) if the peer is not the one recorded, or its process
+    /// is not the one that connected.
+    pub fn resume(
+        carried: Carried,
+        peer: Peer,
+        reader: R,
+        writer: W,
+        shared: Arc<Shared>,
+    ) -> Result<Self, (String, R, W)> {
+        if (peer.pid, peer.uid, peer.gid) != (carried.pid, carried.uid, carried.gid) {
+            return Err((
+                format!(
+                    "the kernel reports {peer}, but the handover recorded pid {:?} uid {:?} gid {:?}",
+                    carried.pid, carried.uid, carried.gid
+                ),
+                reader,
+                writer,
+            ));
+        }
+        let proc = match carried.start_time {
+            Some(_) => ProcDir::open(&peer),
+            None => ProcDir::unavailable(&peer),
+        };
+        if carried.start_time.is_some() && proc.start_time() != carried.start_time {
+            return Err((
+                format!(
+                    "process {} is not the one that connected (it started at another time): the peer has exited and its pid was reused",
+                    peer.pid.unwrap_or_default()
+                ),
+                reader,
+                writer,
+            ));
+        }
+        let mut state = DecisionState::new(Arc::new(proc));
+        state.working_dirs = WorkingDirs::restore(carried.working_dirs);
+        Ok(Connection {
+            id: carried.conn,
+            state,
+            peer,
+            reader: BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                Prefixed::new(carried.pending, reader),
+            ),
+            writer,
+            ids: IdSequence::resume(carried.last_id),
+            line: Vec::with_capacity(512),
+            out: Vec::with_capacity(256),
+            shared,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The socket this connection reads from.
+    pub fn reader(&self) -> &R {
+        &self.reader.get_ref().inner
+    }
+
+    /// Ends the frame loop: closed, or parked with what the next process needs.
+    fn end(self, stop: Stop) -> Ended<R, W> {
+        let Connection {
+            id,
+            peer,
+            state,
+            reader,
+            writer,
+            ids,
+            line,
+            ..
+        } = self;
+        match stop {
+            Stop::Close => Ended::Closed(reader.into_inner().inner, writer),
+            Stop::Park => {
+                // A frame cut short by the stop is in `line` (cleared once a frame is answered,
+                // and by read_frame as it starts); then what the buffer holds; then what the
+                // previous handover left unread.
+                let mut pending = line;
+                pending.extend_from_slice(reader.buffer());
+                let prefixed = reader.into_inner();
+                pending.extend_from_slice(prefixed.rest());
+                let carried = Carried {
+                    conn: id,
+                    pid: peer.pid,
+                    uid: peer.uid,
+                    gid: peer.gid,
+                    start_time: state.proc.start_time(),
+                    last_id: ids.last(),
+                    pending,
+                    working_dirs: state.working_dirs.save(),
+                };
+                Ended::Parked(Box::new(carried), prefixed.inner, writer)
+            }
+        }
+    }
+
     /// Serves requests until the peer hangs up, a fault occurs, or `shutdown` fires (or its
     /// sender is dropped) while the connection is idle. A request already read is always
     /// answered. The signal is this connection's own, so waiting for a frame touches no state
     /// shared with other connections.
-    pub async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+    pub async fn run(mut self, mut shutdown: oneshot::Receiver<Stop>) -> Ended<R, W> {
         tracing::debug!(conn = self.id, peer = %self.peer, "connection opened");
         if let Some(allowed) = &self.shared.allowed_uids
             && !self.peer.uid.is_some_and(|uid| allowed.contains(&uid))
@@ -93,22 +308,30 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             let fault = Fault::NotAllowed(self.peer.uid);
             self.record_fault(&fault).await;
             tracing::warn!(conn = self.id, peer = %self.peer, "{}; closing connection", fault.to_string().escape_debug());
-            return;
+            return self.end(Stop::Close);
         }
         loop {
             let read = tokio::select! {
-                read = self.read_frame() => read,
-                _ = &mut shutdown => {
-                    tracing::debug!(conn = self.id, "closing idle connection for shutdown");
-                    return;
+                // A stop is taken before another frame: a handover reads nothing new.
+                biased;
+                stop = &mut shutdown => {
+                    let stop = stop.unwrap_or(Stop::Close);
+                    tracing::debug!(conn = self.id, ?stop, "idle connection stopped");
+                    return self.end(stop);
                 }
+                read = self.read_frame() => read,
             };
             let outcome = match read {
                 Ok(false) => {
                     tracing::debug!(conn = self.id, peer = %self.peer, "connection closed by peer");
-                    return;
+                    return self.end(Stop::Close);
                 }
-                Ok(true) => self.answer().await,
+                Ok(true) => {
+                    let answered = self.answer().await;
+                    // `line` holds only a frame still being read: a handover carries it over.
+                    self.line.clear();
+                    answered
+                }
                 Err(fault) => Err(fault),
             };
             if let Err(fault) = outcome {
@@ -124,15 +347,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     fault = %fault.to_string().escape_debug(),
                     "protocol fault; closing connection without an answer"
                 );
-                return;
+                return self.end(Stop::Close);
             }
         }
     }
 
     /// Closes a connection at accept, without reading from it: logged as a fault with the peer.
-    pub async fn refuse(self, fault: Fault) {
+    pub async fn refuse(self, fault: Fault) -> Ended<R, W> {
         self.record_fault(&fault).await;
         tracing::warn!(conn = self.id, peer = %self.peer, "{}; closing connection", fault.to_string().escape_debug());
+        self.end(Stop::Close)
     }
 
     async fn record_fault(&self, fault: &Fault) {

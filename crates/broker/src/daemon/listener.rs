@@ -1,6 +1,8 @@
 //! Taking the socket and serving on it: the one inherited from the service manager
 //! (`LISTEN_FDS`), or one bound safely here; then the ready line, and serving until stopped.
 
+#[cfg(unix)]
+use super::handover;
 use super::server::{self, Shared};
 use super::{notify, signals};
 use crate::exit::EXIT_UNAVAILABLE;
@@ -8,47 +10,245 @@ use crate::settings::Settings;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// Why the serving loop stopped.
 #[cfg(unix)]
-pub async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &str) -> ExitCode {
-    let path = settings.socket.as_path();
-    // Socket activation: systemd (or anything speaking LISTEN_FDS) already bound the socket.
-    match listenfd::ListenFd::from_env().take_unix_listener(0) {
-        Ok(Some(inherited)) => {
-            let shown = inherited
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf))
-                .unwrap_or_else(|| path.to_path_buf());
-            let listener = match inherited
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::UnixListener::from_std(inherited))
-            {
-                Ok(listener) => listener,
-                Err(e) => {
-                    tracing::error!("cannot use the inherited socket: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            tracing::info!(socket = %shown.display(), "using the socket passed by the service manager");
-            let vanished = super::unix_socket::watch_path(shown.clone(), None);
-            let (stop, lost) = stop_or_lost(vanished);
-            announce_ready(&shown);
-            notify::ready_with_status(status);
-            server::run(listener, shared, stop).await;
-            notify::stopping();
-            return stopped(&lost);
+#[derive(Debug)]
+enum Why {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// The socket file was removed or replaced.
+    Lost(String),
+    /// SIGUSR2, and the new binary passed its preflight.
+    Upgrade,
+}
+
+/// Where the listening socket came from, and what is owed to its file at exit.
+#[cfg(unix)]
+enum Socket {
+    /// Bound here (or by the previous process, which handed it over): removed at exit.
+    Bound(super::unix_socket::BoundSocket),
+    /// The service manager's: its file is the manager's.
+    Inherited(std::path::PathBuf),
+}
+
+#[cfg(unix)]
+pub async fn serve_on_socket(
+    settings: &Settings,
+    shared: Arc<Shared>,
+    status: &str,
+    upgrade: Result<handover::Target, String>,
+) -> ExitCode {
+    use super::connection::Stop;
+    use super::fd_store::FdStore;
+    use super::server::unix::UnixAcceptor;
+    use std::os::fd::AsFd;
+
+    let store = FdStore::from_env();
+    if let Some(store) = &store {
+        let needed = settings.limits.max_connections + 1;
+        if store.size < needed {
+            tracing::warn!(
+                size = store.size,
+                max_connections = settings.limits.max_connections,
+                "the service manager's descriptor store holds {} descriptors: past that many connections, a restart closes the newest ones (set FileDescriptorStoreMax= to at least {needed})",
+                store.size
+            );
+        } else {
+            tracing::info!(
+                size = store.size,
+                "connections are kept in the service manager's descriptor store across restarts"
+            );
         }
-        Ok(None) => {}
+    }
+    // What the previous process handed over: through execve (SIGUSR2), or through the service
+    // manager's descriptor store (a restart); and the service manager's own sockets.
+    let mut inherited = match handover::take_passed(store.as_ref()) {
+        Ok(inherited) => inherited,
         Err(e) => {
-            tracing::error!("LISTEN_FDS is set but fd 3 is not a Unix stream socket: {e}");
+            tracing::error!("LISTEN_FDS is set but cannot be used: {e}");
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
+    };
+    let socket = match take_socket(settings, &mut inherited) {
+        Ok(socket) => socket,
+        Err(code) => return code,
+    };
+    let (listener, shown) = match &socket {
+        Socket::Bound(bound) => (bound.listener.try_clone(), bound.path().to_path_buf()),
+        Socket::Inherited(shown) => (
+            match inherited.listener.take() {
+                Some(listener) => Ok(listener),
+                None => Err(std::io::Error::other("no inherited listener")),
+            },
+            shown.clone(),
+        ),
+    };
+    let listener = match listener
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::UnixListener::from_std)
+    {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot listen on `{}`: {e}", shown.display());
+            remove_socket(&socket);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut resumed = resume(std::mem::take(&mut inherited.connections));
+    if !inherited.how.is_empty() {
+        tracing::info!(
+            from = inherited.how,
+            connections = resumed.len(),
+            previous_revision = inherited.revision.as_deref().unwrap_or("?"),
+            revision = %shared.store.current().revision,
+            "took over from the previous process"
+        );
+    }
+    let mut acceptor = UnixAcceptor { listener, store };
+    let (control, mut why_rx) = tokio::sync::mpsc::channel(4);
+    let watchers = spawn_stop_watchers(&control, &socket);
+    spawn_upgrade_handler(control, upgrade.clone());
+    announce_ready(&shown);
+    notify::ready_with_status(status);
+    let mut next_conn = inherited.next_conn.max(1);
+    loop {
+        let park_on_stop = acceptor.store.is_some();
+        let mut why = None;
+        let stopped = server::run(&mut acceptor, shared.clone(), resumed, next_conn, async {
+            let w = why_rx.recv().await.unwrap_or(Why::Stop);
+            let how = match &w {
+                Why::Upgrade => Stop::Park,
+                Why::Stop if park_on_stop => Stop::Park,
+                Why::Stop | Why::Lost(_) => Stop::Close,
+            };
+            why = Some(w);
+            how
+        })
+        .await;
+        next_conn = stopped.next_conn;
+        match why.unwrap_or(Why::Stop) {
+            Why::Upgrade => {
+                let Ok(target) = &upgrade else {
+                    unreachable_upgrade();
+                    return ExitCode::FAILURE;
+                };
+                let state = handover::State {
+                    version: handover::VERSION,
+                    pid: std::process::id(),
+                    next_conn,
+                    revision: shared.store.current().revision.to_string(),
+                    bound: bound_info(&socket),
+                    connections: stopped
+                        .parked
+                        .iter()
+                        .map(|(carried, _, _)| (**carried).clone())
+                        .collect(),
+                };
+                let connections: Vec<(u64, std::os::fd::BorrowedFd<'_>)> = stopped
+                    .parked
+                    .iter()
+                    .map(|(carried, read, _)| (carried.conn, read.as_ref().as_fd()))
+                    .collect();
+                tracing::info!(
+                    program = %target.program.display(),
+                    connections = connections.len(),
+                    closed = stopped.forced,
+                    "upgrading in place: handing the socket and every connection to the new binary"
+                );
+                let e = handover::exec(target, &state, acceptor.listener.as_fd(), &connections);
+                drop(connections);
+                tracing::error!(
+                    program = %target.program.display(),
+                    "cannot execute the new binary: {e}; serving on"
+                );
+                notify::status(&format!(
+                    "upgrade failed: cannot execute the new binary: {e}"
+                ));
+                notify::ready();
+                resumed = stopped
+                    .parked
+                    .into_iter()
+                    .map(|(carried, read, write)| server::Resumed {
+                        peer: super::peer::Peer {
+                            pid: carried.pid,
+                            uid: carried.uid,
+                            gid: carried.gid,
+                        },
+                        carried: *carried,
+                        read,
+                        write,
+                    })
+                    .collect();
+            }
+            Why::Stop => {
+                watchers.iter().for_each(tokio::task::JoinHandle::abort);
+                notify::stopping();
+                if let Some(store) = &acceptor.store {
+                    store_state(store, &shared, next_conn, &stopped.parked);
+                }
+                // Closed here without a shutdown (dropping tokio's write half would send one):
+                // the store's copies stay open for the next start.
+                for (_, read, write) in stopped.parked {
+                    if let Ok(stream) = read.reunite(write) {
+                        drop(stream.into_std());
+                    }
+                }
+                remove_socket(&socket);
+                tracing::info!("stopped");
+                return ExitCode::SUCCESS;
+            }
+            Why::Lost(why) => {
+                watchers.iter().for_each(tokio::task::JoinHandle::abort);
+                notify::stopping();
+                remove_socket(&socket);
+                tracing::error!("stopped: {why}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        }
+        // The stop watchers are still running; the upgrade handler waits for the next SIGUSR2.
+    }
+}
+
+#[cfg(unix)]
+fn unreachable_upgrade() {
+    tracing::error!("an upgrade was started without a binary to upgrade to");
+}
+
+/// The listening socket: the one handed over by the previous process, the service manager's
+/// (`LISTEN_FDS`), or one bound safely here.
+#[cfg(unix)]
+fn take_socket(
+    settings: &Settings,
+    inherited: &mut handover::Inherited,
+) -> Result<Socket, ExitCode> {
+    let path = settings.socket.as_path();
+    if let Some(listener) = inherited.listener.take() {
+        return Ok(match inherited.bound.take() {
+            Some((path, dev, ino)) => Socket::Bound(super::unix_socket::BoundSocket::adopt(
+                listener,
+                path,
+                (dev, ino),
+            )),
+            None => {
+                let shown = shown_path(&listener).unwrap_or_else(|| path.to_path_buf());
+                inherited.listener = Some(listener);
+                Socket::Inherited(shown)
+            }
+        });
+    }
+    // Socket activation: systemd (or anything speaking LISTEN_FDS) already bound the socket.
+    if !inherited.sockets.is_empty() {
+        let (name, listener) = inherited.sockets.remove(0);
+        let shown = shown_path(&listener).unwrap_or_else(|| path.to_path_buf());
+        tracing::info!(socket = %shown.display(), name, "using the socket passed by the service manager");
+        inherited.listener = Some(listener);
+        return Ok(Socket::Inherited(shown));
     }
     let bound = match super::unix_socket::bind(path, settings.socket_mode) {
         Ok(bound) => bound,
         Err(e) => {
             tracing::error!("{e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
+            return Err(ExitCode::from(EXIT_UNAVAILABLE));
         }
     };
     if let Some((name, gid)) = &settings.socket_group
@@ -56,69 +256,191 @@ pub async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &
     {
         tracing::error!("cannot give the socket to group `{name}`: {e}");
         bound.remove();
-        return ExitCode::from(EXIT_UNAVAILABLE);
+        return Err(ExitCode::from(EXIT_UNAVAILABLE));
     }
-    let listener = match bound
-        .listener
-        .try_clone()
-        .and_then(tokio::net::UnixListener::from_std)
-    {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!("cannot listen on `{}`: {e}", path.display());
-            bound.remove();
-            return ExitCode::FAILURE;
-        }
-    };
-    let (stop, lost) = stop_or_lost(bound.vanished());
-    announce_ready(bound.path());
-    notify::ready_with_status(status);
-    server::run(listener, shared, stop).await;
-    notify::stopping();
-    bound.remove();
-    stopped(&lost)
+    Ok(Socket::Bound(bound))
 }
 
-/// Why the daemon stopped on its own: its socket file was lost.
 #[cfg(unix)]
-type Lost = Arc<std::sync::Mutex<Option<String>>>;
+fn shown_path(listener: &std::os::unix::net::UnixListener) -> Option<std::path::PathBuf> {
+    listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf))
+}
 
-/// The stop signal, or the socket file vanishing: a daemon nobody can reach through its path
+#[cfg(unix)]
+fn bound_info(socket: &Socket) -> Option<(std::path::PathBuf, u64, u64)> {
+    match socket {
+        Socket::Bound(bound) => {
+            let (dev, ino) = bound.inode();
+            Some((bound.path().to_path_buf(), dev, ino))
+        }
+        Socket::Inherited(_) => None,
+    }
+}
+
+#[cfg(unix)]
+fn remove_socket(socket: &Socket) {
+    if let Socket::Bound(bound) = socket {
+        bound.remove();
+    }
+}
+
+/// Connections handed over, as the server resumes them: each with its peer as the kernel
+/// reports it now.
+#[cfg(unix)]
+fn resume(
+    connections: Vec<(super::connection::Carried, std::os::unix::net::UnixStream)>,
+) -> Vec<server::Resumed<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>> {
+    connections
+        .into_iter()
+        .filter_map(|(carried, stream)| {
+            let conn = carried.conn;
+            let taken = stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixStream::from_std(stream))
+                .and_then(|stream| {
+                    let peer = super::server::unix::peer_of(&stream)?;
+                    Ok((peer, stream))
+                });
+            match taken {
+                Ok((peer, stream)) => {
+                    let (read, write) = stream.into_split();
+                    Some(server::Resumed {
+                        carried,
+                        peer,
+                        read,
+                        write,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(conn, "handed-over connection cannot be used: {e}; closed");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// A graceful stop with the descriptor store: the connections stay in the store, open; their
+/// state goes beside them, so that the next start goes on serving them.
+#[cfg(unix)]
+fn store_state(
+    store: &super::fd_store::FdStore,
+    shared: &Shared,
+    next_conn: u64,
+    parked: &[(
+        Box<super::connection::Carried>,
+        tokio::net::unix::OwnedReadHalf,
+        tokio::net::unix::OwnedWriteHalf,
+    )],
+) {
+    use std::os::fd::AsFd;
+    let state = handover::State {
+        version: handover::VERSION,
+        pid: std::process::id(),
+        next_conn,
+        revision: shared.store.current().revision.to_string(),
+        bound: None,
+        connections: parked
+            .iter()
+            .map(|(carried, _, _)| (**carried).clone())
+            .collect(),
+    };
+    let stored = handover::to_memfd(&state).and_then(|memfd| {
+        let _ = store.forget(super::fd_store::STATE_NAME);
+        store.keep(super::fd_store::STATE_NAME, memfd.as_fd())
+    });
+    match stored {
+        Ok(()) => tracing::info!(
+            connections = parked.len(),
+            "connections and their state left with the service manager for the next start"
+        ),
+        Err(e) => {
+            tracing::error!("cannot store the connections' state: {e}; closing them");
+            for (carried, read, _) in parked {
+                let _ = nix::sys::socket::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(read.as_ref()),
+                    nix::sys::socket::Shutdown::Both,
+                );
+                store.forget_connection(carried.conn);
+            }
+        }
+    }
+}
+
+/// SIGTERM/SIGINT, or the socket file vanishing: a daemon nobody can reach through its path
 /// stops (answering what it has read) and exits non-zero, so that its supervisor restarts it
 /// and the path is served again.
 #[cfg(unix)]
-fn stop_or_lost(vanished: impl Future<Output = String>) -> (impl Future<Output = ()>, Lost) {
-    let lost = Lost::default();
+fn spawn_stop_watchers(
+    control: &tokio::sync::mpsc::Sender<Why>,
+    socket: &Socket,
+) -> [tokio::task::JoinHandle<()>; 2] {
     let signal = signals::stop_signal();
-    let record = lost.clone();
-    let stop = async move {
-        tokio::select! {
-            () = signal => {}
-            why = vanished => {
-                tracing::error!("{why}: no new Deno process can reach this broker; stopping so that the supervisor restarts it");
-                *record.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
-            }
-        }
+    let tx = control.clone();
+    let stop = tokio::spawn(async move {
+        signal.await;
+        let _ = tx.send(Why::Stop).await;
+    });
+    let vanished: std::pin::Pin<Box<dyn Future<Output = String> + Send>> = match socket {
+        Socket::Bound(bound) => Box::pin(bound.vanished()),
+        Socket::Inherited(shown) => Box::pin(super::unix_socket::watch_path(shown.clone(), None)),
     };
-    (stop, lost)
+    let tx = control.clone();
+    let lost = tokio::spawn(async move {
+        let why = vanished.await;
+        tracing::error!(
+            "{why}: no new Deno process can reach this broker; stopping so that the supervisor restarts it"
+        );
+        let _ = tx.send(Why::Lost(why)).await;
+    });
+    [stop, lost]
 }
 
+/// SIGUSR2: upgrade in place, once the binary at the daemon's own path has passed its
+/// preflight. A binary that fails it (or is not there, or not executable) leaves the daemon
+/// serving, and says why.
 #[cfg(unix)]
-fn stopped(lost: &Lost) -> ExitCode {
-    match lost
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-    {
-        Some(why) => {
-            tracing::error!("stopped: {why}");
-            ExitCode::from(EXIT_UNAVAILABLE)
+fn spawn_upgrade_handler(
+    control: tokio::sync::mpsc::Sender<Why>,
+    upgrade: Result<handover::Target, String>,
+) {
+    let Some(mut usr2) = signals::upgrade_signal() else {
+        return;
+    };
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            let target = match &upgrade {
+                Ok(target) => target.clone(),
+                Err(why) => {
+                    tracing::error!(
+                        "SIGUSR2 received, but this daemon cannot upgrade in place: {why}"
+                    );
+                    continue;
+                }
+            };
+            tracing::info!(program = %target.program.display(), "SIGUSR2 received: checking the new binary before upgrading");
+            notify::reloading();
+            let checked = tokio::task::spawn_blocking(move || handover::preflight(&target))
+                .await
+                .unwrap_or_else(|e| Err(format!("the preflight failed: {e}")));
+            match checked {
+                Ok(said) => {
+                    tracing::info!("preflight passed: {said}");
+                    if control.send(Why::Upgrade).await.is_err() {
+                        return;
+                    }
+                }
+                Err(why) => {
+                    tracing::error!("upgrade refused, serving on with this binary: {why}");
+                    notify::status(&format!("upgrade refused: {why}"));
+                    notify::ready();
+                }
+            }
         }
-        None => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-    }
+    });
 }
 
 #[cfg(windows)]
@@ -132,10 +454,15 @@ pub async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    let mut listener = listener;
     let stop = signals::stop_signal();
     announce_ready(path);
     notify::ready_with_status(status);
-    server::run(listener, shared, stop).await;
+    server::run(&mut listener, shared, Vec::new(), 1, async {
+        stop.await;
+        super::connection::Stop::Close
+    })
+    .await;
     ExitCode::SUCCESS
 }
 
@@ -143,10 +470,13 @@ pub async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &
 #[allow(clippy::print_stdout)]
 fn announce_ready(path: &std::path::Path) {
     tracing::info!(socket = %path.display(), "ready");
-    println!(
+    // Not println!: after an upgrade in place, whoever read the first ready line may be gone.
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
         "permission-broker ready on {0}; run Deno with: DENO_PERMISSION_BROKER_PATH={0} deno run app.ts",
         path.display()
     );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let _ = stdout.flush();
 }

@@ -9,6 +9,10 @@
 pub mod connection;
 pub mod decision_log;
 mod descriptors;
+#[cfg(unix)]
+pub mod fd_store;
+#[cfg(unix)]
+pub mod handover;
 mod listener;
 pub mod notify;
 pub mod peer;
@@ -36,6 +40,11 @@ const DECISION_LOG_CAPACITY: usize = 65_536;
 pub fn serve(args: ServeArgs) -> ExitCode {
     init_logging();
     let config_file = args.config.clone();
+    let preflight = args.preflight;
+    // Where an upgrade's binary is: the path this process was started from, read before
+    // anything else can change what it means.
+    #[cfg(unix)]
+    let upgrade = handover::Target::of_this_process();
     // Everything is validated before anything is bound.
     let settings = match settings::merge(args) {
         Ok(settings) => settings,
@@ -59,6 +68,25 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     };
     for warning in loaded.warnings.warnings() {
         tracing::warn!("{warning}");
+    }
+    #[cfg(unix)]
+    if preflight {
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "{} {}; policy {} ({} rules)",
+                handover::PREFLIGHT_OK,
+                handover::VERSION,
+                loaded.revision,
+                loaded.policy.rules().len()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    #[cfg(not(unix))]
+    if preflight {
+        eprintln!("--preflight: upgrades in place are not available on this platform");
+        return ExitCode::from(EXIT_CONFIG);
     }
     tracing::info!(
         rules = loaded.policy.rules().len(),
@@ -136,6 +164,9 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         tokio::spawn(reload::run(store, watch, reload_rx));
         signals::spawn_hangup_handler(reload_tx);
         let stats = shared.log.as_ref().map(|log| log.stats.clone());
+        #[cfg(unix)]
+        let code = listener::serve_on_socket(&settings, shared, &status, upgrade).await;
+        #[cfg(not(unix))]
         let code = listener::serve_on_socket(&settings, shared, &status).await;
         // Every connection has finished; the last senders are gone once `shared` is (unless a
         // decision abandoned on a stalled mount still holds one). Write what is queued, within

@@ -87,6 +87,32 @@ impl ProcDir {
         ))
     }
 
+    /// A peer whose `/proc` entry could not be opened when it connected: it stays unknown in
+    /// the next process too (not reopened by a pid that may since be another process's).
+    pub fn unavailable(peer: &Peer) -> ProcDir {
+        ProcDir {
+            pid: peer.pid,
+            #[cfg(target_os = "linux")]
+            dir: Err(format!(
+                "the /proc entry of process {} could not be opened when it connected",
+                peer.pid.unwrap_or_default()
+            )),
+        }
+    }
+
+    /// When the process started, in clock ticks since boot (`/proc/<pid>/stat`, field 22): with
+    /// the pid, it names one process for the life of the system.
+    pub fn start_time(&self) -> Option<u64> {
+        #[cfg(target_os = "linux")]
+        if let Ok(dir) = &self.dir {
+            let stat = read_at(dir, "stat")?;
+            // The command name (field 2) is in parentheses and may hold spaces or `)`.
+            let after = &stat[stat.rfind(')')? + 1..];
+            return after.split_whitespace().nth(19)?.parse().ok();
+        }
+        None
+    }
+
     /// Facts about the peer beyond its credentials, for `when` conditions; `None` where they
     /// cannot be read (rules fail closed on it).
     pub fn facts(&self) -> Facts {
@@ -357,6 +383,38 @@ fn process_cwd(pid: u32, dir: &std::os::fd::OwnedFd) -> Result<String, String> {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    fn peer(pid: u32) -> Peer {
+        Peer {
+            pid: Some(pid),
+            uid: Some(0),
+            gid: Some(0),
+        }
+    }
+
+    #[test]
+    fn a_start_time_names_one_process() {
+        let me = ProcDir::open(&peer(std::process::id()));
+        let mine = me.start_time().expect("this process's start time");
+        assert_eq!(
+            ProcDir::open(&peer(std::process::id())).start_time(),
+            Some(mine)
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let theirs = ProcDir::open(&peer(child.id())).start_time().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(theirs >= mine);
+        assert_ne!((child.id(), theirs), (std::process::id(), mine));
+        assert_eq!(
+            ProcDir::unavailable(&peer(std::process::id())).start_time(),
+            None
+        );
+    }
 
     #[test]
     fn units_from_cgroup_files() {

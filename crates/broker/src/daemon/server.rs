@@ -1,11 +1,12 @@
 //! The accept loop: a bounded number of connections, each served by its own task, and a graceful
 //! stop that lets every request already read be answered.
 
-use super::connection::{Connection, Fault};
+use super::connection::{Carried, Connection, Ended, Fault, Stop};
 use super::peer::Peer;
 use super::reload::PolicyStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
@@ -179,25 +180,67 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub trait Accept {
     type Read: tokio::io::AsyncRead + Unpin + Send + Sync + 'static;
     type Write: tokio::io::AsyncWrite + Unpin + Send + Sync + 'static;
+    /// What closes a connection's socket from outside its task (for a stop that cannot wait).
+    type Handle: Send + 'static;
 
     fn accept(
         &mut self,
     ) -> impl Future<Output = std::io::Result<(Peer, Self::Read, Self::Write)>> + Send;
+
+    /// A connection is being served as number `conn` (the service manager may keep a copy).
+    fn opened(&self, _conn: u64, _read: &Self::Read) {}
+
+    fn handle(read: &Self::Read) -> Self::Handle;
+
+    /// Closes a connection for good: every copy of its socket (one kept by the service manager
+    /// too) sees it closed, so its peer is never left waiting on an answer.
+    fn close(&self, _conn: u64, read: Self::Read, write: Self::Write) {
+        drop((read, write));
+    }
+
+    /// Closes the socket of a connection whose task is about to be dropped.
+    fn force_close(&self, _conn: u64, _handle: &Self::Handle) {}
 }
 
-/// One stop signal per open connection. A connection waits on its own receiver, so the frame
-/// loop shares no lock with other connections; this map is locked only when a connection opens
-/// or closes, and once at shutdown.
-#[derive(Debug, Default)]
-struct Closers(Mutex<HashMap<u64, oneshot::Sender<()>>>);
+/// A connection the previous process handed over, with its peer as the kernel reports it now.
+#[derive(Debug)]
+pub struct Resumed<R, W> {
+    pub carried: Carried,
+    pub peer: Peer,
+    pub read: R,
+    pub write: W,
+}
 
-impl Closers {
-    fn register(&self, id: u64) -> oneshot::Receiver<()> {
+/// What a stop leaves: the connections parked for a handover (none when closing), and the
+/// number the next connection gets.
+#[derive(Debug)]
+pub struct Stopped<R, W> {
+    pub parked: Vec<(Box<Carried>, R, W)>,
+    /// Connections that were still busy when the stop could wait no longer, and were closed.
+    pub forced: usize,
+    pub next_conn: u64,
+}
+
+/// One stop signal per open connection, and what closes its socket. A connection waits on its
+/// own receiver, so the frame loop shares no lock with other connections; this map is locked
+/// only when a connection opens or closes, and at shutdown.
+#[derive(Debug)]
+struct Closers<H>(Mutex<HashMap<u64, Closer<H>>>);
+
+/// A connection's stop signal (taken when sent) and what closes its socket.
+type Closer<H> = (Option<oneshot::Sender<Stop>>, H);
+
+impl<H> Closers<H> {
+    fn new() -> Self {
+        Closers(Mutex::new(HashMap::new()))
+    }
+
+    fn register(&self, id: u64, handle: H) -> oneshot::Receiver<Stop> {
         let (tx, rx) = oneshot::channel();
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, tx);
+            .insert(id, (Some(tx), handle));
         rx
     }
 
@@ -208,12 +251,27 @@ impl Closers {
             .remove(&id);
     }
 
-    /// Tells every open connection to close once idle.
-    fn close_all(&self) {
-        let all = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        for tx in all.into_values() {
-            let _ = tx.send(());
+    /// Tells every open connection to stop (close or park) once idle.
+    fn stop_all(&self, stop: Stop) {
+        for (tx, _) in self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values_mut()
+        {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(stop);
+            }
         }
+    }
+
+    /// Closes every connection still registered (its task has not ended, so its socket is open).
+    fn force_close_all(&self, close: impl Fn(u64, &H)) -> usize {
+        let open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, (_, handle)) in open.iter() {
+            close(*id, handle);
+        }
+        open.len()
     }
 }
 
@@ -274,51 +332,114 @@ impl Drop for UidShare {
     }
 }
 
-/// Serves connections from `listener` until `stop` resolves, then stops accepting, closes idle
-/// connections, and waits (bounded) for the others to answer what they have read.
-pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Future<Output = ()>) {
+/// A connection task's result: what its frame loop ended with.
+type TaskEnd<L> = (u64, Ended<<L as Accept>::Read, <L as Accept>::Write>);
+
+/// Serves connections from `listener` -- first the ones `resumed` from a previous process --
+/// until `stop` resolves; then stops accepting, and waits (bounded) for every connection to
+/// answer what it has read: closed for [`Stop::Close`], given back for [`Stop::Park`].
+/// Connections not yet accepted stay in the listening socket's queue.
+pub async fn run<L: Accept>(
+    listener: &mut L,
+    shared: Arc<Shared>,
+    resumed: Vec<Resumed<L::Read, L::Write>>,
+    first_conn: u64,
+    stop: impl Future<Output = Stop>,
+) -> Stopped<L::Read, L::Write> {
     let max = shared.limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
-    let closers = Arc::new(Closers::default());
+    let closers = Arc::new(Closers::<L::Handle>::new());
     let shares = Arc::new(UidShares::new(shared.limits.max_connections_per_uid));
-    let next_id = AtomicU64::new(1);
+    let mut next_conn = first_conn;
     // Every connection's task, so that a stop can end the ones that do not finish in time.
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks: tokio::task::JoinSet<TaskEnd<L>> = tokio::task::JoinSet::new();
+    let mut closed_early = Vec::new();
+    for resumed in resumed {
+        let conn = resumed.carried.conn;
+        next_conn = next_conn.max(conn + 1);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            closed_early.push((conn, resumed, format!("max_connections ({max}) reached")));
+            continue;
+        };
+        let share = match shares.take(resumed.peer.uid) {
+            Ok(share) => share,
+            Err(held) => {
+                let limit = shared.limits.max_connections_per_uid;
+                closed_early.push((
+                    conn,
+                    resumed,
+                    format!("the uid holds {held} connections, its share (max_connections_per_uid {limit})"),
+                ));
+                continue;
+            }
+        };
+        let Resumed {
+            carried,
+            peer,
+            read,
+            write,
+        } = resumed;
+        match Connection::resume(carried, peer, read, write, shared.clone()) {
+            Ok(connection) => {
+                spawn_connection::<L>(&mut tasks, &closers, connection, share, permit);
+            }
+            Err((why, read, write)) => {
+                tracing::warn!(conn, peer = %peer, "handed-over connection not taken: {why}; closing it");
+                listener.close(conn, read, write);
+            }
+        }
+    }
+    for (conn, resumed, why) in closed_early {
+        let connection = Connection::new(
+            conn,
+            resumed.peer,
+            resumed.read,
+            resumed.write,
+            shared.clone(),
+        );
+        tasks.spawn(async move { (conn, connection.refuse(Fault::NotAdopted(why)).await) });
+    }
     tokio::pin!(stop);
-    loop {
+    let how = loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
-                Err(_) => break,
+                Err(_) => break Stop::Close,
             },
-            Some(_) = tasks.join_next() => continue,
-            () = &mut stop => break,
+            Some(ended) = tasks.join_next() => {
+                finish(listener, ended);
+                continue;
+            }
+            how = &mut stop => break how,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            Some(_) = tasks.join_next() => continue,
-            () = &mut stop => break,
+            Some(ended) = tasks.join_next() => {
+                finish(listener, ended);
+                continue;
+            }
+            how = &mut stop => break how,
         };
         match accepted {
             Ok((peer, reader, writer)) => {
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let id = next_conn;
+                next_conn += 1;
                 let connection = Connection::new(id, peer, reader, writer, shared.clone());
                 let share = match shares.take(peer.uid) {
                     Ok(share) => share,
                     Err(held) => {
                         let limit = shared.limits.max_connections_per_uid;
-                        tasks.spawn(connection.refuse(Fault::OverShare { held, limit }));
+                        tasks.spawn(async move {
+                            (
+                                id,
+                                connection.refuse(Fault::OverShare { held, limit }).await,
+                            )
+                        });
                         continue;
                     }
                 };
-                let shutdown = closers.register(id);
-                let closers = closers.clone();
-                tasks.spawn(async move {
-                    connection.run(shutdown).await;
-                    closers.remove(id);
-                    drop(share);
-                    drop(permit);
-                });
+                listener.opened(id, connection.reader());
+                spawn_connection::<L>(&mut tasks, &closers, connection, share, permit);
             }
             Err(e) => {
                 // Typically EMFILE/ENFILE: back off instead of spinning; connections that end
@@ -327,49 +448,124 @@ pub async fn run<L: Accept>(mut listener: L, shared: Arc<Shared>, stop: impl Fut
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    };
+    match how {
+        Stop::Close => tracing::info!("stopping: no new connections; answering requests in hand"),
+        Stop::Park => tracing::info!(
+            connections = tasks.len(),
+            "handing over: no new frames read; answering requests in hand"
+        ),
     }
-    tracing::info!("stopping: no new connections; answering requests in hand");
-    closers.close_all();
+    closers.stop_all(how);
+    let mut parked = Vec::new();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
+        while let Some(ended) = tasks.join_next().await {
+            if let Some(p) = finish(listener, ended) {
+                parked.push(p);
+            }
+        }
     })
     .await;
+    let mut forced = 0;
     if drained.is_err() {
         // A peer that does not read its answer, or a decision past its deadline: what is left
         // is closed, so that the stop is bounded (systemd's TimeoutStopSec is 20 s).
+        forced = closers.force_close_all(|conn, handle| listener.force_close(conn, handle));
         tracing::warn!(
-            connections = tasks.len(),
+            connections = forced,
             "connections still busy after {DRAIN_TIMEOUT:?}; closing them"
         );
         tasks.shutdown().await;
+    }
+    Stopped {
+        parked,
+        forced,
+        next_conn,
+    }
+}
+
+/// A connection's task: its frame loop, then its slot and share given back.
+fn spawn_connection<L: Accept>(
+    tasks: &mut tokio::task::JoinSet<TaskEnd<L>>,
+    closers: &Arc<Closers<L::Handle>>,
+    connection: Connection<L::Read, L::Write>,
+    share: Option<UidShare>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let id = connection.id();
+    let shutdown = closers.register(id, L::handle(connection.reader()));
+    let closers = closers.clone();
+    tasks.spawn(async move {
+        let ended = connection.run(shutdown).await;
+        closers.remove(id);
+        drop(share);
+        drop(permit);
+        (id, ended)
+    });
+}
+
+/// What an ended task leaves: a closed connection is closed for good; a parked one is given
+/// back. A task that panicked or was cancelled has dropped its socket already.
+fn finish<L: Accept>(
+    listener: &L,
+    ended: Result<TaskEnd<L>, tokio::task::JoinError>,
+) -> Option<(Box<Carried>, L::Read, L::Write)> {
+    match ended {
+        Ok((conn, Ended::Closed(read, write))) => {
+            listener.close(conn, read, write);
+            None
+        }
+        Ok((_, Ended::Parked(carried, read, write))) => Some((carried, read, write)),
+        Err(e) => {
+            if e.is_panic() {
+                tracing::error!("a connection task panicked: {e}");
+            }
+            None
+        }
     }
 }
 
 #[cfg(unix)]
 pub mod unix {
     use super::Accept;
+    use crate::daemon::fd_store::FdStore;
     use crate::daemon::peer::Peer;
+    use std::os::fd::{AsFd, AsRawFd, RawFd};
     use tokio::net::UnixListener;
     use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-    impl Accept for UnixListener {
+    /// The listening Unix socket, and the service manager's descriptor store when it keeps a
+    /// copy of every connection (so that a restart does not close them).
+    #[derive(Debug)]
+    pub struct UnixAcceptor {
+        pub listener: UnixListener,
+        pub store: Option<FdStore>,
+    }
+
+    /// The peer of a Unix connection, as the kernel reports it (`SO_PEERCRED`: the process
+    /// that connected, fixed at `connect`).
+    pub fn peer_of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
+        let cred = stream.peer_cred()?;
+        Ok(Peer {
+            pid: cred
+                .pid()
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p != 0),
+            uid: Some(cred.uid()),
+            gid: Some(cred.gid()),
+        })
+    }
+
+    impl Accept for UnixAcceptor {
         type Read = OwnedReadHalf;
         type Write = OwnedWriteHalf;
+        type Handle = RawFd;
 
         async fn accept(&mut self) -> std::io::Result<(Peer, OwnedReadHalf, OwnedWriteHalf)> {
             loop {
-                let (stream, _) = UnixListener::accept(self).await?;
-                // SO_PEERCRED: the credentials of the process that connected, from the kernel.
-                match stream.peer_cred() {
-                    Ok(cred) => {
-                        let peer = Peer {
-                            pid: cred
-                                .pid()
-                                .and_then(|p| u32::try_from(p).ok())
-                                .filter(|p| *p != 0),
-                            uid: Some(cred.uid()),
-                            gid: Some(cred.gid()),
-                        };
+                let (stream, _) = self.listener.accept().await?;
+                match peer_of(&stream) {
+                    Ok(peer) => {
                         let (read, write) = stream.into_split();
                         return Ok((peer, read, write));
                     }
@@ -377,6 +573,36 @@ pub mod unix {
                         tracing::warn!(error = %e, "cannot read peer credentials; dropping connection");
                     }
                 }
+            }
+        }
+
+        fn opened(&self, conn: u64, read: &OwnedReadHalf) {
+            if let Some(store) = &self.store {
+                store.keep_connection(conn, read.as_ref().as_fd());
+            }
+        }
+
+        fn handle(read: &OwnedReadHalf) -> RawFd {
+            read.as_ref().as_raw_fd()
+        }
+
+        fn close(&self, conn: u64, read: OwnedReadHalf, write: OwnedWriteHalf) {
+            // Shut down, not only closed here: the service manager's copy would keep it open.
+            let _ = nix::sys::socket::shutdown(
+                read.as_ref().as_raw_fd(),
+                nix::sys::socket::Shutdown::Both,
+            );
+            if let Some(store) = &self.store {
+                store.forget_connection(conn);
+            }
+            drop((read, write));
+        }
+
+        fn force_close(&self, conn: u64, fd: &RawFd) {
+            // The connection's task still owns the descriptor: it is open.
+            let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
+            if let Some(store) = &self.store {
+                store.forget_connection(conn);
             }
         }
     }
@@ -415,6 +641,10 @@ pub mod windows {
     impl Accept for NamedPipe {
         type Read = ReadHalf<Stream>;
         type Write = WriteHalf<Stream>;
+        /// A pipe instance is closed by dropping its task (no copy is kept anywhere else).
+        type Handle = ();
+
+        fn handle(_: &Self::Read) {}
 
         async fn accept(&mut self) -> std::io::Result<(Peer, Self::Read, Self::Write)> {
             let stream = self.0.accept().await?;

@@ -1,4 +1,4 @@
-//! Signals: SIGHUP reloads, SIGTERM/SIGINT stop. Every handler is installed when these functions
+//! Signals: SIGHUP reloads, SIGTERM/SIGINT stop, SIGUSR1 reopens the log, SIGUSR2 upgrades. Every handler is installed when these functions
 //! are called -- before the daemon says it is ready -- or an early signal would kill it.
 
 /// SIGHUP reloads the policy (`systemctl reload`, `kill -HUP`).
@@ -71,6 +71,20 @@ pub fn ignore_reopen_without_a_log() {
                 });
             }
             Err(e) => tracing::error!("cannot install the SIGUSR1 handler: {e}"),
+        }
+    }
+}
+
+/// SIGUSR2 (upgrade in place), installed now so that an early SIGUSR2 cannot kill the daemon
+/// (its default action). `None` if it cannot be installed.
+#[cfg(unix)]
+pub fn upgrade_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::user_defined2()) {
+        Ok(usr2) => Some(usr2),
+        Err(e) => {
+            tracing::error!("cannot install the SIGUSR2 handler (upgrades in place): {e}");
+            None
         }
     }
 }

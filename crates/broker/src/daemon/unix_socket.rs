@@ -36,8 +36,23 @@ pub struct BoundSocket {
 }
 
 impl BoundSocket {
+    /// The socket a previous process of this daemon bound and handed over: its file is this
+    /// process's to watch and remove now.
+    pub fn adopt(listener: UnixListener, path: PathBuf, inode: (u64, u64)) -> BoundSocket {
+        BoundSocket {
+            listener,
+            path,
+            inode,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The socket file's device and inode.
+    pub fn inode(&self) -> (u64, u64) {
+        self.inode
     }
 
     /// Resolves once the socket file is gone or replaced (see [`watch_path`]).

@@ -82,6 +82,53 @@ impl WorkingDirs {
     }
 }
 
+/// [`WorkingDirs`] as carried across a handover.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    dirs: Vec<String>,
+    /// `(permission, value)`.
+    relatives: Vec<(String, String)>,
+    overflowed: bool,
+}
+
+impl WorkingDirs {
+    pub fn save(&self) -> Saved {
+        Saved {
+            dirs: self.dirs.iter().map(|d| d.to_string()).collect(),
+            relatives: self
+                .relatives
+                .iter()
+                .map(|(p, v)| (p.as_str().to_owned(), v.to_string()))
+                .collect(),
+            overflowed: self.overflowed,
+        }
+    }
+
+    /// What a handover carried. Anything that does not fit (an unknown permission, a set past
+    /// its cap) makes the set overflowed: relative paths are then denied, never decided on less
+    /// than was known.
+    pub fn restore(saved: Saved) -> WorkingDirs {
+        let mut overflowed = saved.overflowed || saved.dirs.len() > MAX_DIRS;
+        let mut relatives = Vec::with_capacity(saved.relatives.len());
+        for (permission, value) in saved.relatives {
+            match permission.parse::<permission_broker_protocol::Permission>() {
+                Ok(p) if relatives.len() < MAX_RELATIVES => relatives.push((p, value.into())),
+                _ => overflowed = true,
+            }
+        }
+        WorkingDirs {
+            dirs: saved
+                .dirs
+                .into_iter()
+                .take(MAX_DIRS)
+                .map(String::into_boxed_str)
+                .collect(),
+            relatives,
+            overflowed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +148,33 @@ mod tests {
             None,
             "past the cap nothing is decided on a partial set"
         );
+    }
+
+    #[test]
+    fn a_saved_set_comes_back_the_same() {
+        let mut dirs = WorkingDirs::default();
+        dirs.add_dir("/srv/a");
+        dirs.add_dir("/srv/b");
+        assert!(dirs.add_relative(Permission::Read, "x"));
+        assert!(dirs.add_relative(Permission::Write, "y"));
+        let back = WorkingDirs::restore(dirs.save());
+        assert_eq!(back.save(), dirs.save());
+        assert_eq!(back.relatives(), dirs.relatives());
+        let mut overflowed = WorkingDirs::default();
+        for i in 0..=MAX_DIRS {
+            overflowed.add_dir(&format!("/d/{i}"));
+        }
+        assert_eq!(WorkingDirs::restore(overflowed.save()).dirs(), None);
+    }
+
+    #[test]
+    fn a_saved_set_that_does_not_fit_denies_relative_paths() {
+        let mut saved = WorkingDirs::default().save();
+        saved.dirs.push("/srv".to_owned());
+        saved
+            .relatives
+            .push(("teleport".to_owned(), "x".to_owned()));
+        assert_eq!(WorkingDirs::restore(saved).dirs(), None);
     }
 
     #[test]

@@ -1,0 +1,521 @@
+//! Restarts and upgrades that no connected Deno notices: `SIGUSR2` upgrades in place (same pid,
+//! the binary at the daemon's path exec'd with every connection), and a restart under systemd
+//! keeps every connection in the descriptor store. Real Deno processes in loops of checks
+//! must keep running and exit 0; ids, the unread bytes and the decision log go on as if
+//! nothing happened; a broken new binary leaves the daemon serving; a crash closes stored
+//! connections instead of leaving Deno waiting forever.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use permission_broker_tests as common;
+
+use common::service_manager::ServiceManager;
+use common::world::{World, deno_run};
+use common::{BROKER, DENO_VERSIONS, Launch, RawConn, read_frame};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+/// A copy of the broker under test that an upgrade can replace.
+fn installed_copy(dir: &Path) -> PathBuf {
+    let path = dir.join("permission-broker");
+    std::fs::copy(&*BROKER, &path).unwrap();
+    path
+}
+
+/// Replaces the binary at `path` the way a package upgrade does: a new file renamed over it.
+fn replace_binary(path: &Path, with: &Path) {
+    let staged = path.with_extension("new");
+    std::fs::copy(with, &staged).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// A Deno script that checks in a loop -- a relative stat of an allowed file, a denied read of
+/// the secret -- until a file named `stop` appears, then prints how many rounds it made.
+const LOOP: &str = r#"
+let rounds = 0, denied = 0;
+while (true) {
+  try { Deno.statSync("stop"); break; } catch (e) { if (!(e instanceof Deno.errors.NotFound)) throw e; }
+  Deno.statSync("data/x.txt");
+  try { Deno.readTextFileSync("secret.txt"); throw new Error("the secret was read"); }
+  catch (e) { if (e.name !== "NotCapable" && e.name !== "PermissionDenied") throw e; denied++; }
+  rounds++;
+  await new Promise((r) => setTimeout(r, 1));
+}
+console.log(`done ${rounds} ${denied}`);
+"#;
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Every decision record, by connection number, as (pid, id).
+fn decisions_by_conn(log: &Path) -> BTreeMap<u64, Vec<(u64, u64)>> {
+    let mut by_conn: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    for record in records(log) {
+        if record["kind"] == "decision" {
+            by_conn
+                .entry(record["conn"].as_u64().unwrap())
+                .or_default()
+                .push((
+                    record["pid"].as_u64().unwrap_or(0),
+                    record["id"].as_u64().unwrap(),
+                ));
+        }
+    }
+    by_conn
+}
+
+/// Each Deno's requests are on record once each, in order, under one connection number: its
+/// ids are exactly 1, 2, 3, ... (none lost, none answered twice), and its pid has no other
+/// connection.
+fn assert_each_deno_on_record_once(log: &Path, denos: &[(u32, Output)]) {
+    let by_conn = decisions_by_conn(log);
+    for (pid, output) in denos {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let rounds: u64 = stdout
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("deno {pid} said {stdout:?}"));
+        let conns: Vec<(&u64, &Vec<(u64, u64)>)> = by_conn
+            .iter()
+            .filter(|(_, records)| records.iter().any(|(p, _)| *p == u64::from(*pid)))
+            .collect();
+        assert_eq!(
+            conns.len(),
+            1,
+            "deno {pid} has one connection number: {conns:?}"
+        );
+        let ids: Vec<u64> = conns[0].1.iter().map(|(_, id)| *id).collect();
+        let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+        assert_eq!(ids, expected, "deno {pid}: ids on record");
+        // Two checks a round, and the stat of `stop` each round and once more at the end.
+        assert!(
+            ids.len() as u64 > 3 * rounds,
+            "deno {pid}: {} records for {rounds} rounds",
+            ids.len()
+        );
+    }
+}
+
+/// Starts `per_version` looping Deno processes of each tested release against `socket`.
+fn start_denos(world_root: &Path, app: &Path, socket: &Path, per_version: usize) -> Vec<Child> {
+    std::fs::write(app.join("loop.ts"), LOOP).unwrap();
+    let mut denos = Vec::new();
+    for version in DENO_VERSIONS {
+        for _ in 0..per_version {
+            denos.push(
+                deno_run(version, world_root, app, socket, "loop.ts")
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+    }
+    denos
+}
+
+/// Waits until every Deno has made `at_least` requests on record.
+fn wait_for_requests(log: &Path, pids: &[u32], at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let by_conn = decisions_by_conn(log);
+        let ready = pids.iter().all(|pid| {
+            by_conn
+                .values()
+                .any(|r| r.iter().filter(|(p, _)| *p == u64::from(*pid)).count() >= at_least)
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Deno processes {pids:?} made fewer than {at_least} requests: {:?}",
+            by_conn
+                .iter()
+                .map(|(c, r)| (c, r.first(), r.len()))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lets the loops finish and collects every Deno's output; each must exit 0 having said done.
+fn finish_denos(app: &Path, denos: Vec<Child>) -> Vec<(u32, Output)> {
+    std::fs::write(app.join("stop"), "").unwrap();
+    denos
+        .into_iter()
+        .map(|child| {
+            let pid = child.id();
+            let output = common::world::wait_with_timeout(child, Duration::from_secs(60));
+            common::world::assert_success(&output, "a looping Deno across the handover");
+            assert!(String::from_utf8_lossy(&output.stdout).starts_with("done "));
+            (pid, output)
+        })
+        .collect()
+}
+
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn deno_keeps_running_across_two_upgrades_in_place_with_the_binary_replaced() {
+    let bin = tempfile::tempdir().unwrap();
+    let program = installed_copy(bin.path());
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let world = World::with_launch(
+        World::default_policy,
+        Launch {
+            extra: &["--decision-log", &log_arg],
+            program: Some(&program),
+            ..Launch::default()
+        },
+    );
+    let daemon_pid = world.daemon.child.id();
+    let denos = start_denos(&world.root, &world.app, &world.daemon.socket, 3);
+    let pids: Vec<u32> = denos.iter().map(Child::id).collect();
+    wait_for_requests(&log, &pids, 10);
+    common::signal(&world.daemon, Signal::SIGUSR2);
+    world
+        .daemon
+        .wait_for_logs(&["took over from the previous process", "execve"], 1);
+    // The package manager replaces the file: the daemon now runs a deleted one.
+    replace_binary(&program, Path::new(&*BROKER));
+    assert!(exe_of(daemon_pid).ends_with(" (deleted)"));
+    wait_for_requests(&log, &pids, 60);
+    common::signal(&world.daemon, Signal::SIGUSR2);
+    world
+        .daemon
+        .wait_for_logs(&["took over from the previous process", "execve"], 2);
+    assert_eq!(
+        exe_of(daemon_pid),
+        program.display().to_string(),
+        "the daemon runs the new file at its path, under the same pid"
+    );
+    wait_for_requests(&log, &pids, 110);
+    let done = finish_denos(&world.app, denos);
+    assert_each_deno_on_record_once(&log, &done);
+    let log_text = world.daemon.log().join("\n");
+    assert!(!log_text.contains("protocol fault"), "{log_text}");
+    let mut daemon = world.daemon;
+    assert!(daemon.is_running(), "the same process serves throughout");
+    assert!(common::sigterm_and_wait(&mut daemon).success());
+}
+
+#[test]
+fn deno_keeps_running_across_restarts_through_the_descriptor_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let app = root.join("app");
+    std::fs::create_dir_all(app.join("data")).unwrap();
+    std::fs::write(app.join("data/x.txt"), "inside\n").unwrap();
+    std::fs::write(app.join("secret.txt"), "s3cr3t\n").unwrap();
+    let policy = root.join("policy.toml");
+    std::fs::write(&policy, World::default_policy(&app)).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("decisions.jsonl");
+    let args: Vec<OsString> = vec![
+        "serve".into(),
+        "--socket".into(),
+        root.join("unused.sock").into(),
+        "--policy".into(),
+        policy.into(),
+        "--decision-log".into(),
+        log.clone().into(),
+    ];
+    let mut manager = ServiceManager::new(&root, Path::new(&*BROKER), &args, 64);
+    manager.start();
+    let denos = start_denos(&root, &app, &manager.socket, 2);
+    let pids: Vec<u32> = denos.iter().map(Child::id).collect();
+    wait_for_requests(&log, &pids, 10);
+    // Every connection is in the store while it is open.
+    assert_eq!(
+        manager
+            .stored()
+            .iter()
+            .filter(|n| n.starts_with("conn-"))
+            .count(),
+        pids.len(),
+        "{:?}",
+        manager.stored()
+    );
+    for restart in 1..=2 {
+        // `systemctl restart`: SIGTERM, then a start with the socket and the store passed back.
+        let status = manager.stop();
+        assert!(status.success(), "{status:?}\n{}", manager.log_text());
+        assert!(
+            manager.stored().iter().any(|n| n == "state"),
+            "a graceful stop leaves the state: {:?}",
+            manager.stored()
+        );
+        manager.start();
+        manager.wait_for_log(
+            &["took over from the previous process", "descriptor store"],
+            restart,
+        );
+        assert!(
+            !manager.stored().iter().any(|n| n == "state"),
+            "the state is taken out of the store before anything is served"
+        );
+        wait_for_requests(&log, &pids, 10 + 50 * restart);
+    }
+    let done = finish_denos(&app, denos);
+    assert_each_deno_on_record_once(&log, &done);
+    // Each Deno's connection left the store when it closed.
+    manager.wait_for_store(Vec::new());
+    assert!(!manager.log_text().contains("protocol fault"));
+    assert!(manager.stop().success());
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_daemon_serving() {
+    let bin = tempfile::tempdir().unwrap();
+    let program = installed_copy(bin.path());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let good = "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n";
+    std::fs::write(&policy, good).unwrap();
+    let daemon = common::Daemon::launch(
+        dir,
+        &policy,
+        Launch {
+            extra: &["--no-watch"],
+            program: Some(&program),
+            ..Launch::default()
+        },
+    );
+    let pid = daemon.child.id();
+    let mut conn = RawConn::open(&daemon);
+    let mut id = 0;
+    let mut ask = |conn: &mut RawConn, value: &str| {
+        id += 1;
+        conn.send(read_frame(id, None, value).as_bytes());
+        conn.answer()
+    };
+    assert!(ask(&mut conn, "/tmp/x").contains("allow"));
+    let script = |text: &str| {
+        let staged = program.with_extension("new");
+        std::fs::write(&staged, text).unwrap();
+        std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::rename(&staged, &program).unwrap();
+    };
+    type Breakage<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Breakage)> = vec![
+        (
+            "a binary that fails",
+            Box::new(|| script("#!/bin/sh\necho 'error: the new build is broken' >&2\nexit 3\n")),
+        ),
+        (
+            "a binary that does not speak the handover",
+            Box::new(|| script("#!/bin/sh\nexit 0\n")),
+        ),
+        (
+            "a binary of another handover version",
+            Box::new(|| {
+                script(
+                    "#!/bin/sh\necho 'permission-broker preflight: handover version 2; policy x'\n",
+                )
+            }),
+        ),
+        (
+            "a file that is not executable",
+            Box::new(|| {
+                std::fs::write(&program, "not a program").unwrap();
+                std::fs::set_permissions(
+                    &program,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                )
+                .unwrap();
+            }),
+        ),
+        (
+            "no file at the path",
+            Box::new(|| std::fs::remove_file(&program).unwrap()),
+        ),
+        (
+            "a policy on disk that does not load",
+            Box::new(|| {
+                std::fs::copy(&*BROKER, &program).unwrap();
+                std::fs::write(&policy, "version = 1\n[[rule]]\nid = \"broken\"\n").unwrap();
+            }),
+        ),
+    ];
+    for (refused, (what, break_it)) in cases.iter().enumerate() {
+        break_it();
+        common::signal(&daemon, Signal::SIGUSR2);
+        daemon.wait_for_logs(&["upgrade refused"], refused + 1);
+        assert!(
+            ask(&mut conn, "/tmp/x").contains("allow"),
+            "{what}: the same connection is still served"
+        );
+        assert!(ask(&mut conn, "/etc/passwd").contains("deny"), "{what}");
+        assert_eq!(daemon.child.id(), pid);
+    }
+    let log = daemon.log().join("\n");
+    for said in [
+        "the new build is broken",
+        "does not say it can take over",
+        "speaks another handover version",
+        "is not an executable file",
+        "failed (exit status: 64)",
+    ] {
+        assert!(log.contains(said), "the log says why ({said}):\n{log}");
+    }
+    assert!(!log.contains("took over"), "{log}");
+    // Fixed, the upgrade goes through on the same connection.
+    std::fs::write(&policy, good).unwrap();
+    common::signal(&daemon, Signal::SIGUSR2);
+    daemon.wait_for_log(&["took over from the previous process"]);
+    assert!(ask(&mut conn, "/tmp/x").contains("allow"));
+}
+
+#[test]
+fn a_connection_keeps_its_ids_its_unread_bytes_and_its_number_across_an_upgrade() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let daemon = common::Daemon::start(
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+        &["--decision-log", &log_arg],
+    );
+    let mut conn = RawConn::open(&daemon);
+    conn.send(read_frame(7, None, "/tmp/a").as_bytes());
+    assert!(conn.answer().contains(r#""id":7,"result":"allow""#));
+    // Half a frame, then the upgrade, then the rest: the half is carried over, not lost.
+    let frame = read_frame(8, None, "/etc/shadow");
+    let (head, tail) = frame.split_at(20);
+    conn.send(head.as_bytes());
+    std::thread::sleep(Duration::from_millis(100));
+    common::signal(&daemon, Signal::SIGUSR2);
+    daemon.wait_for_log(&["took over from the previous process"]);
+    conn.send(tail.as_bytes());
+    assert!(conn.answer().contains(r#""id":8,"result":"deny""#));
+    // Two frames in one write, answered in order.
+    conn.send(
+        format!(
+            "{}{}",
+            read_frame(9, None, "/tmp/b"),
+            read_frame(10, None, "/tmp/c")
+        )
+        .as_bytes(),
+    );
+    assert!(conn.answer().contains(r#""id":9,"#));
+    assert!(conn.answer().contains(r#""id":10,"#));
+    // Idle after answering, then handed over: only what was not read yet is carried.
+    common::signal(&daemon, Signal::SIGUSR2);
+    daemon.wait_for_logs(&["took over from the previous process"], 2);
+    conn.send(read_frame(11, None, "/tmp/d").as_bytes());
+    assert!(conn.answer().contains(r#""id":11,"result":"allow""#));
+    // An id reused after the handover is still a fault: closed without an answer.
+    conn.send(read_frame(11, None, "/tmp/d").as_bytes());
+    conn.assert_closed_unanswered("a reused id after two handovers");
+    let all = records(&log);
+    let conns: Vec<u64> = all.iter().map(|r| r["conn"].as_u64().unwrap()).collect();
+    assert!(
+        conns.iter().all(|c| *c == conns[0]),
+        "one connection number: {conns:?}"
+    );
+    let ids: Vec<u64> = all
+        .iter()
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![7, 8, 9, 10, 11], "each answer on record once");
+    let fault = all.last().unwrap();
+    assert_eq!(fault["kind"], "fault");
+    assert_eq!(fault["last_id"], 11);
+    assert!(
+        fault["fault"]
+            .as_str()
+            .unwrap()
+            .contains("request id 11 is not greater than the previous id 11"),
+        "{fault}"
+    );
+    // A connection opened after the handovers gets the next number, not a reused one.
+    let mut next = RawConn::open(&daemon);
+    next.send(read_frame(1, None, "/tmp/e").as_bytes());
+    assert!(next.answer().contains("allow"));
+    let last = records(&log).last().unwrap()["conn"].as_u64().unwrap();
+    assert!(last > conns[0], "{last} after {}", conns[0]);
+}
+
+#[test]
+fn after_a_crash_stored_connections_are_closed_not_left_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+    )
+    .unwrap();
+    let args: Vec<OsString> = vec!["serve".into(), "--policy".into(), policy.into()];
+    let mut manager = ServiceManager::new(dir.path(), Path::new(&*BROKER), &args, 64);
+    manager.start();
+    let mut conn = RawConn::open_path(&manager.socket);
+    conn.send(read_frame(1, None, "/tmp/x").as_bytes());
+    assert!(conn.answer().contains("allow"));
+    manager.wait_for_store(vec!["conn-1".to_owned()]);
+    // A crash: no graceful stop, no state. The store still holds the connection open.
+    manager.kill();
+    conn.send(read_frame(2, None, "/tmp/y").as_bytes());
+    manager.start();
+    // The next start closes it: the request it sent may never be answered by anyone.
+    conn.assert_closed_unanswered("a stored connection without state after a crash");
+    manager.wait_for_store(Vec::new());
+    assert!(manager.log_text().contains("did not stop gracefully"));
+    // New connections are served as usual.
+    let mut fresh = RawConn::open_path(&manager.socket);
+    fresh.send(read_frame(1, None, "/tmp/z").as_bytes());
+    assert!(fresh.answer().contains("allow"));
+}
+
+#[test]
+fn connections_made_during_a_handover_wait_in_the_queue_and_are_served() {
+    let daemon = common::Daemon::start(
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+        &[],
+    );
+    let socket = daemon.socket.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    // One fresh connection after another, each asking once, while the daemon upgrades.
+    let client = std::thread::spawn(move || {
+        let mut served = 0;
+        let mut slowest = Duration::ZERO;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = Instant::now();
+            let mut conn = RawConn::open_path(&socket);
+            conn.send(read_frame(1, None, "/tmp/x").as_bytes());
+            let answer = conn.answer();
+            assert!(answer.contains("allow"), "connection {served}: {answer:?}");
+            slowest = slowest.max(started.elapsed());
+            served += 1;
+        }
+        (served, slowest)
+    });
+    for upgrade in 1..=3 {
+        std::thread::sleep(Duration::from_millis(200));
+        common::signal(&daemon, Signal::SIGUSR2);
+        daemon.wait_for_logs(&["took over from the previous process"], upgrade);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (served, slowest) = client.join().unwrap();
+    eprintln!("{served} connections served across 3 upgrades; the slowest took {slowest:?}");
+    assert!(served > 10);
+}
