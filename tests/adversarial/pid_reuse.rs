@@ -40,8 +40,10 @@ print(os.getpid(), flush=True)
 os._exit(0)
 "#;
 
-#[test]
-fn a_recycled_pid_lends_nothing_to_a_connection_it_did_not_make() {
+/// A connection whose process has exited, held by its child, and a newcomer (with an allowed
+/// working directory) that got the exited process's pid; `before_go` runs before the child asks
+/// its relative path. Returns what the child read back.
+fn relative_path_after_the_pid_is_recycled(before_go: impl FnOnce(&Daemon)) -> (Daemon, String) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     for sub in ["first", "newcomer"] {
@@ -89,13 +91,42 @@ fn a_recycled_pid_lends_nothing_to_a_connection_it_did_not_make() {
         child.wait().unwrap();
     }
     let mut newcomer = newcomer.expect("could not recycle the pid");
+    before_go(&daemon);
     std::fs::write(&go, "").unwrap();
     let mut answer = String::new();
     out.read_to_string(&mut answer).unwrap();
     newcomer.kill().unwrap();
     newcomer.wait().unwrap();
+    (daemon, answer)
+}
+
+#[test]
+fn a_recycled_pid_lends_nothing_to_a_connection_it_did_not_make() {
+    let (_daemon, answer) = relative_path_after_the_pid_is_recycled(|_| {});
     assert!(
         answer.contains(r#""result":"deny""#),
         "the relative path was decided with the newcomer's working directory: {answer}"
     );
+}
+
+/// Attack: an upgrade in place reopens `/proc/<pid>` in the new process. Had it reopened it by
+/// the pid alone, the recycled pid's newcomer would now lend its working directory. Expected:
+/// a peer whose process was gone at the handover stays unknown (what needs it is denied), and
+/// one whose pid names another process (a different start time) is not taken over.
+/// Fix: `Carried::start_time` and `ProcDir::unavailable` (`crates/broker/src/daemon/connection.rs`).
+#[test]
+fn an_upgrade_in_place_does_not_rebind_a_connection_to_a_recycled_pid() {
+    let (daemon, answer) = relative_path_after_the_pid_is_recycled(|daemon| {
+        common::signal(daemon, nix::sys::signal::Signal::SIGUSR2);
+        daemon.wait_for_log(&["took over from the previous process"]);
+    });
+    assert!(
+        !answer.contains(r#""result":"allow""#),
+        "after the upgrade the relative path was decided with the newcomer's working directory: {answer}"
+    );
+    assert!(
+        answer.contains(r#""result":"deny""#) || answer.is_empty(),
+        "{answer}"
+    );
+    drop(daemon);
 }

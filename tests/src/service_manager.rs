@@ -277,7 +277,7 @@ fn receive(socket: &UnixDatagram, held: &Mutex<Held>, store_max: usize) {
 }
 
 /// Many descriptors are passed: the soft open-file limit is raised to the hard one.
-fn raise_open_file_limit() {
+pub fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
         && soft < hard

@@ -519,3 +519,102 @@ fn connections_made_during_a_handover_wait_in_the_queue_and_are_served() {
     eprintln!("{served} connections served across 3 upgrades; the slowest took {slowest:?}");
     assert!(served > 10);
 }
+
+/// Percentile `p` (0..=100) of sorted `values`.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+/// 1,000 connections each with a request always in flight (8 blocking client threads, one
+/// request outstanding per connection, as Deno) across two upgrades: every request is answered
+/// with its own id, none is lost, no connection closes. Prints what a request that spans a
+/// handover waits (BENCHMARKS.md records a release run).
+#[test]
+fn a_thousand_connections_survive_upgrades_under_load() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const CONNECTIONS: usize = 1000;
+    const THREADS: usize = 8;
+    common::service_manager::raise_open_file_limit();
+    let daemon = common::Daemon::start(
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+        &[],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let origin = Instant::now();
+    let clients: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let conns: Vec<BufReader<UnixStream>> = (0..CONNECTIONS / THREADS)
+                .map(|_| BufReader::new(UnixStream::connect(&daemon.socket).unwrap()))
+                .collect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut conns = conns;
+                let mut ids = vec![0u32; conns.len()];
+                // (start, end) of every request, from `origin`.
+                let mut spans = Vec::new();
+                let mut line = String::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for (conn, id) in conns.iter_mut().zip(ids.iter_mut()) {
+                        *id += 1;
+                        let started = origin.elapsed();
+                        conn.get_mut()
+                            .write_all(read_frame(*id, None, "/tmp/x").as_bytes())
+                            .unwrap();
+                        line.clear();
+                        conn.read_line(&mut line).unwrap();
+                        assert_eq!(
+                            line,
+                            format!("{{\"id\":{id},\"result\":\"allow\"}}\n"),
+                            "request {id}"
+                        );
+                        spans.push((started, origin.elapsed()));
+                    }
+                }
+                spans
+            })
+        })
+        .collect();
+    let mut windows = Vec::new();
+    for upgrade in 1..=2 {
+        std::thread::sleep(Duration::from_millis(700));
+        let signalled = origin.elapsed();
+        common::signal(&daemon, Signal::SIGUSR2);
+        daemon.wait_for_logs(
+            &["took over from the previous process", "connections=1000"],
+            upgrade,
+        );
+        windows.push((signalled, origin.elapsed()));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let spans: Vec<(Duration, Duration)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let mut all: Vec<Duration> = spans.iter().map(|(s, e)| *e - *s).collect();
+    all.sort();
+    let mut spanning: Vec<Duration> = spans
+        .iter()
+        .filter(|(s, e)| windows.iter().any(|(from, to)| s < to && e > from))
+        .map(|(s, e)| *e - *s)
+        .collect();
+    spanning.sort();
+    assert!(!spanning.is_empty());
+    eprintln!(
+        "{} requests on {CONNECTIONS} connections, 2 upgrades: all requests p50 {:?} p99 {:?}; \
+         the {} requests in flight across a handover: p50 {:?} p99 {:?} max {:?}",
+        all.len(),
+        percentile(&all, 50),
+        percentile(&all, 99),
+        spanning.len(),
+        percentile(&spanning, 50),
+        percentile(&spanning, 99),
+        spanning.last().unwrap()
+    );
+    let log = daemon.log().join("\n");
+    assert!(!log.contains("protocol fault"), "{log}");
+    assert!(!log.contains("closing them"), "{log}");
+}
