@@ -193,3 +193,35 @@ fn notify_ready_status_and_reloading_around_a_reload() {
     assert!(next().contains("STOPPING=1"));
     assert!(daemon.wait().unwrap().success());
 }
+
+/// The shipped unit keeps every connection across a restart: the store holds one descriptor per
+/// connection the default `max_connections` allows, plus the state, and the daemon is told its
+/// size even by a systemd older than 254 (which does not set `$FDSTORE` itself).
+#[test]
+fn the_unit_stores_every_connection_the_default_limit_allows() {
+    let text = std::fs::read_to_string(units().join("permission-broker.service")).unwrap();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the unit"))
+            .trim()
+            .to_owned()
+    };
+    let max: usize = value("FileDescriptorStoreMax=").parse().unwrap();
+    let told: usize = value("Environment=FDSTORE=").parse().unwrap();
+    assert_eq!(max, told, "the daemon is told the store's real size");
+    let help = Command::new(&*BROKER)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let default: usize = help
+        .split_once("Connections served at once")
+        .and_then(|(_, rest)| rest.split_once("[default: "))
+        .and_then(|(_, rest)| rest.split(']').next()?.parse().ok())
+        .expect("the default max_connections in serve --help");
+    assert!(
+        max > default,
+        "store {max} holds {default} connections and the state"
+    );
+}
