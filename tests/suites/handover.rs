@@ -618,3 +618,47 @@ fn a_thousand_connections_survive_upgrades_under_load() {
     assert!(!log.contains("protocol fault"), "{log}");
     assert!(!log.contains("closing them"), "{log}");
 }
+
+/// Signals sent while an upgrade is under way -- `SIGUSR2` again, `SIGTERM` -- must not land in
+/// the new image before it has installed its handlers (their default action kills the daemon
+/// and every connection): they wait, blocked across the `execve`, and are handled after.
+#[test]
+fn signals_during_an_upgrade_wait_for_the_new_image() {
+    let daemon = common::Daemon::start(
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+        &[],
+    );
+    let mut conn = RawConn::open(&daemon);
+    let mut id = 0;
+    let started = Instant::now();
+    // A burst of upgrades, one signal every 3 ms for 1.5 s: many land mid-handover.
+    while started.elapsed() < Duration::from_millis(1500) {
+        common::signal(&daemon, Signal::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let upgrades = daemon
+        .log()
+        .iter()
+        .filter(|l| l.contains("took over from the previous process"))
+        .count();
+    assert!(upgrades >= 2, "{}", daemon.log().join("\n"));
+    id += 1;
+    conn.send(read_frame(id, None, "/tmp/x").as_bytes());
+    assert!(
+        conn.answer().contains("allow"),
+        "{}",
+        daemon.log().join("\n")
+    );
+    // A stop sent as an upgrade execs is a graceful stop, by the next image.
+    std::thread::sleep(Duration::from_millis(500));
+    let execs = daemon
+        .log()
+        .iter()
+        .filter(|l| l.contains("upgrading in place"))
+        .count();
+    common::signal(&daemon, Signal::SIGUSR2);
+    daemon.wait_for_logs(&["upgrading in place"], execs + 1);
+    let mut daemon = daemon;
+    let status = common::sigterm_and_wait(&mut daemon);
+    assert!(status.success(), "{status:?}\n{}", daemon.log().join("\n"));
+}

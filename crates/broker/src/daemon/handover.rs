@@ -339,10 +339,12 @@ pub fn exec(
         close_all(&copies);
         return std::io::Error::other("an argument holds a NUL byte");
     };
+    super::signals::block_handled();
     let error = match nix::unistd::execve(&program, &args, &env) {
         Err(e) => std::io::Error::from(e),
         Ok(never) => match never {},
     };
+    super::signals::unblock_handled();
     close_all(&copies);
     error
 }

@@ -108,6 +108,8 @@ pub async fn serve_on_socket(
     let (control, mut why_rx) = tokio::sync::mpsc::channel(4);
     let watchers = spawn_stop_watchers(&control, &socket);
     spawn_upgrade_handler(control, upgrade.clone());
+    // Every handler is installed: a signal an upgrade left pending is delivered now.
+    signals::unblock_handled();
     announce_ready(&shown);
     notify::ready_with_status(status);
     let mut next_conn = inherited.next_conn.max(1);

@@ -88,3 +88,43 @@ pub fn upgrade_signal() -> Option<tokio::signal::unix::Signal> {
         }
     }
 }
+
+/// The signals the daemon handles. An upgrade blocks them across its `execve` (the signal mask
+/// survives it, handlers do not): one that arrives before the new image has installed its
+/// handlers then waits instead of killing the daemon with every connection it holds.
+#[cfg(unix)]
+fn handled() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Blocks the handled signals in this thread (the one that will `execve`).
+#[cfg(unix)]
+pub fn block_handled() {
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&handled()),
+        None,
+    );
+}
+
+/// Unblocks them once every handler is installed (on the thread that runs the serve loop, so a
+/// signal left pending by an upgrade is delivered now, to its handler).
+#[cfg(unix)]
+pub fn unblock_handled() {
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+        Some(&handled()),
+        None,
+    );
+}
