@@ -198,8 +198,8 @@ fn read_all(pipe: Option<impl Read>) -> String {
 pub fn to_memfd(state: &State) -> std::io::Result<OwnedFd> {
     let fd = nix::sys::memfd::memfd_create(MEMFD_NAME, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
     let mut file = std::fs::File::from(fd);
-    serde_json::to_writer(&mut file, state)?;
-    file.flush()?;
+    // One write, not one per JSON token.
+    file.write_all(&serde_json::to_vec(state)?)?;
     file.rewind()?;
     Ok(file.into())
 }
