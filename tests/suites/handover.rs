@@ -272,6 +272,30 @@ fn deno_keeps_running_across_restarts_through_the_descriptor_store() {
             "the state is taken out of the store before anything is served"
         );
         wait_for_requests(&log, &pids, 10 + 50 * restart);
+        if restart == 1 {
+            // An upgrade in place under the store: the connections stay stored under their names.
+            manager.signal(Signal::SIGUSR2);
+            manager.wait_for_log(&["took over from the previous process", "execve"], 1);
+            manager.wait_for_message("READY=1", 3);
+            let messages = manager.messages();
+            let reloading = messages.iter().rposition(|m| m.contains("RELOADING=1"));
+            let ready = messages.iter().rposition(|m| m.contains("READY=1"));
+            assert!(
+                reloading.is_some() && reloading < ready,
+                "RELOADING=1 then READY=1 around the upgrade: {messages:?}"
+            );
+            assert_eq!(
+                manager
+                    .stored()
+                    .iter()
+                    .filter(|n| n.starts_with("conn-"))
+                    .count(),
+                pids.len(),
+                "{:?}",
+                manager.stored()
+            );
+            wait_for_requests(&log, &pids, 40);
+        }
     }
     let done = finish_denos(&app, denos);
     assert_each_deno_on_record_once(&log, &done);
