@@ -686,3 +686,39 @@ fn signals_during_an_upgrade_wait_for_the_new_image() {
     let status = common::sigterm_and_wait(&mut daemon);
     assert!(status.success(), "{status:?}\n{}", daemon.log().join("\n"));
 }
+
+/// The new image opens the decision log again; where it could not (the path is now a directory),
+/// it would exit and take every connection with it. The preflight opens it first, changing
+/// nothing in it, and the upgrade is refused.
+#[test]
+fn an_upgrade_whose_decision_log_cannot_be_opened_is_refused() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let daemon = common::Daemon::start(
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+        &["--decision-log", &log_arg],
+    );
+    let mut conn = RawConn::open(&daemon);
+    conn.send(read_frame(1, None, "/tmp/a").as_bytes());
+    assert!(conn.answer().contains("allow"));
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    common::signal(&daemon, Signal::SIGUSR2);
+    let refused = daemon.wait_for_log(&["upgrade refused"]);
+    assert!(
+        refused.contains("cannot open the decision log"),
+        "{refused}"
+    );
+    conn.send(read_frame(2, None, "/tmp/b").as_bytes());
+    assert!(conn.answer().contains(r#""id":2,"result":"allow""#));
+    // Put back, the upgrade goes through and the log goes on in the file at the path.
+    std::fs::remove_dir(&log).unwrap();
+    common::signal(&daemon, Signal::SIGUSR2);
+    daemon.wait_for_log(&["took over from the previous process"]);
+    conn.send(read_frame(3, None, "/tmp/c").as_bytes());
+    assert!(conn.answer().contains(r#""id":3,"result":"allow""#));
+    let after = records(&log);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["id"], 3);
+}

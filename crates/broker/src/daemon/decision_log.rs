@@ -31,6 +31,19 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether this log can be opened as `serve` opens it, changing nothing in it (an upgrade's
+    /// preflight: the running daemon is writing it).
+    pub fn check_openable(&self) -> std::io::Result<()> {
+        if let Target::File(path) = self {
+            let mut options = std::fs::OpenOptions::new();
+            options.create(true).append(true).read(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+            options.open(path)?;
+        }
+        Ok(())
+    }
+
     pub fn parse(text: &str) -> Target {
         if text == "-" {
             Target::Stdout

@@ -71,6 +71,13 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     }
     #[cfg(unix)]
     if preflight {
+        if let Some(target) = &settings.decision_log
+            && let Err(e) = decision_log::Target::parse(target).check_openable()
+        {
+            tracing::error!("cannot open the decision log `{target}`: {e}; not starting");
+            eprintln!("cannot open the decision log `{target}`: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         #[allow(clippy::print_stdout)]
         {
             println!(
