@@ -64,6 +64,7 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
             Ok(_) => case::on_disk_name(&on_disk, component, &mut dir_dev),
             Err(_) => component,
         };
+        #[cfg(unix)]
         if let Ok(m) = &found {
             dir_dev = Some(std::os::unix::fs::MetadataExt::dev(m));
         }
