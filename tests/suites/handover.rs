@@ -345,6 +345,12 @@ fn a_failed_upgrade_leaves_the_daemon_serving() {
             Box::new(|| script("#!/bin/sh\necho 'error: the new build is broken' >&2\nexit 3\n")),
         ),
         (
+            "a binary that floods its output and leaves a process holding it",
+            Box::new(|| {
+                script("#!/bin/sh\nsleep 60 &\nhead -c 300000 /dev/zero | tr '\\0' x\nexit 1\n")
+            }),
+        ),
+        (
             "a binary that does not speak the handover",
             Box::new(|| script("#!/bin/sh\nexit 0\n")),
         ),

@@ -136,8 +136,12 @@ pub fn preflight(target: &Target) -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let out = std::thread::spawn(move || read_all(stdout));
-    let err = std::thread::spawn(move || read_all(stderr));
+    // Read on threads of their own, and waited for only briefly once the child has exited: a
+    // process it left behind may hold the pipes open.
+    let (out_tx, out) = std::sync::mpsc::channel();
+    std::thread::spawn(move || out_tx.send(read_all(stdout)));
+    let (err_tx, err) = std::sync::mpsc::channel();
+    std::thread::spawn(move || err_tx.send(read_all(stderr)));
     let started = std::time::Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -155,8 +159,8 @@ pub fn preflight(target: &Target) -> Result<String, String> {
             Err(e) => return Err(format!("cannot wait for `{program}`: {e}")),
         }
     };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    let stdout = out.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    let stderr = err.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
     let said = |text: &str| {
         text.lines()
             .rev()
@@ -186,12 +190,15 @@ pub fn preflight(target: &Target) -> Result<String, String> {
     }
 }
 
+/// The first 64 KiB of what the child writes; the rest is read and dropped, so that a child that
+/// writes more never blocks on a full pipe.
 fn read_all(pipe: Option<impl Read>) -> String {
-    let mut text = String::new();
+    let mut kept = Vec::new();
     if let Some(mut pipe) = pipe {
-        let _ = pipe.by_ref().take(64 << 10).read_to_string(&mut text);
+        let _ = pipe.by_ref().take(64 << 10).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
     }
-    text
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// The state in a memfd, ready to be passed on.
