@@ -391,3 +391,46 @@ fn dribbling_storming_and_idle_peers_cost_only_themselves() {
         "every dribbler was disconnected: {closed:?}"
     );
 }
+
+/// Attack: a lookup stuck on a mount that never answers, then `SIGUSR2`. Before, the upgrade
+/// went ahead: `execve` waits for every other thread to end, the stuck one never does, and the
+/// daemon hung with every connection -- Deno waiting forever, even `kill -9` leaving the
+/// sockets open. Expected: the upgrade is refused while any lookup is still running, the daemon
+/// serves on, and once the lookup ends (the mount aborted) the next upgrade goes through.
+/// Fix: `BlockingPool::busy`/`abandoned` checked before the upgrade (`daemon/listener.rs`).
+#[test]
+fn an_upgrade_is_refused_while_a_lookup_is_stuck_on_a_hung_mount() {
+    let root = tempfile::tempdir().unwrap();
+    let mount = StalledMount::new(&root.path().join("stalled"));
+    let daemon = Daemon::start(ALLOW_ALL_READS, &["--request-deadline", "0.5"]);
+    let mut stalled = Asker::open(&daemon);
+    assert!(
+        !stalled.allowed(&format!("{}/file", mount.dir.display())),
+        "denied at the deadline"
+    );
+    let mut bystander = Asker::open(&daemon);
+    assert!(bystander.allowed("/etc/hostname"));
+    common::signal(&daemon, nix::sys::signal::Signal::SIGUSR2);
+    let refused = daemon.wait_for_log(&["upgrade refused"]);
+    assert!(refused.contains("stuck"), "{refused}");
+    assert!(bystander.allowed("/etc/hostname"), "served on");
+    // The lookup ends when the mount goes; then the upgrade goes through.
+    drop(mount);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        common::signal(&daemon, nix::sys::signal::Signal::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(300));
+        if daemon
+            .log()
+            .iter()
+            .any(|l| l.contains("took over from the previous process"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", daemon.log().join("\n"));
+    }
+    assert!(
+        bystander.allowed("/etc/hostname"),
+        "the same connection, after the upgrade"
+    );
+}

@@ -728,3 +728,76 @@ fn an_upgrade_whose_decision_log_cannot_be_opened_is_refused() {
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0]["id"], 3);
 }
+
+/// The daemon started under a bare name (`exec -a permission-broker`, systemd's `@path name`)
+/// with a `PATH` whose first directory another user owns: an upgrade must not run what that
+/// lookup finds, nor anything `argv[0]` claims, only the running binary's own path. And a
+/// binary another user could replace is not run.
+#[test]
+fn an_upgrade_runs_only_the_daemons_own_binary_and_only_if_no_other_user_can_replace_it() {
+    use std::os::unix::process::CommandExt;
+    let uid: u32 = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", "nobody"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    let ran = dir.path().join("evil-ran");
+    std::fs::write(
+        evil.join("permission-broker"),
+        format!(
+            "#!/bin/sh\ntouch {}\necho 'permission-broker preflight: handover version 1; policy x'\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    for path in [evil.clone(), evil.join("permission-broker")] {
+        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let bin = tempfile::tempdir().unwrap();
+    let program = installed_copy(bin.path());
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let mut child = std::process::Command::new(&program)
+        .arg0("permission-broker")
+        .args(["serve", "--socket"])
+        .arg(dir.path().join("b.sock"))
+        .arg("--policy")
+        .arg(&policy)
+        .env("PATH", format!("{}:/usr/bin:/bin", evil.display()))
+        .env("RUST_LOG", "permission_broker=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    common::capture_lines(child.stderr.take().unwrap(), log.clone());
+    common::wait_for_line(&log, &["ready"]);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGUSR2).unwrap();
+    let took = common::wait_for_line(&log, &["took over from the previous process"]);
+    assert!(!took.is_empty());
+    assert!(!ran.exists(), "the PATH lookup's program ran");
+    assert_eq!(exe_of(child.id()), program.display().to_string());
+    // Now the binary's directory is another user's: whoever owns it could swap the file.
+    std::os::unix::fs::chown(bin.path(), Some(uid), Some(uid)).unwrap();
+    nix::sys::signal::kill(pid, Signal::SIGUSR2).unwrap();
+    let refused = common::wait_for_line(&log, &["upgrade refused"]);
+    assert!(
+        refused.contains("could be replaced by another user"),
+        "{refused}"
+    );
+    std::os::unix::fs::chown(bin.path(), Some(0), Some(0)).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}

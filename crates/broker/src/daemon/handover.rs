@@ -68,34 +68,98 @@ pub struct Target {
 
 impl Target {
     /// The path this process was started from, made absolute now (before anything can change
-    /// the working directory), not `/proc/self/exe`: an upgrade replaces the file at the path,
-    /// and `/proc/self/exe` goes on naming the old one.
+    /// the working directory), not `/proc/self/exe` later: an upgrade replaces the file at the
+    /// path, and `/proc/self/exe` goes on naming the old one. `argv[0]` is only a claim of
+    /// whoever started the daemon: it is used only if it names the running file now; a bare
+    /// name (which a `PATH` lookup could resolve to anyone's program) or any other name gives
+    /// way to the running file's own path.
     pub fn of_this_process() -> Result<Target, String> {
+        use std::os::unix::fs::MetadataExt;
         let mut args = std::env::args_os();
         let argv0 = args.next().ok_or("no argv[0]")?;
+        let running = std::fs::metadata("/proc/self/exe")
+            .map_err(|e| format!("cannot stat /proc/self/exe: {e}"))?;
+        let exe = std::fs::read_link("/proc/self/exe")
+            .map_err(|e| format!("cannot read /proc/self/exe: {e}"))?;
         let path = Path::new(&argv0);
-        let program = if path.as_os_str().as_encoded_bytes().contains(&b'/') {
-            if path.is_absolute() {
-                path.to_path_buf()
-            } else {
-                std::env::current_dir()
-                    .map_err(|e| format!("cannot read the working directory: {e}"))?
-                    .join(path)
+        let claimed = path
+            .as_os_str()
+            .as_encoded_bytes()
+            .contains(&b'/')
+            .then(|| {
+                if path.is_absolute() {
+                    Some(path.to_path_buf())
+                } else {
+                    std::env::current_dir().ok().map(|d| d.join(path))
+                }
+            })
+            .flatten()
+            .filter(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| (m.dev(), m.ino()) == (running.dev(), running.ino()))
+            });
+        let program = match claimed {
+            Some(program) => program,
+            None => {
+                if !path.as_os_str().is_empty() && path != exe {
+                    tracing::info!(
+                        argv0 = %path.display(),
+                        program = %exe.display(),
+                        "argv[0] does not name the running binary: upgrades in place use its own path"
+                    );
+                }
+                exe
             }
-        } else {
-            // Started through PATH: the first executable of that name, as the shell found it.
-            std::env::var_os("PATH")
-                .iter()
-                .flat_map(std::env::split_paths)
-                .map(|dir| dir.join(path))
-                .find(|candidate| is_executable(candidate))
-                .ok_or_else(|| format!("`{}` is not found in PATH", path.display()))?
         };
         Ok(Target {
             program,
             args: args.collect(),
         })
     }
+}
+
+/// Whether `path` can be changed only by root or this process's user: the file, and every
+/// directory above it (as written, and after symlinks), owned by one of them and not writable
+/// by group or others -- except a sticky directory (`/tmp`), where others cannot replace an
+/// entry they do not own. Whoever else could write there could run code as the daemon at the
+/// next upgrade.
+fn trusted(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let check = |p: &Path, is_file: bool| -> Result<(), String> {
+        let m = std::fs::symlink_metadata(p).map_err(|e| format!("`{}`: {e}", p.display()))?;
+        let mode = m.permissions().mode();
+        let others_write = mode & 0o022 != 0;
+        let sticky_dir = !is_file && m.is_dir() && mode & 0o1000 != 0;
+        if m.uid() != 0 && m.uid() != me {
+            return Err(format!(
+                "`{}` is owned by uid {}, not by root or the daemon's user",
+                p.display(),
+                m.uid()
+            ));
+        }
+        if others_write && !sticky_dir && !m.file_type().is_symlink() {
+            return Err(format!(
+                "`{}` is writable by its group or others (mode {:o})",
+                p.display(),
+                mode & 0o7777
+            ));
+        }
+        Ok(())
+    };
+    let canonical =
+        std::fs::canonicalize(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    check(&canonical, true)?;
+    for dir in canonical
+        .ancestors()
+        .skip(1)
+        .chain(path.ancestors().skip(1))
+    {
+        if !dir.as_os_str().is_empty() {
+            check(dir, false)?;
+        }
+    }
+    Ok(())
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -120,6 +184,11 @@ pub fn preflight(target: &Target) -> Result<String, String> {
     if !is_executable(&target.program) {
         return Err(format!("`{program}` is not an executable file"));
     }
+    trusted(&target.program).map_err(|e| {
+        format!(
+            "`{program}` could be replaced by another user, who would then run as the daemon: {e}"
+        )
+    })?;
     let mut command = Command::new(&target.program);
     command
         .args(&target.args)

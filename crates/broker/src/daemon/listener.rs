@@ -41,7 +41,6 @@ pub async fn serve_on_socket(
     use super::connection::Stop;
     use super::fd_store::FdStore;
     use super::server::unix::UnixAcceptor;
-    use std::os::fd::AsFd;
 
     let store = FdStore::from_env();
     if let Some(store) = &store {
@@ -107,7 +106,7 @@ pub async fn serve_on_socket(
     let mut acceptor = UnixAcceptor { listener, store };
     let (control, mut why_rx) = tokio::sync::mpsc::channel(4);
     let watchers = spawn_stop_watchers(&control, &socket);
-    spawn_upgrade_handler(control, upgrade.clone());
+    spawn_upgrade_handler(control, upgrade.clone(), Arc::downgrade(&shared));
     // Every handler is installed: a signal an upgrade left pending is delivered now.
     signals::unblock_handled();
     announce_ready(&shown);
@@ -134,38 +133,23 @@ pub async fn serve_on_socket(
                     unreachable_upgrade();
                     return ExitCode::FAILURE;
                 };
-                let state = handover::State {
-                    version: handover::VERSION,
-                    pid: std::process::id(),
-                    next_conn,
-                    revision: shared.store.current().revision.to_string(),
-                    bound: bound_info(&socket),
-                    connections: stopped
-                        .parked
-                        .iter()
-                        .map(|(carried, _, _)| (**carried).clone())
-                        .collect(),
+                let busy = shared.blocking.busy();
+                let why = if busy > 0 {
+                    // execve waits for every other thread to end, and a thread in a lookup on a
+                    // mount that does not answer never does: the upgrade would never finish,
+                    // and nothing would be answered meanwhile.
+                    format!(
+                        "{busy} file-system or account lookups are still running (stuck on a mount that does not answer?): an execve would wait for them forever"
+                    )
+                } else {
+                    let e = exec_upgrade(target, &shared, &socket, &acceptor, next_conn, &stopped);
+                    format!("cannot execute the new binary: {e}")
                 };
-                let connections: Vec<(u64, std::os::fd::BorrowedFd<'_>)> = stopped
-                    .parked
-                    .iter()
-                    .map(|(carried, read, _)| (carried.conn, read.as_ref().as_fd()))
-                    .collect();
-                tracing::info!(
-                    program = %target.program.display(),
-                    connections = connections.len(),
-                    closed = stopped.forced,
-                    "upgrading in place: handing the socket and every connection to the new binary"
-                );
-                let e = handover::exec(target, &state, acceptor.listener.as_fd(), &connections);
-                drop(connections);
                 tracing::error!(
                     program = %target.program.display(),
-                    "cannot execute the new binary: {e}; serving on"
+                    "upgrade refused, serving on with this binary: {why}"
                 );
-                notify::status(&format!(
-                    "upgrade failed: cannot execute the new binary: {e}"
-                ));
+                notify::status(&format!("upgrade refused: {why}"));
                 notify::ready();
                 resumed = stopped
                     .parked
@@ -209,6 +193,43 @@ pub async fn serve_on_socket(
         }
         // The stop watchers are still running; the upgrade handler waits for the next SIGUSR2.
     }
+}
+
+/// Hands the socket and every parked connection to the new binary; returns only if that failed.
+#[cfg(unix)]
+fn exec_upgrade(
+    target: &handover::Target,
+    shared: &Shared,
+    socket: &Socket,
+    acceptor: &super::server::unix::UnixAcceptor,
+    next_conn: u64,
+    stopped: &server::Stopped<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>,
+) -> std::io::Error {
+    use std::os::fd::AsFd;
+    let state = handover::State {
+        version: handover::VERSION,
+        pid: std::process::id(),
+        next_conn,
+        revision: shared.store.current().revision.to_string(),
+        bound: bound_info(socket),
+        connections: stopped
+            .parked
+            .iter()
+            .map(|(carried, _, _)| (**carried).clone())
+            .collect(),
+    };
+    let connections: Vec<(u64, std::os::fd::BorrowedFd<'_>)> = stopped
+        .parked
+        .iter()
+        .map(|(carried, read, _)| (carried.conn, read.as_ref().as_fd()))
+        .collect();
+    tracing::info!(
+        program = %target.program.display(),
+        connections = connections.len(),
+        closed = stopped.forced,
+        "upgrading in place: handing the socket and every connection to the new binary"
+    );
+    handover::exec(target, &state, acceptor.listener.as_fd(), &connections)
 }
 
 #[cfg(unix)]
@@ -408,6 +429,8 @@ fn spawn_stop_watchers(
 fn spawn_upgrade_handler(
     control: tokio::sync::mpsc::Sender<Why>,
     upgrade: Result<handover::Target, String>,
+    // Weak: the decision log's writer ends when the last strong holder is gone.
+    shared: std::sync::Weak<Shared>,
 ) {
     let Some(mut usr2) = signals::upgrade_signal() else {
         return;
@@ -424,6 +447,14 @@ fn spawn_upgrade_handler(
                 }
             };
             tracing::info!(program = %target.program.display(), "SIGUSR2 received: checking the new binary before upgrading");
+            let abandoned = shared.upgrade().map_or(0, |s| s.blocking.abandoned());
+            if abandoned > 0 {
+                tracing::error!(
+                    "upgrade refused, serving on with this binary: {abandoned} abandoned lookups are still stuck on a file system or account database that does not answer: an execve would wait for them forever; try again once they end (or the mount is aborted)"
+                );
+                notify::status("upgrade refused: lookups stuck on a mount that does not answer");
+                continue;
+            }
             notify::reloading();
             let checked = tokio::task::spawn_blocking(move || handover::preflight(&target))
                 .await

@@ -85,6 +85,22 @@ impl BlockingPool {
         }
     }
 
+    /// Lookups running on the pool now, abandoned ones included. Once every connection has
+    /// stopped, any left are stuck in the kernel (a mount that does not answer): a thread in such
+    /// a call cannot be ended, and an `execve` waits for every thread to end.
+    pub fn busy(&self) -> usize {
+        self.size.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Lookups abandoned by their requests and still running.
+    pub fn abandoned(&self) -> usize {
+        self.stuck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+
     /// A slot for a decision of `uid`, waiting at most until `until`.
     pub async fn slot(
         &self,
