@@ -159,6 +159,16 @@ impl ServiceManager {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).unwrap();
     }
 
+    /// Puts `fd` in the store as `name`: a store confused by something else.
+    pub fn put(&self, name: &str, fd: OwnedFd) {
+        self.held.lock().unwrap().store.push((name.to_owned(), fd));
+    }
+
+    /// The listening socket of the socket unit.
+    pub fn unit(&self) -> &UnixListener {
+        &self.unit
+    }
+
     /// The names in the descriptor store, in the order stored.
     pub fn stored(&self) -> Vec<String> {
         let held = self.held.lock().unwrap();

@@ -801,3 +801,68 @@ fn an_upgrade_runs_only_the_daemons_own_binary_and_only_if_no_other_user_can_rep
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A store holding what it should not: the daemon's own listening socket under a connection's
+/// name, a pipe under a connection's name and under a name of its own, a second socket under
+/// an adopted connection's name. Before, the listener was shut down (every new Deno refused, the
+/// accept loop spinning), a stray pipe made the start fail (exit 69), and removing a duplicate
+/// removed the adopted connection from the store too. Now each is closed or left alone, the
+/// adopted connection is stored once under its name, and the daemon serves.
+#[test]
+fn a_confused_descriptor_store_costs_only_what_does_not_belong() {
+    use std::os::fd::{AsFd, OwnedFd};
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+    )
+    .unwrap();
+    let args: Vec<OsString> = vec!["serve".into(), "--policy".into(), policy.into()];
+    let mut manager = ServiceManager::new(dir.path(), Path::new(&*BROKER), &args, 64);
+    manager.start();
+    let mut conn = RawConn::open_path(&manager.socket);
+    conn.send(read_frame(1, None, "/tmp/x").as_bytes());
+    assert!(conn.answer().contains("allow"));
+    manager.wait_for_store(vec!["conn-1".to_owned()]);
+    assert!(manager.stop().success());
+    // What a confused store might hold beside the connection and its state.
+    manager.put(
+        "conn-9",
+        manager.unit().as_fd().try_clone_to_owned().unwrap(),
+    );
+    let (pipe_read, _pipe_write) = std::io::pipe().unwrap();
+    manager.put("conn-5", OwnedFd::from(pipe_read.try_clone().unwrap()));
+    manager.put("metrics", OwnedFd::from(pipe_read));
+    let (stray, mut stray_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    manager.put("conn-1", OwnedFd::from(stray));
+    manager.start();
+    manager.wait_for_log(&["took over from the previous process", "connections=1"], 1);
+    // The adopted connection goes on; the stray's peer is told it is closed.
+    conn.send(read_frame(2, None, "/tmp/y").as_bytes());
+    assert!(conn.answer().contains(r#""id":2,"result":"allow""#));
+    stray_peer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(
+        std::io::Read::read_to_end(&mut stray_peer, &mut rest).unwrap(),
+        0
+    );
+    // New connections are still accepted on the listener that was stored as a connection.
+    let mut fresh = RawConn::open_path(&manager.socket);
+    fresh.send(read_frame(1, None, "/tmp/z").as_bytes());
+    assert!(fresh.answer().contains("allow"));
+    manager.wait_for_store(vec![
+        "conn-1".to_owned(),
+        "conn-2".to_owned(),
+        "metrics".to_owned(),
+    ]);
+    let started = Instant::now();
+    assert!(manager.stop().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stop took {:?}",
+        started.elapsed()
+    );
+}

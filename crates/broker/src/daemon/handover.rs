@@ -456,8 +456,12 @@ pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
     // Checks LISTEN_PID, and owns each descriptor once it is checked to be the right kind.
     let mut passed = listenfd::ListenFd::from_env();
     let mut inherited = Inherited::default();
-    let mut state = None;
+    let mut state: Option<Result<State, String>> = None;
     let mut stored = Vec::new();
+    // Connection numbers passed with something that is not a connection, and how many other
+    // descriptors were not sockets to listen on.
+    let mut junk = Vec::new();
+    let mut ignored = 0;
     for idx in 0..passed.len() {
         let name = names.get(idx).map_or("unknown", String::as_str);
         let what = || {
@@ -472,7 +476,14 @@ pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
                 .ok()
                 .flatten()
                 .ok_or_else(|| format!("{} is not there", what()));
-            state = Some(fd.and_then(read_state));
+            state = Some(match state {
+                // Two states: neither can be told to be the last one written.
+                Some(_) => fd.and_then(|fd| {
+                    let _ = nix::unistd::close(fd);
+                    Err("two handover states were passed".to_owned())
+                }),
+                None => fd.and_then(read_state),
+            });
         } else if let Some(conn) = fd_store::connection_of(name) {
             match passed.take_custom::<UnixStream>(
                 idx,
@@ -480,8 +491,22 @@ pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
                 nix::libc::SOCK_STREAM,
                 "a Unix stream socket",
             ) {
-                Ok(Some(stream)) => stored.push((conn, stream)),
-                _ => tracing::warn!("{} is not a Unix stream socket; ignored", what()),
+                Ok(Some(stream)) if check_socket(stream.as_fd(), false).is_ok() => {
+                    stored.push((conn, stream));
+                }
+                Ok(Some(_listening)) => {
+                    // Never shut down: it may be the very socket this daemon listens on.
+                    tracing::warn!(
+                        "{} is a listening socket, not a connection; not used",
+                        what()
+                    );
+                    junk.push(conn);
+                }
+                _ => {
+                    tracing::warn!("{} is not a Unix stream socket; closed", what());
+                    close_passed(&mut passed, idx);
+                    junk.push(conn);
+                }
             }
         } else {
             let listener = passed
@@ -490,13 +515,23 @@ pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
                 .flatten()
                 .filter(|l| check_socket(l.as_fd(), true).is_ok());
             match listener {
-                Some(listener) if name == LISTENER_NAME => {
+                Some(listener) if name == LISTENER_NAME && inherited.listener.is_none() => {
                     inherited.listener = Some(listener);
                 }
                 Some(listener) => inherited.sockets.push((name.to_owned(), listener)),
-                _ => return Err(format!("{} is not a listening Unix socket", what())),
+                None => {
+                    tracing::warn!("{} is not a listening Unix socket; closed", what());
+                    close_passed(&mut passed, idx);
+                    ignored += 1;
+                }
             }
         }
+    }
+    if inherited.listener.is_none() && inherited.sockets.is_empty() && ignored > 0 {
+        return Err(format!(
+            "none of the {} descriptors passed is a listening Unix socket",
+            passed.len()
+        ));
     }
     let state = match state {
         Some(Ok(state)) if inherited.listener.is_some() => {
@@ -553,13 +588,32 @@ pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
         inherited.bound = state.bound;
         carried = state.connections.into_iter().map(|c| (c.conn, c)).collect();
     }
+    let mut adopted: std::collections::HashMap<u64, UnixStream> = Default::default();
     for (conn, stream) in stored {
+        if let Some(first) = adopted.get(&conn) {
+            // A second descriptor under an adopted connection's name: a copy of the same socket
+            // is only closed here; another socket has no state of its own and is shut down.
+            if !same_socket(first, &stream) {
+                tracing::warn!(
+                    conn,
+                    "a second connection stored under the same name closed"
+                );
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            junk.push(conn);
+            continue;
+        }
         let taken = match carried.remove(&conn) {
             None => Err("no state was recorded for it".to_owned()),
-            Some(c) => check_socket(stream.as_fd(), false).map(|()| c),
+            Some(c) => Ok(c),
         };
         match taken {
-            Ok(c) => inherited.connections.push((c, stream)),
+            Ok(c) => {
+                inherited
+                    .connections
+                    .push((c, stream.try_clone().map_err(|e| e.to_string())?));
+                adopted.insert(conn, stream);
+            }
             Err(why) => {
                 tracing::warn!(conn, "handed-over connection closed: {why}");
                 let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -569,7 +623,37 @@ pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
             }
         }
     }
+    // Names that held something besides the adopted connection: removed from the store, and
+    // the adopted connection stored again under its name alone.
+    if let Some(store) = store {
+        junk.sort_unstable();
+        junk.dedup();
+        for conn in junk {
+            store.forget_connection(conn);
+            if let Some(stream) = adopted.get(&conn) {
+                store.keep_connection(conn, stream.as_fd());
+            }
+        }
+    }
     Ok(inherited)
+}
+
+/// Closes a passed descriptor that is not what its name says (left open by listenfd otherwise,
+/// and without close-on-exec: it would reach the preflight child and the next image).
+fn close_passed(passed: &mut listenfd::ListenFd, idx: usize) {
+    if let Ok(Some(fd)) = passed.take_raw_fd(idx) {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Whether two descriptors are the same socket (copies of one open file).
+fn same_socket(a: &UnixStream, b: &UnixStream) -> bool {
+    let id = |s: &UnixStream| {
+        nix::sys::stat::fstat(s.as_fd())
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino))
+    };
+    id(a).is_some() && id(a) == id(b)
 }
 
 fn socket_type(fd: BorrowedFd<'_>) -> Result<(bool, bool), String> {
