@@ -434,3 +434,30 @@ fn an_upgrade_is_refused_while_a_lookup_is_stuck_on_a_hung_mount() {
         "the same connection, after the upgrade"
     );
 }
+
+/// Attack: a peer that never reads holds an upgrade's drain (up to 5 s), and the stop that comes
+/// meanwhile (`systemctl stop`, `restart`) went to the old image's handler and was lost in the
+/// execve: the new image served on, systemd's stop timed out into SIGKILL -- under the
+/// descriptor store a crash, closing every connection. Expected: the daemon stops, gracefully.
+/// Fix: every thread blocks the handled signals but the one that execs, and the upgrade checks
+/// for a stop with them held (`daemon/listener.rs`, `signals::block_handled`).
+#[test]
+fn a_stop_during_an_upgrades_drain_is_not_lost() {
+    let mut daemon = Daemon::start(ALLOW_ALL_READS, &[]);
+    let _flood = flood_without_reading(&daemon.socket);
+    common::signal(&daemon, nix::sys::signal::Signal::SIGUSR2);
+    daemon.wait_for_log(&["handing over"]);
+    std::thread::sleep(Duration::from_millis(500));
+    common::signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while daemon.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "still running 15 s after SIGTERM:\n{}",
+            daemon.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = daemon.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", daemon.log().join("\n"));
+}

@@ -866,3 +866,49 @@ fn a_confused_descriptor_store_costs_only_what_does_not_belong() {
         started.elapsed()
     );
 }
+
+/// Started through a link in a sticky directory (`/tmp`) that another user owns: that user can
+/// point the link elsewhere between the preflight and the execve. Refused.
+#[test]
+fn an_upgrade_through_a_link_another_user_owns_is_refused() {
+    let uid: u32 = String::from_utf8(
+        std::process::Command::new("id")
+            .args(["-u", "nobody"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let sticky = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        sticky.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let program = installed_copy(bin.path());
+    let link = sticky.path().join("permission-broker");
+    std::os::unix::fs::symlink(&program, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(uid), Some(uid)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let daemon = common::Daemon::launch(
+        dir,
+        &policy,
+        Launch {
+            program: Some(&link),
+            ..Launch::default()
+        },
+    );
+    common::signal(&daemon, Signal::SIGUSR2);
+    let refused = daemon.wait_for_log(&["upgrade refused"]);
+    assert!(refused.contains("is owned by uid"), "{refused}");
+    // The same link, root's: the upgrade goes through.
+    std::os::unix::fs::lchown(&link, Some(0), Some(0)).unwrap();
+    common::signal(&daemon, Signal::SIGUSR2);
+    daemon.wait_for_log(&["took over from the previous process"]);
+}

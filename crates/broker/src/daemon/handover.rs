@@ -150,6 +150,11 @@ fn trusted(path: &Path) -> Result<(), String> {
     let canonical =
         std::fs::canonicalize(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
     check(&canonical, true)?;
+    // The path as written too, itself included: a link there (in `/tmp`, say) is its owner's to
+    // point elsewhere.
+    if path != canonical {
+        check(path, true)?;
+    }
     for dir in canonical
         .ancestors()
         .skip(1)

@@ -10,6 +10,11 @@ use crate::settings::Settings;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// How long a stop signal already taken may take to reach the serving loop, before an upgrade
+/// commits to its execve.
+#[cfg(unix)]
+const SIGNAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Why the serving loop stopped.
 #[cfg(unix)]
 #[derive(Debug)]
@@ -127,7 +132,20 @@ pub async fn serve_on_socket(
         })
         .await;
         next_conn = stopped.next_conn;
-        match why.unwrap_or(Why::Stop) {
+        let mut why = why.unwrap_or(Why::Stop);
+        if matches!(why, Why::Upgrade) {
+            // A stop that came while the connections were parked must not be lost in the
+            // execve: from here the handled signals wait (every thread blocks them, see
+            // `serve`), and one already taken reaches the channel within the settle time.
+            signals::block_handled();
+            tokio::time::sleep(SIGNAL_SETTLE).await;
+            if let Ok(stop @ (Why::Stop | Why::Lost(_))) = why_rx.try_recv() {
+                tracing::info!("a stop came during the handover: stopping instead of upgrading");
+                why = stop;
+                signals::unblock_handled();
+            }
+        }
+        match why {
             Why::Upgrade => {
                 let Ok(target) = &upgrade else {
                     unreachable_upgrade();
@@ -171,12 +189,17 @@ pub async fn serve_on_socket(
                 notify::stopping();
                 if let Some(store) = &acceptor.store {
                     store_state(store, &shared, next_conn, &stopped.parked);
-                }
-                // Closed here without a shutdown (dropping tokio's write half would send one):
-                // the store's copies stay open for the next start.
-                for (_, read, write) in stopped.parked {
-                    if let Ok(stream) = read.reunite(write) {
-                        drop(stream.into_std());
+                    // Closed here without a shutdown (dropping tokio's write half would send
+                    // one): the store's copies stay open for the next start.
+                    for (_, read, write) in stopped.parked {
+                        if let Ok(stream) = read.reunite(write) {
+                            drop(stream.into_std());
+                        }
+                    }
+                } else {
+                    // Parked for an upgrade that a stop overtook: nobody will take them.
+                    for (carried, read, write) in stopped.parked {
+                        server::Accept::close(&acceptor, carried.conn, read, write);
                     }
                 }
                 remove_socket(&socket);
@@ -186,6 +209,9 @@ pub async fn serve_on_socket(
             Why::Lost(why) => {
                 watchers.iter().for_each(tokio::task::JoinHandle::abort);
                 notify::stopping();
+                for (carried, read, write) in stopped.parked {
+                    server::Accept::close(&acceptor, carried.conn, read, write);
+                }
                 remove_socket(&socket);
                 tracing::error!("stopped: {why}");
                 return ExitCode::from(EXIT_UNAVAILABLE);

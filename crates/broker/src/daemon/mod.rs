@@ -109,6 +109,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     descriptors::raise_limit(settings.limits.max_connections);
     warn_if_log_beside_policy(&settings);
     let store = Arc::new(reload::PolicyStore::new(settings.policy.clone(), loaded));
+    // Every thread the daemon starts blocks the handled signals (they inherit this thread's
+    // mask); only this one, the thread that would execve an upgrade, unblocks them once the
+    // handlers are in place. So an upgrade can hold every signal pending across its execve.
+    #[cfg(unix)]
+    signals::block_handled();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // The decision pool's slots, and room for the reloader's and the log's own work.
