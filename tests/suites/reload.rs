@@ -149,3 +149,99 @@ fn a_bad_edit_changes_nothing_and_is_reported_with_its_location() {
     std::fs::write(&file, policy(&["/b"])).unwrap();
     asker.wait_until("/b/x", true, SECOND);
 }
+
+/// A deny rule moved from `00-base.toml` to a new `90-deny.toml`, the files written one at a
+/// time as rsync, Ansible and Puppet do. Watching files served the revision in between (the
+/// secret allowed); with `reload = "signal"` nothing is served until the deploy says it is done
+/// (SIGHUP), and then the whole new revision is.
+#[test]
+fn with_reload_signal_a_deploy_written_file_by_file_is_served_only_when_signalled() {
+    let base = |extra: &str| {
+        format!(
+            "version = 1\n[[rule]]\nid = \"srv\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/srv/**\"{extra}]\n"
+        )
+    };
+    let deny = "version = 1\n[[rule]]\nid = \"secret\"\neffect = \"deny\"\npermissions = [\"read\"]\npaths = [\"/srv/secret\"]\n";
+    let (dir, policy_dir) = setup(&[(
+        "00-base.toml",
+        base("")
+            + "\n[[rule]]\nid = \"secret\"\neffect = \"deny\"\npermissions = [\"read\"]\npaths = [\"/srv/secret\"]\n",
+    )]);
+    let daemon = daemon_on(
+        dir,
+        &policy_dir.clone(),
+        &["--reload", "signal", "--poll-interval", "0.1"],
+    );
+    daemon.wait_for_log(&["reload = \"signal\""]);
+    let mut asker = Asker::open(&daemon);
+    assert!(!asker.allowed("/srv/secret"));
+    // First file of the deploy: the base without the deny rule (it moves to its own file).
+    std::fs::write(policy_dir.join("00-base.toml"), base(", \"/opt/new/**\"")).unwrap();
+    asker.stays("/srv/secret", false, SECOND);
+    assert!(
+        !asker.allowed("/opt/new/x"),
+        "nothing of the new revision yet"
+    );
+    std::fs::write(policy_dir.join("90-deny.toml"), deny).unwrap();
+    asker.stays("/srv/secret", false, Duration::from_millis(500));
+    // The deploy is done: `systemctl reload`.
+    common::signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+    asker.wait_until("/opt/new/x", true, SECOND);
+    assert!(!asker.allowed("/srv/secret"));
+}
+
+/// With `reload = "signal"`, swapping the policy path whole is a commit too: a link re-pointed
+/// at a new directory, and Kubernetes' `..data` link.
+#[test]
+fn with_reload_signal_a_swap_of_the_whole_policy_path_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    std::fs::create_dir(root.join("rev1")).unwrap();
+    std::fs::write(root.join("rev1/policy.toml"), policy(&["/v1"])).unwrap();
+    std::os::unix::fs::symlink("rev1", root.join("current")).unwrap();
+    let daemon = daemon_on(
+        dir,
+        &root.join("current"),
+        &["--reload", "signal", "--poll-interval", "0.1"],
+    );
+    let mut asker = Asker::open(&daemon);
+    assert!(asker.allowed("/v1/x"));
+    // An edit in place is not a commit.
+    std::fs::write(root.join("rev1/policy.toml"), policy(&["/v1", "/edited"])).unwrap();
+    asker.stays("/edited/x", false, SECOND);
+    // `ln -sfn rev2 current`: a new link renamed over the old one.
+    std::fs::create_dir(root.join("rev2")).unwrap();
+    std::fs::write(root.join("rev2/policy.toml"), policy(&["/v2"])).unwrap();
+    std::os::unix::fs::symlink("rev2", root.join("current.tmp")).unwrap();
+    std::fs::rename(root.join("current.tmp"), root.join("current")).unwrap();
+    asker.wait_until("/v2/x", true, 2 * SECOND);
+    assert!(!asker.allowed("/v1/x"));
+}
+
+#[test]
+fn reload_in_the_configuration_file_is_watch_or_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy(&["/x"])).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "policy = \"{}\"\nsocket = \"{}\"\nreload = \"sometimes\"\n",
+            policy_path.display(),
+            dir.path().join("b.sock").display()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(&*common::BROKER)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("broker.toml:3:") && stderr.contains("reload `sometimes`"),
+        "{stderr}"
+    );
+}

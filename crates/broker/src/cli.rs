@@ -175,6 +175,13 @@ pub struct ServeArgs {
     /// Do not watch the policy directory for changes (reload on SIGHUP and polling only).
     #[arg(long)]
     pub no_watch: bool,
+    /// When a changed policy is served [default: watch]. `watch`: a changed file within about
+    /// 100 ms (directory events, then polling). `signal`: only on SIGHUP (`systemctl reload`), or
+    /// when the policy path's link or directory is swapped whole (`ln -sfn`, `mv -T`, a `..data`
+    /// link) -- never a file as it is written, so a deploy that writes files one at a time is
+    /// never served half done. The fleet default.
+    #[arg(long, value_enum)]
+    pub reload: Option<ReloadMode>,
     /// Write one JSON line per decision and per protocol fault to this file (appended; reopened
     /// on SIGUSR1), or to stdout with `-`. Without it, decisions are only in debug logs.
     #[arg(long, value_name = "PATH|-")]
@@ -195,6 +202,13 @@ pub struct ServeArgs {
     /// version, exit 0 (64 if they do not load). A daemon runs this before a SIGUSR2 upgrade.
     #[arg(long)]
     pub preflight: bool,
+}
+
+/// When a changed policy is served (`serve --reload`, `reload` in the configuration file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReloadMode {
+    Watch,
+    Signal,
 }
 
 /// Parses an octal file mode (`600`, `0o660`).

@@ -30,6 +30,8 @@ pub struct ConfigFile {
     pub max_connections_per_uid: Option<Spanned<usize>>,
     pub poll_interval: Option<Spanned<f64>>,
     pub watch: Option<bool>,
+    /// `"watch"` or `"signal"` (see `serve --reload`).
+    pub reload: Option<Spanned<String>>,
     /// Only peers with these uids (from the kernel) are served; others are disconnected.
     pub allowed_uids: Option<Vec<u32>>,
 }

@@ -46,6 +46,8 @@ pub struct Settings {
     pub decision_log_sync: bool,
     pub poll_interval: f64,
     pub watch: bool,
+    /// When a changed policy is served.
+    pub reload: crate::cli::ReloadMode,
     pub limits: Limits,
     pub allowed_uids: Option<Vec<u32>>,
     pub request_deadline: Duration,
@@ -240,6 +242,20 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             dir.display()
         ));
     }
+    let reload = match (args.reload, &file.reload) {
+        (Some(mode), _) => mode,
+        (None, None) => crate::cli::ReloadMode::Watch,
+        (None, Some(text)) => match text.get_ref().as_str() {
+            "watch" => crate::cli::ReloadMode::Watch,
+            "signal" => crate::cli::ReloadMode::Signal,
+            other => {
+                return Err(at(
+                    Some(text.span()),
+                    format!("reload `{other}` is not \"watch\" or \"signal\""),
+                ));
+            }
+        },
+    };
     Ok(Settings {
         socket,
         policy,
@@ -249,7 +265,10 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         decision_log_max_wait,
         decision_log_sync: args.decision_log_sync || file.decision_log_sync.unwrap_or(false),
         poll_interval,
-        watch: !args.no_watch && file.watch.unwrap_or(true),
+        watch: !args.no_watch
+            && file.watch.unwrap_or(true)
+            && reload == crate::cli::ReloadMode::Watch,
+        reload,
         limits: Limits {
             max_frame_bytes,
             // In range (checked above), so this cannot panic.

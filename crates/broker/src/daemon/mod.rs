@@ -95,6 +95,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("--preflight: upgrades in place are not available on this platform");
         return ExitCode::from(EXIT_CONFIG);
     }
+    if settings.reload == crate::cli::ReloadMode::Signal {
+        tracing::info!(
+            "reload = \"signal\": a changed policy is served only on SIGHUP or when the policy path is swapped whole"
+        );
+    }
     tracing::info!(
         rules = loaded.policy.rules().len(),
         files = loaded.files.len(),
@@ -130,6 +135,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         debounce: Duration::from_millis(100),
         poll: Duration::from_secs_f64(settings.poll_interval),
         events: settings.watch,
+        commit_only: settings.reload == crate::cli::ReloadMode::Signal,
     };
     let code = runtime.block_on(async move {
         let (log, writer) = match &settings.decision_log {

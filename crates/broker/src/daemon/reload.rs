@@ -167,6 +167,33 @@ pub struct WatchConfig {
     pub poll: Duration,
     /// Watch the policy directory for changes.
     pub events: bool,
+    /// `reload = "signal"`: no file as it is written is ever picked up; polling looks only for
+    /// the policy path swapped whole (its link re-pointed, its directory renamed over).
+    pub commit_only: bool,
+}
+
+/// What the policy path is now, as a swap changes it: where it (and a `..data` link inside
+/// it, the Kubernetes convention) resolves to, with device and inode.
+fn root_identity(path: &Path) -> Vec<(PathBuf, u64, u64)> {
+    [path.to_path_buf(), path.join("..data")]
+        .iter()
+        .filter_map(|p| {
+            let real = std::fs::canonicalize(p).ok()?;
+            let m = std::fs::metadata(&real).ok()?;
+            #[cfg(unix)]
+            let (dev, ino) = {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            };
+            // Windows (compile-gated): the resolved path alone.
+            #[cfg(not(unix))]
+            let (dev, ino) = {
+                let _ = m;
+                (0, 0)
+            };
+            Some((real, dev, ino))
+        })
+        .collect()
 }
 
 /// Reloads the policy on filesystem changes in its directory, on each message on `requests`
@@ -185,6 +212,14 @@ pub async fn run(
     let mut poll = tokio::time::interval(config.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
+    let mut swapped_from = if config.commit_only {
+        let path = store.path().to_path_buf();
+        tokio::task::spawn_blocking(move || root_identity(&path))
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     loop {
         let why = tokio::select! {
             Some(()) = events.recv() => {
@@ -207,10 +242,19 @@ pub async fn run(
             Some(why) = requests.recv() => why,
             _ = poll.tick() => {
                 let path = store.path().to_path_buf();
-                let on_disk = tokio::task::spawn_blocking(move || policy_files::current_revision(&path)).await;
-                match on_disk {
-                    Ok(Ok(revision)) if revision != store.current().revision => "poll",
-                    _ => continue,
+                if config.commit_only {
+                    let now = tokio::task::spawn_blocking(move || root_identity(&path)).await.unwrap_or_default();
+                    if now == swapped_from {
+                        continue;
+                    }
+                    swapped_from = now;
+                    "the policy path swapped"
+                } else {
+                    let on_disk = tokio::task::spawn_blocking(move || policy_files::current_revision(&path)).await;
+                    match on_disk {
+                        Ok(Ok(revision)) if revision != store.current().revision => "poll",
+                        _ => continue,
+                    }
                 }
             }
             else => return,
