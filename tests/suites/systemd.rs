@@ -225,3 +225,51 @@ fn the_unit_stores_every_connection_the_default_limit_allows() {
         "store {max} holds {default} connections and the state"
     );
 }
+
+/// `systemctl reload` used to succeed whatever the policy said (`kill -HUP` exits 0 while the
+/// daemon logs a failed reload), so a deploy tool reported OK on a broken policy. The unit's
+/// first `ExecReload=` checks the very policy `ExecStart=` serves: broken, it fails the reload.
+#[test]
+fn the_units_reload_checks_the_policy_it_serves_first() {
+    let text = std::fs::read_to_string(units().join("permission-broker.service")).unwrap();
+    let start: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let policy = start[start.iter().position(|a| *a == "--policy").unwrap() + 1];
+    let reloads: Vec<Vec<&str>> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecReload="))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert_eq!(reloads[0][1..], ["check", policy], "{reloads:?}");
+    assert_eq!(reloads[0][0], start[0], "the same binary checks");
+    assert_eq!(reloads[1], ["/bin/kill", "-HUP", "$MAINPID"]);
+    // What that first line does with a broken policy, and with a good one.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("00-base.toml"),
+        "version = 1\n[[rule]]\nid = \"x\"\n",
+    )
+    .unwrap();
+    let broken = Command::new(&*BROKER)
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        broken.status.code(),
+        Some(1),
+        "a broken policy fails the reload"
+    );
+    std::fs::write(dir.path().join("00-base.toml"), "version = 1\n").unwrap();
+    let good = Command::new(&*BROKER)
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(good.status.success());
+}
