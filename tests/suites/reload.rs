@@ -245,3 +245,29 @@ fn reload_in_the_configuration_file_is_watch_or_signal() {
         "{stderr}"
     );
 }
+
+/// The policy directory is a link swapped to a new revision (`ln -sfn`), then edited there. A
+/// watch follows the directory it was put on: before, the swap took the poll (seconds) to be
+/// seen, and edits in the new directory too, while edits in the old one still woke the daemon.
+/// Now the swap is seen in the link's parent at once and the watch moves to the new directory.
+#[test]
+fn a_swapped_policy_directory_is_watched_where_it_resolves_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    for (rev, allowed) in [("rev1", "/v1"), ("rev2", "/v2")] {
+        std::fs::create_dir(root.join(rev)).unwrap();
+        std::fs::write(root.join(rev).join("policy.toml"), policy(&[allowed])).unwrap();
+    }
+    std::os::unix::fs::symlink("rev1", root.join("current")).unwrap();
+    // Polling too slow to help: only the watch can make these reloads.
+    let daemon = daemon_on(dir, &root.join("current"), &["--poll-interval", "3600"]);
+    let mut asker = Asker::open(&daemon);
+    assert!(asker.allowed("/v1/x"));
+    std::os::unix::fs::symlink("rev2", root.join("current.tmp")).unwrap();
+    std::fs::rename(root.join("current.tmp"), root.join("current")).unwrap();
+    asker.wait_until("/v2/x", true, SECOND);
+    daemon.wait_for_log(&["watching it there"]);
+    std::fs::write(root.join("rev2/policy.toml"), policy(&["/v2", "/v2b"])).unwrap();
+    asker.wait_until("/v2b/x", true, SECOND);
+    assert!(!asker.allowed("/v1/x"));
+}

@@ -204,11 +204,17 @@ pub async fn run(
     mut requests: mpsc::Receiver<&'static str>,
 ) {
     let (events_tx, mut events) = mpsc::channel::<()>(1);
-    // Kept alive for the life of this task: dropping the watcher stops the events.
-    let _watcher = config
-        .events
-        .then(|| watch_directory(store.path(), events_tx))
-        .flatten();
+    // Kept alive for the life of this task: dropping the watcher stops the events. Armed again
+    // whenever the policy path resolves somewhere else (a swapped link or directory): a watch
+    // follows the directory it was put on, not the name.
+    let arm = |events_tx: &mpsc::Sender<()>| {
+        config
+            .events
+            .then(|| watch_directory(store.path(), events_tx.clone()))
+            .flatten()
+    };
+    let mut watcher = arm(&events_tx);
+    let mut watched = std::fs::canonicalize(store.path()).ok();
     let mut poll = tokio::time::interval(config.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
@@ -259,13 +265,24 @@ pub async fn run(
             }
             else => return,
         };
-        let store = store.clone();
+        let reloading = store.clone();
         let _ = tokio::task::spawn_blocking(move || {
             super::notify::reloading();
-            store.reload(why);
+            reloading.reload(why);
             super::notify::ready();
         })
         .await;
+        let now = std::fs::canonicalize(store.path()).ok();
+        if config.events && now != watched {
+            tracing::info!(
+                policy = %store.path().display(),
+                now = ?now,
+                "the policy path resolves somewhere else now: watching it there"
+            );
+            drop(watcher);
+            watcher = arm(&events_tx);
+            watched = now;
+        }
     }
 }
 
@@ -300,9 +317,20 @@ fn watch_directory(policy: &Path, events: mpsc::Sender<()>) -> Option<notify::Re
             let _ = events.try_send(());
         }
     };
-    match notify::recommended_watcher(handler)
-        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
-    {
+    // A directory policy is also watched from its parent, for the name itself: `ln -sfn` and
+    // `mv -T` swap it there, where a watch on the directory cannot see it.
+    let parent = policy
+        .is_dir()
+        .then(|| policy.parent().filter(|p| !p.as_os_str().is_empty()))
+        .flatten()
+        .map(Path::to_path_buf);
+    match notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&dir, RecursiveMode::NonRecursive)?;
+        if let Some(parent) = &parent {
+            w.watch(parent, RecursiveMode::NonRecursive)?;
+        }
+        Ok(w)
+    }) {
         Ok(watcher) => Some(watcher),
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory; relying on polling and SIGHUP");
