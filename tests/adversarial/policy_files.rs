@@ -133,3 +133,89 @@ fn drop_ins_named_almost_right_are_warned_about() {
         "hidden files are editors' own: {stderr}"
     );
 }
+
+fn nobody() -> u32 {
+    String::from_utf8(
+        Command::new("id")
+            .args(["-u", "nobody"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// Attack (16.5): a world-writable drop-in, and one owned by `nobody`, passed `check` and were
+/// served; `nobody` rewrote the deny rule away and 0.4 s later the secret was allowed.
+/// Expected: as sshd's StrictModes, files and directories others could change are refused at
+/// start (exit 64 naming the file) and at reload (the last good policy kept), and `check`
+/// says so; `--no-strict-modes` serves them (a laptop with one user).
+/// Fix: `load_strict`/`insecure` in `crates/broker/src/policy_files.rs`.
+#[test]
+fn policy_files_others_could_change_are_not_served() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.d");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::write(policy.join("00-base.toml"), BASE).unwrap();
+    std::fs::write(policy.join("90-deny.toml"), DENY).unwrap();
+    std::fs::set_permissions(
+        policy.join("90-deny.toml"),
+        PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let start = |extra: &[&str]| {
+        Command::new(&*BROKER)
+            .args(["serve", "--socket"])
+            .arg(dir.path().join("refused.sock"))
+            .arg("--policy")
+            .arg(&policy)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = start(&[]);
+    assert_eq!(refused.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("90-deny.toml` is writable by its group or others (mode 666)"),
+        "{stderr}"
+    );
+    let checked = check(&policy);
+    assert!(checked.status.success());
+    assert!(
+        String::from_utf8_lossy(&checked.stderr).contains("serve refuses this policy"),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // At reload: the drop-in handed to nobody, who rewrites the deny rule away.
+    std::fs::set_permissions(
+        policy.join("90-deny.toml"),
+        PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let daemon = Daemon::start_in(dir, &policy.clone(), &["--poll-interval", "0.2"]);
+    let mut asker = Asker::open(&daemon);
+    assert!(!asker.allowed("/tmp/secret"));
+    std::os::unix::fs::chown(policy.join("90-deny.toml"), Some(nobody()), None).unwrap();
+    std::fs::write(policy.join("90-deny.toml"), "version = 1\n").unwrap();
+    daemon.wait_for_log(&["is owned by uid", "not served"]);
+    asker.stays("/tmp/secret", false, std::time::Duration::from_secs(1));
+    // Given back to root, the edit is served: the last good policy was kept, not frozen.
+    std::os::unix::fs::chown(policy.join("90-deny.toml"), Some(0), None).unwrap();
+    asker.wait_until("/tmp/secret", true, std::time::Duration::from_secs(3));
+}
+
+#[test]
+fn no_strict_modes_serves_a_policy_others_could_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, BASE).unwrap();
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o666)).unwrap();
+    let daemon = Daemon::start_in(dir, &file, &["--no-strict-modes"]);
+    assert!(Asker::open(&daemon).allowed("/tmp/x"));
+}

@@ -182,6 +182,12 @@ pub struct ServeArgs {
     /// never served half done. The fleet default.
     #[arg(long, value_enum)]
     pub reload: Option<ReloadMode>,
+    /// Serve policy files that users other than root and the daemon's own could change (files or
+    /// their directories owned by someone else, or group/world-writable). Off by default, as
+    /// sshd's StrictModes: such a file lets its other writers grant themselves anything. For a
+    /// laptop with one user.
+    #[arg(long)]
+    pub no_strict_modes: bool,
     /// Write one JSON line per decision and per protocol fault to this file (appended; reopened
     /// on SIGUSR1), or to stdout with `-`. Without it, decisions are only in debug logs.
     #[arg(long, value_name = "PATH|-")]

@@ -32,6 +32,8 @@ pub struct ConfigFile {
     pub watch: Option<bool>,
     /// `"watch"` or `"signal"` (see `serve --reload`).
     pub reload: Option<Spanned<String>>,
+    /// `false` serves policy files others could change (see `serve --no-strict-modes`).
+    pub strict_modes: Option<bool>,
     /// Only peers with these uids (from the kernel) are served; others are disconnected.
     pub allowed_uids: Option<Vec<u32>>,
 }

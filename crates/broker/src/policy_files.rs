@@ -63,6 +63,82 @@ pub fn load_with(path: &Path, directory: &dyn Directory) -> Result<LoadedPolicy,
     })
 }
 
+/// [`load`], refusing (as sshd's `StrictModes` does) a policy that someone other than root or
+/// this process's user could change: see [`insecure`]. `serve` and its reloads use this; a
+/// refused reload keeps the last good policy.
+pub fn load_strict(path: &Path, strict: bool) -> Result<LoadedPolicy, LoadError> {
+    let loaded = load(path)?;
+    if strict {
+        let problems = insecure(path, &loaded.files);
+        if !problems.is_empty() {
+            return Err(LoadError::Read(format!(
+                "{}; the policy is not served (fix the owner or mode, or set strict_modes = false / --no-strict-modes on a machine with no other users)",
+                problems.join("; ")
+            )));
+        }
+    }
+    Ok(loaded)
+}
+
+/// Why someone other than root or this process's user could change the policy at `path` (read
+/// from `files`): each file (a link and its target), the directory holding it and the policy
+/// directory must be owned by one of them and not writable by group or others.
+#[cfg(unix)]
+pub fn insecure(path: &Path, files: &[PathBuf]) -> Vec<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let mut checked: Vec<PathBuf> = Vec::new();
+    let mut problems = Vec::new();
+    let mut check = |p: &Path, follow: bool| {
+        if checked.iter().any(|c| c == p) {
+            return;
+        }
+        checked.push(p.to_path_buf());
+        let m = if follow {
+            std::fs::metadata(p)
+        } else {
+            std::fs::symlink_metadata(p)
+        };
+        let Ok(m) = m else { return };
+        if m.uid() != 0 && m.uid() != me {
+            problems.push(format!(
+                "`{}` is owned by uid {}, not by root or the daemon's user (uid {me})",
+                p.display(),
+                m.uid()
+            ));
+        } else if !m.file_type().is_symlink() && m.permissions().mode() & 0o022 != 0 {
+            problems.push(format!(
+                "`{}` is writable by its group or others (mode {:o})",
+                p.display(),
+                m.permissions().mode() & 0o7777
+            ));
+        }
+    };
+    let dir_of = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    };
+    if path.is_dir() {
+        check(path, true);
+    }
+    for file in files {
+        check(file, false);
+        check(&dir_of(file), true);
+        if let Ok(real) = std::fs::canonicalize(file) {
+            check(&real, true);
+            check(&dir_of(&real), true);
+        }
+    }
+    problems
+}
+
+#[cfg(not(unix))]
+pub fn insecure(_path: &Path, _files: &[PathBuf]) -> Vec<String> {
+    Vec::new()
+}
+
 /// The revision of the policy at `path` without compiling it, for the polling fallback.
 pub fn current_revision(path: &Path) -> Result<String, String> {
     read_sources(path).map(|(_, sources)| revision(&sources))

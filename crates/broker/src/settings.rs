@@ -48,6 +48,8 @@ pub struct Settings {
     pub watch: bool,
     /// When a changed policy is served.
     pub reload: crate::cli::ReloadMode,
+    /// Refuse policy files that others than root and the daemon's user could change.
+    pub strict_modes: bool,
     pub limits: Limits,
     pub allowed_uids: Option<Vec<u32>>,
     pub request_deadline: Duration,
@@ -269,6 +271,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             && file.watch.unwrap_or(true)
             && reload == crate::cli::ReloadMode::Watch,
         reload,
+        strict_modes: !args.no_strict_modes && file.strict_modes.unwrap_or(true),
         limits: Limits {
             max_frame_bytes,
             // In range (checked above), so this cannot panic.

@@ -54,7 +54,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let loaded = match policy_files::load(&settings.policy) {
+    let loaded = match policy_files::load_strict(&settings.policy, settings.strict_modes) {
         Ok(loaded) => loaded,
         Err(e) => {
             let what = match e {
@@ -113,7 +113,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     );
     descriptors::raise_limit(settings.limits.max_connections);
     warn_if_log_beside_policy(&settings);
-    let store = Arc::new(reload::PolicyStore::new(settings.policy.clone(), loaded));
+    let store = Arc::new(reload::PolicyStore::new(
+        settings.policy.clone(),
+        loaded,
+        settings.strict_modes,
+    ));
     // Every thread the daemon starts blocks the handled signals (they inherit this thread's
     // mask); only this one, the thread that would execve an upgrade, unblocks them once the
     // handlers are in place. So an upgrade can hold every signal pending across its execve.

@@ -47,6 +47,8 @@ impl Status {
 #[derive(Debug)]
 pub struct PolicyStore {
     path: PathBuf,
+    /// Refuse policy files others could change (`strict_modes`).
+    strict: bool,
     current: ArcSwap<Snapshot>,
     status: Mutex<Status>,
 }
@@ -60,7 +62,7 @@ pub enum Reloaded {
 }
 
 impl PolicyStore {
-    pub fn new(path: PathBuf, loaded: LoadedPolicy) -> PolicyStore {
+    pub fn new(path: PathBuf, loaded: LoadedPolicy, strict: bool) -> PolicyStore {
         let status = Status {
             revision: loaded.revision.clone(),
             rules: loaded.policy.rules().len(),
@@ -68,6 +70,7 @@ impl PolicyStore {
         };
         PolicyStore {
             path,
+            strict,
             current: ArcSwap::from_pointee(Snapshot {
                 files: super::protected::Protected::policy_files(&loaded.files),
                 policy: loaded.policy,
@@ -93,7 +96,7 @@ impl PolicyStore {
     /// Loads the policy again and swaps it in if it compiled and differs. Blocking: run it off the
     /// async threads.
     pub fn reload(&self, why: &str) -> Reloaded {
-        let outcome = match policy_files::load(&self.path) {
+        let outcome = match policy_files::load_strict(&self.path, self.strict) {
             Ok(loaded) => {
                 for warning in loaded.warnings.warnings() {
                     tracing::warn!("{warning}");

@@ -18,6 +18,13 @@ pub fn run(path: &Path, accounts: &Accounts) -> ExitCode {
             for warning in loaded.warnings.warnings() {
                 eprintln!("{warning}");
             }
+            // What `serve` refuses (it runs as root or its own user; this check, as whoever runs
+            // it, says what it sees).
+            for problem in policy_files::insecure(path, &loaded.files) {
+                eprintln!(
+                    "warning: {problem}: serve refuses this policy unless strict_modes = false"
+                );
+            }
             eprintln!(
                 "{}: ok ({} rules from {} file(s))",
                 path.display(),
