@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: installs what the tests need (the pinned Deno releases,
-# hadolint, systemd's tools, cargo-fuzz), then checks formatting and lints, runs every test (unit,
+# hadolint, systemd's tools, strace, cargo-fuzz), then checks formatting and lints, runs every test (unit,
 # integration, and end-to-end with real Deno), and fuzzes each parser for a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +11,8 @@ if ! command -v hadolint >/dev/null; then
 fi
 if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activate >/dev/null \
   || ! command -v setpriv >/dev/null || ! command -v unshare >/dev/null \
-  || ! command -v prlimit >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq systemd util-linux >/dev/null
+  || ! command -v prlimit >/dev/null || ! command -v strace >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq systemd util-linux strace >/dev/null
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -5,7 +5,7 @@
 
 use permission_broker_tests as common;
 
-use common::{BROKER, Daemon};
+use common::{Asker, BROKER, Daemon};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -427,5 +427,32 @@ fn a_decision_log_that_cannot_be_opened_stops_startup_with_exit_64_and_binds_not
         );
         assert!(!socket.exists(), "nothing bound");
         assert!(output.stdout.is_empty(), "never announced ready");
+    }
+}
+
+/// Every signal the daemon documents is handled in every configuration: with and without a
+/// decision log, SIGHUP, SIGUSR1 and SIGUSR2 leave it serving the same connection (SIGUSR1
+/// without a log once killed it, exit 138), and SIGTERM stops it with exit 0.
+#[test]
+fn every_documented_signal_is_handled_with_and_without_a_decision_log() {
+    use nix::sys::signal::Signal;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    for extra in [vec![], vec!["--decision-log", log_arg.as_str()]] {
+        let mut daemon = Daemon::start(
+            "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+            &extra,
+        );
+        let mut asker = Asker::open(&daemon);
+        for signal in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
+            common::signal(&daemon, signal);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(daemon.is_running(), "{signal} with {extra:?}");
+            assert!(asker.allowed("/tmp/x"), "{signal} with {extra:?}");
+        }
+        daemon.wait_for_log(&["took over from the previous process"]);
+        let status = common::sigterm_and_wait(&mut daemon);
+        assert!(status.success(), "{status:?} with {extra:?}");
     }
 }

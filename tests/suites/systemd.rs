@@ -273,3 +273,83 @@ fn the_units_reload_checks_the_policy_it_serves_first() {
         .unwrap();
     assert!(good.status.success());
 }
+
+/// `CAP_SYS_PTRACE` with `@system-service` let the daemon write any process's memory
+/// (`process_vm_writev` into a root process): the unit denies the calls that reach another
+/// process's memory or descriptors, none of which the daemon makes.
+#[test]
+fn the_unit_denies_reaching_into_other_processes() {
+    let text = std::fs::read_to_string(units().join("permission-broker.service")).unwrap();
+    let denied: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter=~"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for call in [
+        "process_vm_readv",
+        "process_vm_writev",
+        "ptrace",
+        "kcmp",
+        "pidfd_getfd",
+    ] {
+        assert!(denied.contains(&call), "{call} is not denied: {denied:?}");
+    }
+    // And the daemon makes none of them: its own system calls under strace while it serves.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
+    )
+    .unwrap();
+    let trace = dir.path().join("trace");
+    let socket = dir.path().join("b.sock");
+    let mut daemon = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(&*BROKER)
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .arg("--policy")
+        .arg(&policy)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strace (Debian package strace) is needed");
+    let mut ready = String::new();
+    BufReader::new(daemon.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let mut asker = Asker::open_path(&socket);
+    assert!(asker.allowed("/tmp/x"));
+    assert!(!asker.allowed("./relative"));
+    // The daemon is strace's child: it is the one stopped (strace then exits with it).
+    let tracer = daemon.id();
+    let traced: i32 = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the traced daemon")
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(traced),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = daemon.wait();
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        calls.contains("accept4("),
+        "the trace holds the daemon's calls"
+    );
+    for call in [
+        "process_vm_readv(",
+        "process_vm_writev(",
+        "ptrace(",
+        "kcmp(",
+        "pidfd_getfd(",
+    ] {
+        assert!(!calls.contains(call), "the daemon called {call}");
+    }
+}
