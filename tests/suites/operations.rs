@@ -76,3 +76,67 @@ fn version_names_the_formats_it_speaks() {
     assert!(stdout.contains("policy format: version 1"), "{stdout}");
     assert!(stdout.contains("Deno 2.5.3"), "{stdout}");
 }
+
+/// Under systemd, stderr is the journal's stream (`$JOURNAL_STREAM` names it): every line
+/// carries journald's `<N>` priority and no second timestamp, so `journalctl -p err` shows a
+/// failed reload. A stderr that is not the named stream keeps the usual format.
+#[test]
+fn under_journald_each_line_carries_its_priority() {
+    use std::io::BufRead;
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let st = nix::sys::stat::fstat(writer.as_fd()).unwrap();
+    let mut daemon = std::process::Command::new(&*common::BROKER)
+        .args(["serve", "--no-watch", "--socket"])
+        .arg(dir.path().join("b.sock"))
+        .arg("--policy")
+        .arg(&policy)
+        .env("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino))
+        .env("RUST_LOG", "permission_broker=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(reader).lines();
+    let mut next_with = |needle: &str| loop {
+        let line = lines.next().expect("the daemon's log").unwrap();
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    let ready = next_with("ready");
+    assert!(ready.starts_with("<6>"), "{ready}");
+    std::fs::write(&policy, "version = 1\n[[rule]]\nid = \"broken\"\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let failed = next_with("policy reload failed");
+    assert!(failed.starts_with("<3>"), "{failed}");
+    assert!(!failed.contains("Z "), "no timestamp of its own: {failed}");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    // Not the named stream: the usual lines, timestamp first.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut daemon = std::process::Command::new(&*common::BROKER)
+        .args(["serve", "--no-watch", "--socket"])
+        .arg(dir.path().join("c.sock"))
+        .arg("--policy")
+        .arg(dir.path().join("missing.toml"))
+        .env("JOURNAL_STREAM", "1:2")
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let first = std::io::BufReader::new(reader)
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("20"), "{first}");
+    let _ = daemon.wait();
+}

@@ -218,11 +218,70 @@ const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if stderr_is_the_journal() {
+        // journald takes the priority from a `<N>` prefix (sd-daemon(3)) and stamps the time
+        // itself: `journalctl -p err` then shows a failed reload.
+        builder
+            .with_ansi(false)
+            .without_time()
+            .event_format(JournalPriority(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            ))
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// Whether stderr is the journal's stream: `$JOURNAL_STREAM` names its device and inode
+/// (systemd.exec(5)), and a stderr redirected elsewhere since does not match.
+fn stderr_is_the_journal() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        let Ok(st) = nix::sys::stat::fstat(std::io::stderr().as_fd()) else {
+            return false;
+        };
+        stream.to_string_lossy() == format!("{}:{}", st.st_dev, st.st_ino)
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// A log line with journald's `<N>` priority prefix in front.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// A decision log inside the watched policy directory wakes the watcher on every record.
