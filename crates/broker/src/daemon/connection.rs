@@ -51,6 +51,62 @@ pub enum Fault {
     NotAdopted(String),
 }
 
+/// A per-uid limit on fault warnings in the daemon's log: one local user sending 20,000 bad
+/// frames a second must not flood it (journald drops past its burst, hiding everyone else's).
+/// Locked only when a fault happens.
+#[derive(Debug, Default)]
+pub struct FaultWarnings(
+    std::sync::Mutex<std::collections::HashMap<Option<u32>, (Instant, u32, u64)>>,
+);
+
+/// Whether a fault's warning is logged.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// Yes, after saying how many were left out before it.
+    AfterSkipping(u64),
+    No,
+}
+
+impl FaultWarnings {
+    /// Warnings one uid may cause per window.
+    pub const BURST: u32 = 20;
+    pub const WINDOW: Duration = Duration::from_secs(5);
+
+    pub fn admit(&self, uid: Option<u32>) -> Admit {
+        self.admit_at(uid, Instant::now())
+    }
+
+    fn admit_at(&self, uid: Option<u32>, now: Instant) -> Admit {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: uids whose window has passed are forgotten once the map grows.
+        if map.len() > 4096 {
+            map.retain(|_, (start, _, skipped)| now - *start < Self::WINDOW || *skipped > 0);
+        }
+        let (start, count, skipped) = map.entry(uid).or_insert((now, 0, 0));
+        if now - *start >= Self::WINDOW {
+            let left_out = std::mem::take(skipped);
+            *start = now;
+            *count = 1;
+            return if left_out > 0 {
+                Admit::AfterSkipping(left_out)
+            } else {
+                Admit::Yes
+            };
+        }
+        if *count < Self::BURST {
+            *count += 1;
+            Admit::Yes
+        } else {
+            *skipped += 1;
+            Admit::No
+        }
+    }
+}
+
 /// Bytes read from the socket at a time. A Deno frame is about 150 bytes and only one is in
 /// flight, so a small buffer costs nothing in speed and keeps an idle connection small; a
 /// longer frame (up to `max_frame_bytes`) is read in several pieces.
@@ -336,6 +392,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             };
             if let Err(fault) = outcome {
                 self.record_fault(&fault).await;
+                // Every fault is in the decision log; the daemon's own log takes a few per uid
+                // at a time, and says how many it left out.
+                match self.shared.fault_warnings.admit(self.peer.uid) {
+                    Admit::No => return self.end(Stop::Close),
+                    Admit::AfterSkipping(skipped) => tracing::warn!(
+                        uid = self.peer.uid,
+                        skipped,
+                        "{skipped} protocol faults from this uid were not logged here (more than {} in {:?}); each is in the decision log, if there is one",
+                        FaultWarnings::BURST,
+                        FaultWarnings::WINDOW
+                    ),
+                    Admit::Yes => {}
+                }
                 tracing::warn!(
                     conn = self.id,
                     pid = self.peer.pid,
@@ -956,5 +1025,30 @@ impl<'p> Ruling<'p> {
         self.resolved = Some(dir.to_owned());
         self.target = None;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_fault_warnings_is_cut_and_what_was_cut_is_counted_once() {
+        let warnings = FaultWarnings::default();
+        let t0 = Instant::now();
+        for _ in 0..FaultWarnings::BURST {
+            assert_eq!(warnings.admit_at(Some(7), t0), Admit::Yes);
+        }
+        for _ in 0..30 {
+            assert_eq!(warnings.admit_at(Some(7), t0), Admit::No);
+        }
+        assert_eq!(
+            warnings.admit_at(Some(8), t0),
+            Admit::Yes,
+            "another uid is not cut"
+        );
+        let later = t0 + FaultWarnings::WINDOW;
+        assert_eq!(warnings.admit_at(Some(7), later), Admit::AfterSkipping(30));
+        assert_eq!(warnings.admit_at(Some(7), later), Admit::Yes);
     }
 }

@@ -164,6 +164,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             limits: settings.limits,
             log,
             allowed_uids: settings.allowed_uids.clone(),
+            fault_warnings: connection::FaultWarnings::default(),
             blocking: server::BlockingPool::new(
                 settings.blocking_threads,
                 settings.request_deadline,

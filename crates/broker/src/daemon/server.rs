@@ -32,6 +32,8 @@ pub struct Shared {
     pub protected: super::protected::Protected,
     /// Where decisions that may block run, and how long they may take.
     pub blocking: BlockingPool,
+    /// How many fault warnings each uid may cause in the daemon's log.
+    pub fault_warnings: super::connection::FaultWarnings,
 }
 
 /// The bounded pool for decisions that may wait on a file system or an account database.
