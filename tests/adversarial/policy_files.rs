@@ -134,20 +134,6 @@ fn drop_ins_named_almost_right_are_warned_about() {
     );
 }
 
-fn nobody() -> u32 {
-    String::from_utf8(
-        Command::new("id")
-            .args(["-u", "nobody"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap()
-}
-
 /// Attack (16.5): a world-writable drop-in, and one owned by `nobody`, passed `check` and were
 /// served; `nobody` rewrote the deny rule away and 0.4 s later the secret was allowed.
 /// Expected: as sshd's StrictModes, files and directories others could change are refused at
@@ -200,7 +186,12 @@ fn policy_files_others_could_change_are_not_served() {
     let daemon = Daemon::start_in(dir, &policy.clone(), &["--poll-interval", "0.2"]);
     let mut asker = Asker::open(&daemon);
     assert!(!asker.allowed("/tmp/secret"));
-    std::os::unix::fs::chown(policy.join("90-deny.toml"), Some(nobody()), None).unwrap();
+    std::os::unix::fs::chown(
+        policy.join("90-deny.toml"),
+        Some(common::nobody_uid()),
+        None,
+    )
+    .unwrap();
     std::fs::write(policy.join("90-deny.toml"), "version = 1\n").unwrap();
     daemon.wait_for_log(&["is owned by uid", "not served"]);
     asker.stays("/tmp/secret", false, std::time::Duration::from_secs(1));

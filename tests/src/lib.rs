@@ -312,6 +312,12 @@ pub fn wait_for_lines(lines: &Mutex<Vec<String>>, needles: &[&str], count: usize
     }
 }
 
+/// The uid of `nobody`, the unprivileged user the attack tests play.
+pub fn nobody_uid() -> u32 {
+    let out = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 /// The Deno releases the end-to-end tests run against.
 pub const DENO_VERSIONS: &[&str] = &["2.9.6", "2.5.3"];
 

@@ -20,6 +20,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
+/// A policy allowing reads under `/tmp`.
+const ALLOW_TMP: &str = "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n";
+
+/// A daemon under a played service manager (with a descriptor store), and one connection that
+/// has been answered once and is stored as `conn-1`.
+fn managed_with_one_connection(dir: &Path) -> (ServiceManager, RawConn) {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, ALLOW_TMP).unwrap();
+    let args: Vec<OsString> = vec!["serve".into(), "--policy".into(), policy.into()];
+    let mut manager = ServiceManager::new(dir, Path::new(&*BROKER), &args, 64);
+    manager.start();
+    let mut conn = RawConn::open_path(&manager.socket);
+    conn.send(read_frame(1, None, "/tmp/x").as_bytes());
+    assert!(conn.answer().contains("allow"));
+    manager.wait_for_store(vec!["conn-1".to_owned()]);
+    (manager, conn)
+}
+
 /// A copy of the broker under test that an upgrade can replace.
 fn installed_copy(dir: &Path) -> PathBuf {
     let path = dir.join("permission-broker");
@@ -311,7 +329,7 @@ fn a_failed_upgrade_leaves_the_daemon_serving() {
     let program = installed_copy(bin.path());
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
-    let good = "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n";
+    let good = ALLOW_TMP;
     std::fs::write(&policy, good).unwrap();
     let daemon = common::Daemon::launch(
         dir,
@@ -419,10 +437,7 @@ fn a_connection_keeps_its_ids_its_unread_bytes_and_its_number_across_an_upgrade(
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("decisions.jsonl");
     let log_arg = log.display().to_string();
-    let daemon = common::Daemon::start(
-        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
-        &["--decision-log", &log_arg],
-    );
+    let daemon = common::Daemon::start(ALLOW_TMP, &["--decision-log", &log_arg]);
     let mut conn = RawConn::open(&daemon);
     conn.send(read_frame(7, None, "/tmp/a").as_bytes());
     assert!(conn.answer().contains(r#""id":7,"result":"allow""#));
@@ -487,19 +502,7 @@ fn a_connection_keeps_its_ids_its_unread_bytes_and_its_number_across_an_upgrade(
 #[test]
 fn after_a_crash_stored_connections_are_closed_not_left_waiting() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
-    )
-    .unwrap();
-    let args: Vec<OsString> = vec!["serve".into(), "--policy".into(), policy.into()];
-    let mut manager = ServiceManager::new(dir.path(), Path::new(&*BROKER), &args, 64);
-    manager.start();
-    let mut conn = RawConn::open_path(&manager.socket);
-    conn.send(read_frame(1, None, "/tmp/x").as_bytes());
-    assert!(conn.answer().contains("allow"));
-    manager.wait_for_store(vec!["conn-1".to_owned()]);
+    let (mut manager, mut conn) = managed_with_one_connection(dir.path());
     // A crash: no graceful stop, no state. The store still holds the connection open.
     manager.kill();
     conn.send(read_frame(2, None, "/tmp/y").as_bytes());
@@ -516,10 +519,7 @@ fn after_a_crash_stored_connections_are_closed_not_left_waiting() {
 
 #[test]
 fn connections_made_during_a_handover_wait_in_the_queue_and_are_served() {
-    let daemon = common::Daemon::start(
-        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
-        &[],
-    );
+    let daemon = common::Daemon::start(ALLOW_TMP, &[]);
     let socket = daemon.socket.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopping = stop.clone();
@@ -568,10 +568,7 @@ fn a_thousand_connections_survive_upgrades_under_load() {
     const CONNECTIONS: usize = 1000;
     const THREADS: usize = 8;
     common::service_manager::raise_open_file_limit();
-    let daemon = common::Daemon::start(
-        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
-        &[],
-    );
+    let daemon = common::Daemon::start(ALLOW_TMP, &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let origin = Instant::now();
     let clients: Vec<_> = (0..THREADS)
@@ -654,10 +651,7 @@ fn a_thousand_connections_survive_upgrades_under_load() {
 /// and every connection): they wait, blocked across the `execve`, and are handled after.
 #[test]
 fn signals_during_an_upgrade_wait_for_the_new_image() {
-    let daemon = common::Daemon::start(
-        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
-        &[],
-    );
+    let daemon = common::Daemon::start(ALLOW_TMP, &[]);
     let mut conn = RawConn::open(&daemon);
     let mut id = 0;
     let started = Instant::now();
@@ -701,10 +695,7 @@ fn an_upgrade_whose_decision_log_cannot_be_opened_is_refused() {
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("decisions.jsonl");
     let log_arg = log.display().to_string();
-    let daemon = common::Daemon::start(
-        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
-        &["--decision-log", &log_arg],
-    );
+    let daemon = common::Daemon::start(ALLOW_TMP, &["--decision-log", &log_arg]);
     let mut conn = RawConn::open(&daemon);
     conn.send(read_frame(1, None, "/tmp/a").as_bytes());
     assert!(conn.answer().contains("allow"));
@@ -736,17 +727,7 @@ fn an_upgrade_whose_decision_log_cannot_be_opened_is_refused() {
 #[test]
 fn an_upgrade_runs_only_the_daemons_own_binary_and_only_if_no_other_user_can_replace_it() {
     use std::os::unix::process::CommandExt;
-    let uid: u32 = String::from_utf8(
-        std::process::Command::new("id")
-            .args(["-u", "nobody"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap();
+    let uid: u32 = common::nobody_uid();
     let dir = tempfile::tempdir().unwrap();
     let evil = dir.path().join("evil");
     std::fs::create_dir(&evil).unwrap();
@@ -812,19 +793,7 @@ fn an_upgrade_runs_only_the_daemons_own_binary_and_only_if_no_other_user_can_rep
 fn a_confused_descriptor_store_costs_only_what_does_not_belong() {
     use std::os::fd::{AsFd, OwnedFd};
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n",
-    )
-    .unwrap();
-    let args: Vec<OsString> = vec!["serve".into(), "--policy".into(), policy.into()];
-    let mut manager = ServiceManager::new(dir.path(), Path::new(&*BROKER), &args, 64);
-    manager.start();
-    let mut conn = RawConn::open_path(&manager.socket);
-    conn.send(read_frame(1, None, "/tmp/x").as_bytes());
-    assert!(conn.answer().contains("allow"));
-    manager.wait_for_store(vec!["conn-1".to_owned()]);
+    let (mut manager, mut conn) = managed_with_one_connection(dir.path());
     assert!(manager.stop().success());
     // What a confused store might hold beside the connection and its state.
     manager.put(
@@ -871,17 +840,7 @@ fn a_confused_descriptor_store_costs_only_what_does_not_belong() {
 /// point the link elsewhere between the preflight and the execve. Refused.
 #[test]
 fn an_upgrade_through_a_link_another_user_owns_is_refused() {
-    let uid: u32 = String::from_utf8(
-        std::process::Command::new("id")
-            .args(["-u", "nobody"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap();
+    let uid: u32 = common::nobody_uid();
     let sticky = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         sticky.path(),
