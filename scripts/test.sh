@@ -11,8 +11,9 @@ if ! command -v hadolint >/dev/null; then
 fi
 if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activate >/dev/null \
   || ! command -v setpriv >/dev/null || ! command -v unshare >/dev/null \
-  || ! command -v prlimit >/dev/null || ! command -v strace >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq systemd util-linux strace >/dev/null
+  || ! command -v prlimit >/dev/null || ! command -v strace >/dev/null \
+  || ! command -v logrotate >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq systemd util-linux strace logrotate >/dev/null
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

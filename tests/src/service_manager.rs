@@ -204,6 +204,40 @@ impl ServiceManager {
         }
     }
 
+    /// Waits (at most 20 s) until a `STATUS=` line containing `needle` was sent; returns it.
+    pub fn wait_for_status(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self.messages().iter().find_map(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("STATUS=") && l.contains(needle))
+                    .map(str::to_owned)
+            });
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no STATUS= with `{needle}`: {:?}",
+                self.messages()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The last `STATUS=` line sent.
+    pub fn last_status(&self) -> Option<String> {
+        self.messages()
+            .iter()
+            .flat_map(|m| {
+                m.lines()
+                    .filter(|l| l.starts_with("STATUS="))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .next_back()
+    }
+
     /// Waits until the store holds exactly `names` (in any order), at most 10 s.
     pub fn wait_for_store(&self, mut names: Vec<String>) {
         names.sort();

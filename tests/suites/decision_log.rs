@@ -19,7 +19,16 @@ fn policy(rule: &str, dir: &str) -> String {
     )
 }
 
+/// The decisions and faults of a log file.
 fn records(path: &Path) -> Vec<Value> {
+    all_records(path)
+        .into_iter()
+        .filter(|r| r["kind"] == "decision" || r["kind"] == "fault")
+        .collect()
+}
+
+/// Every line of a log file, the `log` header and `reload` records included.
+fn all_records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -278,4 +287,106 @@ fn a_stop_with_a_decision_log_finishes_writing_without_waiting_out_its_bound() {
     // 5 s is the flush bound this used to wait out; a stop that writes one record takes ms.
     assert!(took < Duration::from_secs(4), "the stop took {took:?}");
     assert_eq!(records(&log).len(), 1);
+}
+
+/// Forensics: every file begins with what names its records (host, boot, run, daemon); every
+/// decision names the process by pid, start time and executable, with or without `when` rules;
+/// every reload is on record with its outcome.
+#[test]
+fn records_name_the_process_the_boot_and_the_run_and_every_reload_is_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let rotated = dir.path().join("decisions.jsonl.1");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy("tmp", "/tmp")).unwrap();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start_in(
+        dir,
+        &policy_path,
+        &["--decision-log", &log_arg, "--reload", "signal"],
+    );
+    let mut asker = Asker::open(&daemon);
+    assert!(asker.allowed("/tmp/x"));
+    // A reload that swaps, one that changes nothing, one that fails.
+    std::fs::write(&policy_path, policy("tmp2", "/tmp")).unwrap();
+    signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log(&["policy reloaded"]);
+    signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log(&["policy unchanged"]);
+    std::fs::write(&policy_path, "version = 1\n[[rule]]\nid = \"x\"\n").unwrap();
+    signal(&daemon, nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log(&["policy reload failed"]);
+    assert!(asker.allowed("/tmp/x"));
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(&daemon, nix::sys::signal::Signal::SIGUSR1);
+    daemon.wait_for_log(&["decision log reopened"]);
+    assert!(asker.allowed("/tmp/x"));
+    assert!(sigterm_and_wait(&mut daemon).success());
+
+    let first = all_records(&rotated);
+    let header = &first[0];
+    assert_eq!(header["kind"], "log", "{first:#?}");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(header["boot_id"], boot.trim());
+    assert_eq!(header["daemon_pid"], daemon.child.id());
+    assert_eq!(header["opened"], "start");
+    assert_eq!(
+        header["host"],
+        nix::unistd::gethostname().unwrap().to_str().unwrap()
+    );
+    assert!(header["version"].is_string());
+    let run = header["run"].as_str().unwrap().to_owned();
+    assert!(run.len() >= 16);
+    let decision = &first[1];
+    assert_eq!(decision["kind"], "decision");
+    assert_eq!(decision["pid"], std::process::id());
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(decision["start_time"], start);
+    assert_eq!(
+        decision["exe"],
+        std::env::current_exe().unwrap().to_str().unwrap(),
+        "the executable is recorded without `when` rules"
+    );
+    let reloads: Vec<&Value> = first.iter().filter(|r| r["kind"] == "reload").collect();
+    let outcomes: Vec<&str> = reloads
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["swapped", "unchanged", "failed"], "{reloads:#?}");
+    assert_ne!(reloads[0]["from"], reloads[0]["to"]);
+    assert_eq!(reloads[0]["trigger"], "SIGHUP");
+    assert!(
+        reloads[0]["files"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("policy.toml")
+    );
+    assert_eq!(
+        reloads[2]["from"], reloads[2]["to"],
+        "still serving the last good one"
+    );
+    assert!(
+        reloads[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("policy.toml:2:")
+    );
+    assert_eq!(reloads[2]["errors"], 1);
+    // The reopened file names the same run.
+    let second = all_records(&log);
+    assert_eq!(
+        (
+            second[0]["kind"].as_str(),
+            second[0]["opened"].as_str(),
+            second[0]["run"].as_str()
+        ),
+        (Some("log"), Some("SIGUSR1"), Some(run.as_str()))
+    );
+    assert_eq!(second[1]["kind"], "decision");
 }

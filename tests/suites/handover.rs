@@ -67,11 +67,13 @@ while (true) {
 console.log(`done ${rounds} ${denied}`);
 "#;
 
+/// The decisions and faults in a decision log (not its `log` headers).
 fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|r| r["kind"] == "decision" || r["kind"] == "fault")
         .collect()
 }
 
@@ -317,6 +319,32 @@ fn deno_keeps_running_across_restarts_through_the_descriptor_store() {
     }
     let done = finish_denos(&app, denos);
     assert_each_deno_on_record_once(&log, &done);
+    // One run across both restarts and the upgrade: each process that opened the log said so
+    // in a header naming the same run, so a connection's `conn` names it for the whole run.
+    let headers: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "log")
+        .collect();
+    assert_eq!(
+        headers.len(),
+        4,
+        "start, restart, upgrade, restart: {headers:#?}"
+    );
+    assert!(
+        headers.iter().all(|h| h["run"] == headers[0]["run"]),
+        "{headers:#?}"
+    );
+    let pids_of_daemon: std::collections::HashSet<u64> = headers
+        .iter()
+        .map(|h| h["daemon_pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        pids_of_daemon.len(),
+        3,
+        "the upgrade kept its pid: {headers:#?}"
+    );
     // Each Deno's connection left the store when it closed.
     manager.wait_for_store(Vec::new());
     assert!(!manager.log_text().contains("protocol fault"));
@@ -699,7 +727,8 @@ fn an_upgrade_whose_decision_log_cannot_be_opened_is_refused() {
     let mut conn = RawConn::open(&daemon);
     conn.send(read_frame(1, None, "/tmp/a").as_bytes());
     assert!(conn.answer().contains("allow"));
-    std::fs::remove_file(&log).unwrap();
+    // Rotated away (the running daemon goes on writing the renamed file), and the path taken.
+    std::fs::rename(&log, logs.path().join("decisions.jsonl.1")).unwrap();
     std::fs::create_dir(&log).unwrap();
     common::signal(&daemon, Signal::SIGUSR2);
     let refused = daemon.wait_for_log(&["upgrade refused"]);
@@ -718,6 +747,11 @@ fn an_upgrade_whose_decision_log_cannot_be_opened_is_refused() {
     let after = records(&log);
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0]["id"], 3);
+    let before: Vec<Value> = records(&logs.path().join("decisions.jsonl.1"));
+    assert_eq!(
+        before.iter().map(|r| r["id"].as_u64()).collect::<Vec<_>>(),
+        [Some(1), Some(2)]
+    );
 }
 
 /// The daemon started under a bare name (`exec -a permission-broker`, systemd's `@path name`)

@@ -74,7 +74,72 @@ fn version_names_the_formats_it_speaks() {
     let out = Command::new(&*BROKER).arg("--version").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("policy format: version 1"), "{stdout}");
+    assert!(
+        stdout.contains("protocol: Deno permission broker v1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Deno 2.5.3"), "{stdout}");
+}
+
+/// What is running, and what a check approved: the start log and `check` name the revision and
+/// the broker's version, so a fleet's logs say which policy each host serves, and under which
+/// binary.
+#[test]
+fn the_start_log_and_check_name_the_revision_and_the_version() {
+    let version = String::from_utf8(
+        Command::new(&*BROKER)
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let version = version.split_whitespace().nth(1).unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("version = 1\nrequires = \">= {version}\"\n"),
+    )
+    .unwrap();
+    let check = Command::new(&*BROKER)
+        .arg("check")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr).into_owned();
+    assert!(check.status.success(), "{said}");
+    let revision = said
+        .split("revision ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_owned();
+    assert_eq!(revision.len(), 16, "{said}");
+    assert!(
+        said.contains(&format!("permission-broker {version}")),
+        "{said}"
+    );
+    let daemon = common::Daemon::start_in(dir, &policy, &[]);
+    daemon.wait_for_log(&[
+        "policy loaded",
+        &format!("revision={revision}"),
+        &format!("version=\"{version}\""),
+    ]);
+    // A policy for a later broker: refused with its reason, here and by `check`.
+    let later = daemon.dir.path().join("later.toml");
+    std::fs::write(&later, "version = 1\nrequires = \">= 999\"\n").unwrap();
+    let check = Command::new(&*BROKER)
+        .arg("check")
+        .arg(&later)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr).into_owned();
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("later.toml:2:12: this policy requires permission-broker >=999"),
+        "{said}"
+    );
 }
 
 /// Under systemd, stderr is the journal's stream (`$JOURNAL_STREAM` names it): every line

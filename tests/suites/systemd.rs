@@ -228,50 +228,162 @@ fn the_unit_stores_every_connection_the_default_limit_allows() {
 
 /// `systemctl reload` used to succeed whatever the policy said (`kill -HUP` exits 0 while the
 /// daemon logs a failed reload), so a deploy tool reported OK on a broken policy. The unit's
-/// first `ExecReload=` checks the very policy `ExecStart=` serves: broken, it fails the reload.
+/// `ExecReload=` is run here as systemd runs it, against the daemon started from `ExecStart=`
+/// (as its own unprivileged user): it succeeds only when the checked revision serves.
 #[test]
-fn the_units_reload_checks_the_policy_it_serves_first() {
+fn systemctl_reload_succeeds_only_when_the_checked_revision_serves() {
+    use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(units().join("permission-broker.service")).unwrap();
-    let start: Vec<&str> = text
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let policy = start[start.iter().position(|a| *a == "--policy").unwrap() + 1];
-    let reloads: Vec<Vec<&str>> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("ExecReload="))
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(reloads.len(), 2, "{reloads:?}");
-    assert_eq!(reloads[0][1..], ["check", policy], "{reloads:?}");
-    assert_eq!(reloads[0][0], start[0], "the same binary checks");
-    assert_eq!(reloads[1], ["/bin/kill", "-HUP", "$MAINPID"]);
-    // What that first line does with a broken policy, and with a good one.
+    let line = |key: &str| -> Vec<String> {
+        let found: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix(key)).collect();
+        assert_eq!(found.len(), 1, "one {key} line");
+        found[0].split_whitespace().map(str::to_owned).collect()
+    };
+    let (start, reload) = (line("ExecStart="), line("ExecReload="));
+    assert_eq!(reload[0], start[0], "the same binary reloads");
+    let value_of = |args: &[String], flag: &str| {
+        args[args.iter().position(|a| a == flag).unwrap() + 1].clone()
+    };
+    let status_path = value_of(&start, "--status-file");
+    assert_eq!(value_of(&reload, "--status-file"), status_path);
+    assert_eq!(value_of(&reload, "--pid"), "$MAINPID");
+    assert!(text.contains(&format!(
+        "RuntimeDirectory={}",
+        Path::new(&status_path)
+            .parent()
+            .unwrap()
+            .strip_prefix("/run")
+            .unwrap()
+            .display()
+    )));
+
+    // The unit's paths, moved into a directory of the daemon's (unprivileged) user.
+    let uid = common::nobody_uid();
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let root = dir.path().join("unit");
+    std::fs::create_dir(&root).unwrap();
+    let policy = root.join("policy.d");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::create_dir(root.join("status")).unwrap();
+    for path in [&root, &policy, &root.join("status")] {
+        std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    }
+    std::fs::write(policy.join("00-base.toml"), "version = 1\n").unwrap();
+    let status = root.join("status/status.json");
+    let map = |arg: &str| {
+        arg.replace(&status_path, status.to_str().unwrap())
+            .replace("/var/log/permission-broker", root.to_str().unwrap())
+            .replace("/usr/local/bin/permission-broker", &BROKER)
+    };
+    let serve_args: Vec<String> = start[2..].iter().map(|a| map(a)).collect();
+    let policy_at = serve_args.iter().position(|a| a == "--policy").unwrap();
+    let extra: Vec<&str> = serve_args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != policy_at && *i != policy_at + 1)
+        .map(|(_, a)| a.as_str())
+        .collect();
+    let socket_dir = tempfile::tempdir_in(&root).unwrap();
+    std::os::unix::fs::chown(socket_dir.path(), Some(uid), Some(uid)).unwrap();
+    let daemon = common::Daemon::launch(
+        socket_dir,
+        &policy,
+        common::Launch {
+            extra: &extra,
+            user: Some((uid, uid)),
+            ..common::Launch::default()
+        },
+    );
+    let pid = daemon.child.id().to_string();
+    let systemctl_reload = |extra: &[&str]| {
+        let args: Vec<String> = reload[1..]
+            .iter()
+            .map(|a| map(a).replace("$MAINPID", &pid))
+            .collect();
+        let out = Command::new(map(&reload[0]))
+            .args(&args)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let reloads = || -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+        v["reloads"].as_u64().unwrap()
+    };
+    // An env check: the daemon runs unprivileged here, where paths of root's test process
+    // would not resolve.
+    let mut conn = common::RawConn::open(&daemon);
+    let mut id = 0;
+    let mut allowed = || {
+        id += 1;
+        conn.send(format!("{{\"v\":1,\"id\":{id},\"datetime\":\"2026-12-01T00:00:00Z\",\"permission\":\"env\",\"value\":\"ROLLOUT\"}}\n").as_bytes());
+        let answer = conn.answer();
+        assert!(!answer.is_empty(), "closed");
+        answer.contains("\"allow\"")
+    };
+    assert!(!allowed());
+
+    // A good change: served, and said so.
     std::fs::write(
-        dir.path().join("00-base.toml"),
+        policy.join("10-tmp.toml"),
+        "version = 1\n[[rule]]\nid = \"rollout\"\neffect = \"allow\"\npermissions = [\"env\"]\nnames = [\"ROLLOUT\"]\n",
+    )
+    .unwrap();
+    let (code, said) = systemctl_reload(&[]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("serving"), "{said}");
+    assert!(allowed(), "the reload returned before serving it");
+    assert_eq!(reloads(), 1);
+
+    // A broken policy: 64 with the error's place, and the daemon is not even signalled.
+    std::fs::write(
+        policy.join("20-broken.toml"),
         "version = 1\n[[rule]]\nid = \"x\"\n",
     )
     .unwrap();
-    let broken = Command::new(&*BROKER)
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        broken.status.code(),
-        Some(1),
-        "a broken policy fails the reload"
-    );
-    std::fs::write(dir.path().join("00-base.toml"), "version = 1\n").unwrap();
-    let good = Command::new(&*BROKER)
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(good.status.success());
+    let (code, said) = systemctl_reload(&[]);
+    assert_eq!(code, Some(64), "{said}");
+    assert!(said.contains("20-broken.toml:2:"), "{said}");
+    assert_eq!(reloads(), 1, "signalled anyway");
+
+    // A policy the check reads but the daemon cannot (root's, mode 0600): the daemon refuses it
+    // and keeps serving; the reload says so.
+    std::fs::write(policy.join("20-broken.toml"), "version = 1\n").unwrap();
+    std::fs::set_permissions(
+        policy.join("20-broken.toml"),
+        PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let (code, said) = systemctl_reload(&[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("refused the reload"), "{said}");
+    assert!(allowed());
+    std::fs::remove_file(policy.join("20-broken.toml")).unwrap();
+
+    // A daemon that does not answer: no outcome, no success.
+    let daemon_pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    nix::sys::signal::kill(daemon_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (code, said) = systemctl_reload(&["--timeout", "0.5"]);
+    nix::sys::signal::kill(daemon_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(code, Some(75), "{said}");
+    // Continued, it takes the signal it was sent and reports that reload.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reloads() < 3 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // A status file another user wrote is not believed.
+    std::os::unix::fs::chown(&status, Some(uid + 1), None).unwrap();
+    let (code, said) = systemctl_reload(&[]);
+    assert_eq!(code, Some(69), "{said}");
+    assert!(said.contains("neither root nor the daemon's uid"), "{said}");
 }
 
 /// `CAP_SYS_PTRACE` with `@system-service` let the daemon write any process's memory

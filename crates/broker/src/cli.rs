@@ -64,6 +64,12 @@ pub enum Command {
         #[arg(long)]
         collapse: bool,
     },
+    /// Reload a running broker and say whether the new revision serves (what `ExecReload=` runs):
+    /// check the policy (64 and no signal if it does not load), SIGHUP the daemon, wait for its
+    /// outcome in its status file. Exit 0: the checked revision serves; 1: the daemon refused it
+    /// (still serving the last good one) or serves another; 69: the status file is not the
+    /// running daemon's; 75: no outcome within --timeout.
+    Reload(crate::tools::reload::ReloadArgs),
     /// Send one permission check to a running broker and print the answer (exit 0 allow,
     /// 1 deny, 87 on a protocol fault).
     Ask {
@@ -192,6 +198,11 @@ pub struct ServeArgs {
     /// on SIGUSR1), or to stdout with `-`. Without it, decisions are only in debug logs.
     #[arg(long, value_name = "PATH|-")]
     pub decision_log: Option<String>,
+    /// Keep a small JSON file here saying what is serving (pid, version, revision) and how the
+    /// last reload went, replaced atomically on every reload: what `permission-broker reload`
+    /// waits on to say whether a new revision serves.
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
     /// Seconds a decision may wait for its record to be written before its connection is
     /// closed unanswered, 0.001 to 3600 [default: 2] (fail closed; counted as `overloaded`).
     #[arg(long)]

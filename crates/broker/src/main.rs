@@ -1,5 +1,5 @@
 //! `permission-broker`: the daemon (`serve`, in `daemon/`) and the operators' tools (`check`,
-//! `explain`, `test`, `suggest`, `ask`, in `tools/`). This file parses and dispatches.
+//! `explain`, `test`, `suggest`, `reload`, `ask`, in `tools/`). This file parses and dispatches.
 
 mod cli;
 mod config_file;
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             policy,
             collapse,
         } => tools::suggest::run(&decision_log, policy.as_deref(), collapse),
+        Command::Reload(args) => tools::reload::run(&args),
         Command::Ask {
             socket,
             require_uid,

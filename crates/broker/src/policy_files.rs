@@ -67,9 +67,19 @@ pub fn load_with(path: &Path, directory: &dyn Directory) -> Result<LoadedPolicy,
 /// this process's user could change: see [`insecure`]. `serve` and its reloads use this; a
 /// refused reload keeps the last good policy.
 pub fn load_strict(path: &Path, strict: bool) -> Result<LoadedPolicy, LoadError> {
+    load_strict_for(path, strict, None)
+}
+
+/// [`load_strict`] as the daemon running as `uid` would load it (`None`: this process's user):
+/// what `reload` checks before it signals the daemon.
+pub fn load_strict_for(
+    path: &Path,
+    strict: bool,
+    uid: Option<u32>,
+) -> Result<LoadedPolicy, LoadError> {
     let loaded = load(path)?;
     if strict {
-        let problems = insecure(path, &loaded.files);
+        let problems = insecure_for(path, &loaded.files, uid);
         if !problems.is_empty() {
             return Err(LoadError::Read(format!(
                 "{}; the policy is not served (fix the owner or mode, or set strict_modes = false / --no-strict-modes on a machine with no other users)",
@@ -83,10 +93,15 @@ pub fn load_strict(path: &Path, strict: bool) -> Result<LoadedPolicy, LoadError>
 /// Why someone other than root or this process's user could change the policy at `path` (read
 /// from `files`): each file (a link and its target), the directory holding it and the policy
 /// directory must be owned by one of them and not writable by group or others.
-#[cfg(unix)]
 pub fn insecure(path: &Path, files: &[PathBuf]) -> Vec<String> {
+    insecure_for(path, files, None)
+}
+
+/// [`insecure`] for a daemon running as `uid` (`None`: this process's user).
+#[cfg(unix)]
+pub fn insecure_for(path: &Path, files: &[PathBuf], uid: Option<u32>) -> Vec<String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let me = nix::unistd::geteuid().as_raw();
+    let me = uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
     let mut checked: Vec<PathBuf> = Vec::new();
     let mut problems = Vec::new();
     let mut check = |p: &Path, follow: bool| {
@@ -135,7 +150,7 @@ pub fn insecure(path: &Path, files: &[PathBuf]) -> Vec<String> {
 }
 
 #[cfg(not(unix))]
-pub fn insecure(_path: &Path, _files: &[PathBuf]) -> Vec<String> {
+pub fn insecure_for(_path: &Path, _files: &[PathBuf], _uid: Option<u32>) -> Vec<String> {
     Vec::new()
 }
 

@@ -44,6 +44,8 @@ pub struct Settings {
     pub decision_log_max_wait: f64,
     /// `fdatasync` every commit of the decision log before answering.
     pub decision_log_sync: bool,
+    /// Where what is serving and the last reload's outcome are kept.
+    pub status_file: Option<PathBuf>,
     pub poll_interval: f64,
     pub watch: bool,
     /// When a changed policy is served.
@@ -266,6 +268,11 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         decision_log: string(args.decision_log, &file.decision_log),
         decision_log_max_wait,
         decision_log_sync: args.decision_log_sync || file.decision_log_sync.unwrap_or(false),
+        status_file: string(
+            args.status_file.map(|p| p.display().to_string()),
+            &file.status_file,
+        )
+        .map(PathBuf::from),
         poll_interval,
         watch: !args.no_watch
             && file.watch.unwrap_or(true)

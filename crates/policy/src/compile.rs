@@ -279,11 +279,42 @@ impl Compiler<'_> {
             );
             return;
         }
+        if let Some(requires) = &spec.requires {
+            self.requires(source, requires);
+        }
         if let Some((span, defaults)) = &spec.defaults {
             self.defaults(source, span, defaults);
         }
         for rule in &spec.rules {
             self.rule(index, source, rule);
+        }
+    }
+
+    /// `requires`: a policy rolled out ahead of the binaries says which broker may serve it; an
+    /// older one refuses it (and, on a reload, goes on serving the last good policy).
+    fn requires(&mut self, source: &Source, requires: &toml::Spanned<String>) {
+        let running = crate::BROKER_VERSION;
+        match semver::VersionReq::parse(requires.get_ref()) {
+            Err(e) => self.error(
+                source,
+                &requires.span(),
+                format!(
+                    "`requires = \"{}\"` is not a version requirement such as \">= 0.2\": {e}",
+                    requires.get_ref()
+                ),
+            ),
+            Ok(req) => {
+                let matches = semver::Version::parse(running).is_ok_and(|v| req.matches(&v));
+                if !matches {
+                    self.error(
+                        source,
+                        &requires.span(),
+                        format!(
+                            "this policy requires permission-broker {req}; this is {running}: upgrade the broker before this policy"
+                        ),
+                    );
+                }
+            }
         }
     }
 

@@ -36,5 +36,9 @@ pub use subject::{Directory, NoDirectory, StaticDirectory, Subject, When};
 /// policy compiled, so a fast non-cryptographic hasher is safe here (no attacker-chosen inserts).
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The broker version this crate is part of (one workspace version): what a policy's
+/// `requires` is checked against.
+pub const BROKER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Reason sent on a default deny when the policy does not set `defaults.reason`.
 pub const DEFAULT_REASON: &str = "not permitted by the permission broker policy";

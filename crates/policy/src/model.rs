@@ -52,6 +52,8 @@ pub(crate) struct WhenSpec {
 #[derive(Debug, Default)]
 pub(crate) struct FileSpec {
     pub version: Option<Spanned<i64>>,
+    /// The broker versions this file may be served by (a semver requirement).
+    pub requires: Option<Spanned<String>>,
     pub defaults: Option<(Range<usize>, DefaultsSpec)>,
     pub rules: Vec<Spanned<RuleSpec>>,
 }
@@ -82,6 +84,16 @@ pub(crate) fn read(source: &Source) -> (FileSpec, Vec<Problem>) {
                 },
                 _ => problems.push((span, "`version` must be the integer 1".to_owned())),
             },
+            "requires" => match value.get_ref() {
+                DeValue::String(text) => {
+                    spec.requires = Some(Spanned::new(span, text.to_string()));
+                }
+                _ => problems.push((
+                    span,
+                    "`requires` must be a version requirement as a string, such as \">= 0.2\""
+                        .to_owned(),
+                )),
+            },
             "defaults" => match deserialize::<DefaultsSpec>(source, value) {
                 Ok(d) => spec.defaults = Some((key.span(), d)),
                 Err(p) => problems.push(p),
@@ -102,7 +114,9 @@ pub(crate) fn read(source: &Source) -> (FileSpec, Vec<Problem>) {
             },
             other => problems.push((
                 key.span(),
-                format!("unknown key `{other}` (expected `version`, `defaults` or `rule`)"),
+                format!(
+                    "unknown key `{other}` (expected `version`, `requires`, `defaults` or `rule`)"
+                ),
             )),
         }
     }

@@ -41,8 +41,23 @@ fn catalogue() -> Vec<(String, &'static str, &'static str)> {
         ),
         (
             "version = 1\nverison = 1\n".into(),
-            "p.toml:2:1: unknown key `verison` (expected `version`, `defaults` or `rule`)",
+            "p.toml:2:1: unknown key `verison` (expected `version`, `requires`, `defaults` or `rule`)",
             "unknown key",
+        ),
+        (
+            "version = 1\nrequires = \">= 999\"\n".into(),
+            "p.toml:2:12: this policy requires permission-broker >=999; this is ",
+            "requires permission-broker",
+        ),
+        (
+            "version = 1\nrequires = \"soon\"\n".into(),
+            "p.toml:2:12: `requires = \"soon\"` is not a version requirement",
+            "is not a version requirement",
+        ),
+        (
+            "version = 1\nrequires = 2\n".into(),
+            "p.toml:2:12: `requires` must be a version requirement as a string",
+            "must be a version requirement as a string",
         ),
         (
             "version = 1\nrule = 3\n".into(),
@@ -494,4 +509,24 @@ fn errors_named(name: &str, text: &str) -> Vec<String> {
         Ok(_) => panic!("expected errors"),
         Err(d) => d.errors().map(|d| d.to_string()).collect(),
     }
+}
+
+/// A policy rolled out ahead of the binaries: served by the brokers it names, refused by others.
+#[test]
+fn requires_admits_the_running_broker_and_refuses_an_older_one() {
+    let this = permission_broker_policy::BROKER_VERSION;
+    for ok in [format!("={this}"), format!(">= {this}"), "*".to_owned()] {
+        let text = format!("version = 1\nrequires = \"{ok}\"\n");
+        assert!(
+            Policy::compile(&[Source::new("p.toml", &text)], &NoDirectory).is_ok(),
+            "{text}"
+        );
+    }
+    let newer = format!(">{this}");
+    let errors = errors(&format!("version = 1\nrequires = \"{newer}\"\n"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("upgrade the broker before this policy"),
+        "{errors:?}"
+    );
 }

@@ -430,12 +430,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     async fn record_fault(&self, fault: &Fault) {
         if let Some(log) = &self.shared.log {
+            // The facts if read; a fault never waits to read them (the exe check stats a path).
+            let facts = self.state.facts.as_ref();
             let record = Record::Fault(FaultRecord {
                 time: decision_log::now(),
                 conn: self.id,
                 pid: self.peer.pid,
+                start_time: facts
+                    .map(|f| f.start_time)
+                    .unwrap_or_else(|| self.state.proc.start_time()),
                 uid: self.peer.uid,
                 gid: self.peer.gid,
+                exe: facts.and_then(|f| f.exe.clone()),
                 last_id: self.ids.last(),
                 fault: fault.to_string(),
             });
@@ -493,7 +499,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let value = request.value.as_deref();
         let snapshot = self.shared.store.current();
         let policy = &snapshot.policy;
-        let ruling = if self.state.may_block(policy, permission, value) {
+        let ruling = if self
+            .state
+            .may_block(policy, self.shared.log.is_some(), permission, value)
+        {
             decide_off_loop(
                 &mut self.state,
                 &self.shared,
@@ -537,6 +546,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 time: decision_log::now(),
                 conn: self.id,
                 pid: self.peer.pid,
+                start_time: facts.and_then(|f| f.start_time),
                 uid: self.peer.uid,
                 gid: self.peer.gid,
                 exe: exe.map(str::to_owned),
@@ -693,8 +703,14 @@ impl DecisionState {
 
     /// Whether deciding this request may wait on a file system or an account database: a path
     /// (read, write, ffi, a command or socket path, a relative value), or facts not read yet.
-    fn may_block(&self, policy: &Policy, permission: Permission, value: Option<&str>) -> bool {
-        let facts_needed = policy.uses_subject()
+    fn may_block(
+        &self,
+        policy: &Policy,
+        logged: bool,
+        permission: Permission,
+        value: Option<&str>,
+    ) -> bool {
+        let facts_needed = (policy.uses_subject() || logged)
             && self
                 .facts
                 .as_ref()
@@ -729,7 +745,8 @@ impl DecisionState {
         } else {
             None
         };
-        if policy.uses_subject() && self.facts.is_none() {
+        // Read once per connection: for `when` rules, and for the decision log's forensics.
+        if (policy.uses_subject() || shared.log.is_some()) && self.facts.is_none() {
             self.facts = Some(self.proc.facts());
         }
         if policy.uses_names()

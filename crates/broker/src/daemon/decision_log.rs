@@ -44,6 +44,13 @@ impl Target {
         Ok(())
     }
 
+    fn path_text(&self) -> String {
+        match self {
+            Target::Stdout => "-".to_owned(),
+            Target::File(path) => path.display().to_string(),
+        }
+    }
+
     pub fn parse(text: &str) -> Target {
         if text == "-" {
             Target::Stdout
@@ -59,6 +66,43 @@ impl Target {
 pub enum Record {
     Decision(Box<DecisionRecord>),
     Fault(FaultRecord),
+    /// Every reload: what was served before and after, and how it went.
+    Reload(Box<ReloadRecord>),
+    /// The first line of every file the daemon opens: what names its records.
+    Log(LogRecord),
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogRecord {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    /// The daemon's run (see `forensics`): `conn` is unique within it.
+    pub run: String,
+    pub boot_id: Option<String>,
+    pub host: Option<String>,
+    /// The daemon's pid and version.
+    pub daemon_pid: u32,
+    pub version: &'static str,
+    /// Why the file was opened: `start`, `SIGUSR1`, `retry`.
+    pub opened: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReloadRecord {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    /// What asked for it: `SIGHUP`, `file change`, `poll`, `the policy path swapped`.
+    pub trigger: String,
+    /// `swapped`, `unchanged` or `failed` (the last good revision goes on serving).
+    pub outcome: &'static str,
+    pub from: String,
+    /// The revision serving after it.
+    pub to: String,
+    /// The files of the revision serving after it.
+    pub files: Vec<String>,
+    pub errors: usize,
+    /// The first error of a failed reload.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +111,9 @@ pub struct DecisionRecord {
     pub time: SystemTime,
     pub conn: u64,
     pub pid: Option<u32>,
+    /// When `pid` started, in clock ticks since boot (`/proc/<pid>/stat`): with the pid and
+    /// the file's `boot_id`, it names one process.
+    pub start_time: Option<u64>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub exe: Option<String>,
@@ -96,8 +143,10 @@ pub struct FaultRecord {
     pub time: SystemTime,
     pub conn: u64,
     pub pid: Option<u32>,
+    pub start_time: Option<u64>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    pub exe: Option<String>,
     pub last_id: Option<u32>,
     pub fault: String,
 }
@@ -166,6 +215,8 @@ pub struct Overloaded(pub Duration);
 /// What the writer thread is asked to do.
 enum Message {
     Record(Record, oneshot::Sender<()>),
+    /// A record no answer waits on (a reload): not counted with the answers' records.
+    Detached(Record),
     Reopen,
 }
 
@@ -181,6 +232,7 @@ impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Message::Record(..) => "Record",
+            Message::Detached(..) => "Detached",
             Message::Reopen => "Reopen",
         })
     }
@@ -251,9 +303,27 @@ impl DecisionLog {
         }
     }
 
+    /// A handle for records no answer waits on (reloads): it never keeps the writer open.
+    pub fn detached(&self) -> DetachedLog {
+        DetachedLog(self.tx.downgrade())
+    }
+
     fn overloaded(&self) -> Overloaded {
         self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         Overloaded(self.max_wait)
+    }
+}
+
+/// Queues records that no answer waits on; does nothing once the log is closed.
+#[derive(Debug, Clone)]
+pub struct DetachedLog(mpsc::WeakSender<Message>);
+
+impl DetachedLog {
+    pub async fn record(&self, record: Record) {
+        let Some(tx) = self.0.upgrade() else { return };
+        if tx.send(Message::Detached(record)).await.is_err() {
+            tracing::warn!("the decision log is closed: a reload was not recorded");
+        }
     }
 }
 
@@ -318,6 +388,22 @@ impl Sink {
         }
     }
 
+    /// The name the file being written has now (it may have been rotated to another).
+    fn current_name(&self) -> String {
+        match self {
+            Sink::Stdout(_) => "standard output".to_owned(),
+            #[cfg(target_os = "linux")]
+            Sink::File(file) => {
+                use std::os::fd::AsRawFd;
+                std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                    .map(|p| format!("`{}`", p.display()))
+                    .unwrap_or_else(|_| "the old file".to_owned())
+            }
+            #[cfg(not(target_os = "linux"))]
+            Sink::File(_) => "the old file".to_owned(),
+        }
+    }
+
     fn sync(&mut self) -> std::io::Result<()> {
         match self {
             Sink::Stdout(_) => Ok(()),
@@ -374,6 +460,11 @@ fn write_loop(
 ) {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut file = FileState {
+        path: Some(target.path_text()),
+        header_due: Some("start"),
+        ..FileState::default()
+    };
     while let Some(first) = rx.blocking_recv() {
         // Everything queued now goes in one write: group commit.
         let mut next = Some(first);
@@ -381,31 +472,49 @@ fn write_loop(
             match message {
                 Message::Reopen => {
                     // Records before the reopen go to the old file.
-                    commit(&mut sink, &mut batch, &mut acks, stats, sync);
-                    reopen_sink(&mut sink, target);
+                    commit(
+                        &mut sink, target, &mut file, &mut batch, &mut acks, stats, sync,
+                    );
+                    file.reopen_now(&mut sink, target);
                 }
                 Message::Record(record, ack) => {
-                    let mark = batch.len();
-                    if serde_json::to_writer(&mut batch, &record).is_ok() {
-                        batch.push(b'\n');
+                    if append(&mut batch, &record) {
                         acks.push(ack);
-                    } else {
-                        batch.truncate(mark);
                     }
+                }
+                Message::Detached(record) => {
+                    append(&mut batch, &record);
                 }
             }
             if batch.len() > 256 * 1024 {
                 break;
             }
         }
-        commit(&mut sink, &mut batch, &mut acks, stats, sync);
+        commit(
+            &mut sink, target, &mut file, &mut batch, &mut acks, stats, sync,
+        );
+    }
+}
+
+/// Serializes `record` as one line at the end of `batch`; whether it could be.
+fn append(batch: &mut Vec<u8>, record: &Record) -> bool {
+    let mark = batch.len();
+    if serde_json::to_writer(&mut *batch, record).is_ok() {
+        batch.push(b'\n');
+        true
+    } else {
+        batch.truncate(mark);
+        false
     }
 }
 
 /// Writes `batch` whole (resuming after short writes, retrying failed ones from where they
-/// stopped, never writing a byte twice), syncs it when asked, then acknowledges its records.
+/// stopped, never writing a byte twice) into a file that still has a name, syncs it when asked,
+/// then acknowledges its records.
 fn commit(
     sink: &mut Sink,
+    target: &Target,
+    file: &mut FileState,
     batch: &mut Vec<u8>,
     acks: &mut Vec<oneshot::Sender<()>>,
     stats: &Stats,
@@ -418,9 +527,22 @@ fn commit(
     let mut backoff = Duration::from_millis(10);
     let mut failing = false;
     while done < batch.len() {
+        if let Err(e) = file.check(sink, target) {
+            failing = retry(stats, &mut backoff, &e, acks.len(), failing);
+            continue;
+        }
+        // A file just opened begins with its header, written as part of the batch (resumed and
+        // retried like the records, so never torn or doubled).
+        if let Some(opened) = file.header_due.take() {
+            let line = header(opened);
+            batch.splice(done..done, line);
+        }
         match sink.write(&batch[done..]) {
             Ok(0) => failing = retry(stats, &mut backoff, "wrote nothing", acks.len(), failing),
-            Ok(n) => done += n,
+            Ok(n) => {
+                done += n;
+                file.end += n as u64;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => failing = retry(stats, &mut backoff, &e.to_string(), acks.len(), failing),
         }
@@ -439,6 +561,143 @@ fn commit(
         let _ = ack.send(());
     }
     batch.clear();
+}
+
+/// The `kind:"log"` line that begins every file the daemon opens.
+fn header(opened: &'static str) -> Vec<u8> {
+    let record = Record::Log(LogRecord {
+        time: now(),
+        run: super::forensics::run().to_owned(),
+        boot_id: super::forensics::boot_id().map(str::to_owned),
+        host: super::forensics::host(),
+        daemon_pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION"),
+        opened,
+    });
+    let mut line = serde_json::to_vec(&record).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// What the writer knows of the file it writes, to keep the promise through rotation: a record
+/// goes only into a file that still has a name, and a file cut short under the daemon is said.
+#[derive(Default)]
+struct FileState {
+    /// Where the file ended after the daemon's last write.
+    end: u64,
+    /// A reopen failed (or the file lost its name): tried again at most once a second.
+    reopen_wanted: bool,
+    last_try: Option<std::time::Instant>,
+    /// The problem last reported (so it is reported once, and its end too).
+    problem: Option<String>,
+    /// Why the last reopen failed.
+    reopen_error: Option<String>,
+    /// The file was opened (why): its first line, the `kind:"log"` record, is still owed.
+    header_due: Option<&'static str>,
+    /// The log's path, for messages.
+    path: Option<String>,
+}
+
+impl FileState {
+    /// Before each write: reopens when a reopen is owed, refuses a file whose last name is gone
+    /// (its records would be lost with it), and reports a file truncated under the daemon.
+    fn check(&mut self, sink: &mut Sink, target: &Target) -> Result<(), String> {
+        if self.reopen_wanted
+            && self
+                .last_try
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.reopen(sink, target, "retry");
+        }
+        let Sink::File(handle) = sink else {
+            return Ok(());
+        };
+        let meta = handle.metadata().map_err(|e| e.to_string())?;
+        #[cfg(unix)]
+        if std::os::unix::fs::MetadataExt::nlink(&meta) == 0 {
+            if !self.reopen_wanted {
+                // Deleted without a rotation's signal: open the path again at once.
+                self.reopen_wanted = true;
+                self.last_try = None;
+                return self.check(sink, target);
+            }
+            let problem = format!(
+                "the file being written was deleted and `{}` cannot be opened ({}): records wait, and their answers fail closed, until it can",
+                target.path_text(),
+                self.reopen_error.as_deref().unwrap_or("unknown error")
+            );
+            self.report(Some(problem.clone()));
+            return Err(problem);
+        }
+        if self.reopen_wanted {
+            self.report(self.reopen_problem(sink));
+        }
+        if meta.len() < self.end {
+            tracing::error!(
+                was = self.end,
+                now = meta.len(),
+                "the decision log was cut short under the daemon (copytruncate?): records written before may be lost; rotate by renaming and SIGUSR1 (config/logrotate/permission-broker)"
+            );
+        }
+        self.end = meta.len();
+        Ok(())
+    }
+
+    /// Opens the log's path again (rotation); whether it did. On failure the old file is kept
+    /// while it has a name, and the reopen is tried again before each write, once a second.
+    fn reopen(&mut self, sink: &mut Sink, target: &Target, why: &'static str) -> bool {
+        self.last_try = Some(std::time::Instant::now());
+        match Sink::open(target) {
+            Ok(fresh) => {
+                *sink = fresh;
+                self.reopen_wanted = false;
+                self.reopen_error = None;
+                self.end = match sink {
+                    Sink::File(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
+                    Sink::Stdout(_) => 0,
+                };
+                self.header_due = Some(why);
+                tracing::info!(trigger = why, "decision log reopened");
+                self.report(None);
+                true
+            }
+            Err(e) => {
+                self.reopen_wanted = true;
+                self.reopen_error = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// A SIGUSR1's reopen: a failure is said at once (the error log and `STATUS=`).
+    fn reopen_now(&mut self, sink: &mut Sink, target: &Target) {
+        if !self.reopen(sink, target, "SIGUSR1") {
+            self.report(self.reopen_problem(sink));
+        }
+    }
+
+    fn reopen_problem(&self, sink: &Sink) -> Option<String> {
+        self.reopen_error.as_ref().map(|e| {
+            format!(
+                "cannot reopen `{}`: {e}; still writing {} (tried again every second)",
+                self.path.as_deref().unwrap_or("-"),
+                sink.current_name()
+            )
+        })
+    }
+
+    fn report(&mut self, problem: Option<String>) {
+        if self.problem == problem {
+            return;
+        }
+        match &problem {
+            Some(p) => tracing::error!("decision log: {p}"),
+            None if self.problem.is_some() => tracing::info!("decision log: problem resolved"),
+            None => {}
+        }
+        self.problem = problem.clone();
+        super::notify::log_problem(problem);
+    }
 }
 
 /// Counts a write error, says so once per outage, and waits before the next try. Meanwhile the
@@ -463,18 +722,6 @@ fn retry(
     true
 }
 
-fn reopen_sink(sink: &mut Sink, target: &Target) {
-    match Sink::open(target) {
-        Ok(fresh) => {
-            *sink = fresh;
-            tracing::info!("decision log reopened (SIGUSR1)");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot reopen the decision log; still writing the old file")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,8 +732,10 @@ mod tests {
             time: SystemTime::UNIX_EPOCH + Duration::from_micros(1_763_929_845_262_660),
             conn: 1,
             pid: None,
+            start_time: None,
             uid: None,
             gid: None,
+            exe: None,
             last_id: None,
             fault: String::new(),
         });

@@ -50,6 +50,9 @@ pub struct State {
     pub pid: u32,
     /// The number the next accepted connection gets.
     pub next_conn: u64,
+    /// The run the connections are numbered in (see `forensics`); absent from older releases.
+    #[serde(default)]
+    pub run: Option<String>,
     /// The policy revision that answered until the handover.
     pub revision: String,
     /// The socket file this daemon bound (path, device, inode): the next process removes it at
@@ -440,6 +443,7 @@ pub struct Inherited {
     pub bound: Option<(PathBuf, u64, u64)>,
     pub connections: Vec<(Carried, UnixStream)>,
     pub next_conn: u64,
+    pub run: Option<String>,
     pub revision: Option<String>,
     /// The service manager's sockets (socket units), by name.
     pub sockets: Vec<(String, UnixListener)>,
@@ -589,6 +593,7 @@ pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
     let mut carried: std::collections::HashMap<u64, Carried> = Default::default();
     if let Some(state) = state {
         inherited.next_conn = state.next_conn;
+        inherited.run = state.run;
         inherited.revision = Some(state.revision);
         inherited.bound = state.bound;
         carried = state.connections.into_iter().map(|c| (c.conn, c)).collect();
@@ -709,6 +714,7 @@ mod tests {
             version: VERSION,
             pid: std::process::id(),
             next_conn: 17,
+            run: Some("abc".to_owned()),
             revision: "abc".to_owned(),
             bound: Some(("/tmp/x.sock".into(), 1, 2)),
             connections: vec![
@@ -747,6 +753,7 @@ mod tests {
             version: VERSION + 1,
             pid: 1,
             next_conn: 1,
+            run: None,
             revision: String::new(),
             bound: None,
             connections: Vec::new(),

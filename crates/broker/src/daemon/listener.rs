@@ -73,6 +73,8 @@ pub async fn serve_on_socket(
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    // Before the first record: the log's files name the run the connections are numbered in.
+    super::forensics::adopt_run(inherited.run.take());
     let socket = match take_socket(settings, &mut inherited) {
         Ok(socket) => socket,
         Err(code) => return code,
@@ -236,6 +238,7 @@ fn exec_upgrade(
         version: handover::VERSION,
         pid: std::process::id(),
         next_conn,
+        run: Some(super::forensics::run().to_owned()),
         revision: shared.store.current().revision.to_string(),
         bound: bound_info(socket),
         connections: stopped
@@ -390,6 +393,7 @@ fn store_state(
         version: handover::VERSION,
         pid: std::process::id(),
         next_conn,
+        run: Some(super::forensics::run().to_owned()),
         revision: shared.store.current().revision.to_string(),
         bound: None,
         connections: parked

@@ -11,6 +11,7 @@ pub mod decision_log;
 mod descriptors;
 #[cfg(unix)]
 pub mod fd_store;
+pub mod forensics;
 #[cfg(unix)]
 pub mod handover;
 mod listener;
@@ -104,6 +105,9 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         rules = loaded.policy.rules().len(),
         files = loaded.files.len(),
         policy = %settings.policy.display(),
+        revision = %loaded.revision,
+        mode = loaded.policy.mode().as_str(),
+        version = env!("CARGO_PKG_VERSION"),
         "policy loaded"
     );
     let status = format!(
@@ -184,7 +188,15 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             signals::ignore_reopen_without_a_log();
         }
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(reload::run(store, watch, reload_rx));
+        let report = reload::Reporter {
+            log: shared.log.as_ref().map(decision_log::DecisionLog::detached),
+            status_file: settings.status_file.clone(),
+        };
+        {
+            let (report, store) = (report.clone(), store.clone());
+            let _ = tokio::task::spawn_blocking(move || report.write_status(&store, None)).await;
+        }
+        tokio::spawn(reload::run(store, watch, reload_rx, report));
         signals::spawn_hangup_handler(reload_tx);
         let stats = shared.log.as_ref().map(|log| log.stats.clone());
         #[cfg(unix)]

@@ -44,7 +44,42 @@ mod imp {
     pub fn stopping() {}
 }
 
-pub use imp::{ready as ready_with_status, reloading, status, stopping};
+pub use imp::{reloading, stopping};
+
+/// The status line last set, and a problem of the decision log's that is appended to it until
+/// it is over: `STATUS=` shows both, whichever changed last.
+static LAST_STATUS: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+static LOG_PROBLEM: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn composed(line: &str) -> String {
+    if let Ok(mut last) = LAST_STATUS.lock() {
+        line.clone_into(&mut last);
+    }
+    match LOG_PROBLEM.lock().ok().and_then(|p| p.clone()) {
+        Some(problem) if !line.is_empty() => format!("{line}; DECISION LOG: {problem}"),
+        Some(problem) => format!("DECISION LOG: {problem}"),
+        None => line.to_owned(),
+    }
+}
+
+/// READY=1 with the first status line.
+pub fn ready_with_status(line: &str) {
+    imp::ready(&composed(line));
+}
+
+/// STATUS= (with the decision log's problem, if it has one).
+pub fn status(line: &str) {
+    imp::status(&composed(line));
+}
+
+/// Sets or clears the decision log's problem, and sends the status line again with it.
+pub fn log_problem(problem: Option<String>) {
+    if let Ok(mut slot) = LOG_PROBLEM.lock() {
+        *slot = problem;
+    }
+    let last = LAST_STATUS.lock().map(|l| l.clone()).unwrap_or_default();
+    imp::status(&composed(&last));
+}
 
 /// READY=1 after a reload.
 pub fn ready() {

@@ -118,7 +118,10 @@ impl ProcDir {
     pub fn facts(&self) -> Facts {
         #[cfg(target_os = "linux")]
         if let Ok(dir) = &self.dir {
-            return read_facts(dir);
+            return Facts {
+                start_time: self.start_time(),
+                ..read_facts(dir)
+            };
         }
         Facts::default()
     }
@@ -179,6 +182,8 @@ pub struct Facts {
     pub group_names: Option<Vec<String>>,
     /// Whether the names were looked up (once per connection, when a policy first needs them).
     pub names_read: bool,
+    /// When the process started (see [`ProcDir::start_time`]), for the decision log.
+    pub start_time: Option<u64>,
 }
 
 /// Looks up the peer's account names on this host (NSS), when a policy names `users` or
@@ -283,6 +288,7 @@ fn read_facts(dir: &std::os::fd::OwnedFd) -> Facts {
         group: None,
         group_names: None,
         names_read: false,
+        start_time: None,
     }
 }
 

@@ -5,6 +5,7 @@
 //! a complete new snapshot off to the side and swaps it in only if it compiled; a policy that does
 //! not load never replaces the running one.
 
+use super::decision_log::{self, DetachedLog, Record, ReloadRecord};
 use crate::policy_files::{self, LoadError, LoadedPolicy};
 use arc_swap::ArcSwap;
 use permission_broker_policy::Policy;
@@ -30,6 +31,8 @@ pub struct Status {
     pub rules: usize,
     /// The last failed reload's first error, until a reload succeeds.
     pub last_error: Option<String>,
+    /// Reloads tried since the daemon started.
+    pub reloads: u64,
 }
 
 impl Status {
@@ -53,20 +56,13 @@ pub struct PolicyStore {
     status: Mutex<Status>,
 }
 
-/// How a reload went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reloaded {
-    Swapped { from: String, to: String },
-    Unchanged,
-    Failed,
-}
-
 impl PolicyStore {
     pub fn new(path: PathBuf, loaded: LoadedPolicy, strict: bool) -> PolicyStore {
         let status = Status {
             revision: loaded.revision.clone(),
             rules: loaded.policy.rules().len(),
             last_error: None,
+            reloads: 0,
         };
         PolicyStore {
             path,
@@ -93,18 +89,19 @@ impl PolicyStore {
         &self.path
     }
 
-    /// Loads the policy again and swaps it in if it compiled and differs. Blocking: run it off the
-    /// async threads.
-    pub fn reload(&self, why: &str) -> Reloaded {
-        let outcome = match policy_files::load_strict(&self.path, self.strict) {
+    /// Loads the policy again and swaps it in if it compiled and differs; says how it went.
+    /// Blocking: run it off the async threads.
+    pub fn reload(&self, why: &str) -> ReloadRecord {
+        let from = self.current.load().revision.clone();
+        let (outcome, errors, error) = match policy_files::load_strict(&self.path, self.strict) {
             Ok(loaded) => {
                 for warning in loaded.warnings.warnings() {
                     tracing::warn!("{warning}");
                 }
-                let from = self.current.load().revision.clone();
                 let rules = loaded.policy.rules().len();
                 let outcome = if loaded.revision == from {
-                    Reloaded::Unchanged
+                    tracing::info!(revision = %from, trigger = why, "policy unchanged");
+                    "unchanged"
                 } else {
                     let to = loaded.revision.clone();
                     self.current.store(Arc::new(Snapshot {
@@ -113,7 +110,7 @@ impl PolicyStore {
                         revision: loaded.revision,
                     }));
                     tracing::info!(from = %from, to = %to, rules, trigger = why, "policy reloaded");
-                    Reloaded::Swapped { from, to }
+                    "swapped"
                 };
                 let revision = self.current.load().revision.clone();
                 self.set_status(|s| {
@@ -121,7 +118,7 @@ impl PolicyStore {
                     s.rules = rules;
                     s.last_error = None;
                 });
-                outcome
+                (outcome, 0, None)
             }
             Err(e) => {
                 let (count, first) = match &e {
@@ -139,19 +136,29 @@ impl PolicyStore {
                         }
                     }
                 }
-                let serving = self.current.load().revision.clone();
                 tracing::error!(
                     errors = count,
-                    serving = %serving,
+                    serving = %from,
                     trigger = why,
                     "policy reload failed; still serving the last good policy"
                 );
-                self.set_status(|s| s.last_error = Some(first));
-                Reloaded::Failed
+                self.set_status(|s| s.last_error = Some(first.clone()));
+                ("failed", count, Some(first))
             }
         };
+        self.set_status(|s| s.reloads += 1);
         super::notify::status(&self.status().line());
-        outcome
+        let current = self.current.load();
+        ReloadRecord {
+            time: decision_log::now(),
+            trigger: why.to_owned(),
+            outcome,
+            from,
+            to: current.revision.clone(),
+            files: current.files.clone(),
+            errors,
+            error,
+        }
     }
 
     fn set_status(&self, f: impl FnOnce(&mut Status)) {
@@ -159,6 +166,91 @@ impl PolicyStore {
             f(&mut status);
         }
     }
+}
+
+/// Where each reload is reported beyond the error log and `STATUS=`: the decision log (a
+/// `kind:"reload"` record) and the status file.
+#[derive(Debug, Clone, Default)]
+pub struct Reporter {
+    pub log: Option<DetachedLog>,
+    pub status_file: Option<PathBuf>,
+}
+
+/// What the status file says (`serve --status-file`): read by `permission-broker reload`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StatusFile {
+    pub pid: u32,
+    pub version: String,
+    pub policy: PathBuf,
+    pub strict_modes: bool,
+    pub revision: String,
+    pub rules: usize,
+    /// Reloads tried since the daemon started; the last one's outcome.
+    pub reloads: u64,
+    pub last_reload: Option<LastReload>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct LastReload {
+    pub trigger: String,
+    pub outcome: String,
+    pub from: String,
+    pub to: String,
+    pub error: Option<String>,
+}
+
+impl Reporter {
+    /// Replaces the status file (a new file renamed over it: a reader never sees half of one).
+    /// Blocking.
+    pub fn write_status(&self, store: &PolicyStore, last: Option<&ReloadRecord>) {
+        let Some(path) = &self.status_file else {
+            return;
+        };
+        let status = store.status();
+        let file = StatusFile {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            policy: store.path.clone(),
+            strict_modes: store.strict,
+            revision: status.revision,
+            rules: status.rules,
+            reloads: status.reloads,
+            last_reload: last.map(|r| LastReload {
+                trigger: r.trigger.clone(),
+                outcome: r.outcome.to_owned(),
+                from: r.from.clone(),
+                to: r.to.clone(),
+                error: r.error.clone(),
+            }),
+        };
+        if let Err(e) = replace_file(path, &serde_json::to_vec_pretty(&file).unwrap_or_default()) {
+            tracing::error!(status_file = %path.display(), "cannot write the status file: {e}");
+        }
+    }
+}
+
+/// Writes `bytes` to a new file beside `path` and renames it over `path`.
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    let _ = std::fs::remove_file(&temp);
+    let mut file = options.open(&temp)?;
+    file.write_all(bytes)?;
+    file.write_all(b"\n")?;
+    drop(file);
+    std::fs::rename(&temp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
 }
 
 /// How the reloader learns that the policy may have changed.
@@ -205,6 +297,7 @@ pub async fn run(
     store: Arc<PolicyStore>,
     config: WatchConfig,
     mut requests: mpsc::Receiver<&'static str>,
+    report: Reporter,
 ) {
     let (events_tx, mut events) = mpsc::channel::<()>(1);
     // Kept alive for the life of this task: dropping the watcher stops the events. Armed again
@@ -269,12 +362,19 @@ pub async fn run(
             else => return,
         };
         let reloading = store.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let reported = report.clone();
+        if let Ok(record) = tokio::task::spawn_blocking(move || {
             super::notify::reloading();
-            reloading.reload(why);
+            let record = reloading.reload(why);
+            reported.write_status(&reloading, Some(&record));
             super::notify::ready();
+            record
         })
-        .await;
+        .await
+            && let Some(log) = &report.log
+        {
+            log.record(Record::Reload(Box::new(record))).await;
+        }
         let now = std::fs::canonicalize(store.path()).ok();
         if config.events && now != watched {
             tracing::info!(

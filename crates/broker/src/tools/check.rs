@@ -26,10 +26,13 @@ pub fn run(path: &Path, accounts: &Accounts) -> ExitCode {
                 );
             }
             eprintln!(
-                "{}: ok ({} rules from {} file(s))",
+                "{}: ok ({} rules from {} file(s)), revision {}, {} mode; checked by permission-broker {}",
                 path.display(),
                 loaded.policy.rules().len(),
-                loaded.files.len()
+                loaded.files.len(),
+                loaded.revision,
+                loaded.policy.mode().as_str(),
+                env!("CARGO_PKG_VERSION")
             );
             ExitCode::SUCCESS
         }

@@ -7,6 +7,7 @@ pub mod ask;
 pub mod check;
 pub mod explain;
 pub mod policy_test;
+pub mod reload;
 pub mod suggest;
 
 use crate::exit::EXIT_CONFIG;
