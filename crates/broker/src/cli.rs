@@ -79,6 +79,10 @@ pub enum Command {
         /// Refuse (exit 87) unless the broker runs as this uid, as the kernel reports it.
         #[arg(long, value_name = "UID")]
         require_uid: Option<u32>,
+        /// Exit 0 on any answer, allow or deny: a health check (the broker answers); a fault
+        /// still exits 87.
+        #[arg(long)]
+        any_answer: bool,
         /// read, write, net, env, sys, run, ffi or import.
         permission: Permission,
         /// The value to ask about; omitted, the whole permission (null).

@@ -32,8 +32,9 @@ fn main() -> ExitCode {
         Command::Ask {
             socket,
             require_uid,
+            any_answer,
             permission,
             value,
-        } => tools::ask::run(socket, require_uid, permission, value),
+        } => tools::ask::run(socket, require_uid, any_answer, permission, value),
     }
 }

@@ -116,7 +116,7 @@ pub async fn serve_on_socket(
     spawn_upgrade_handler(control, upgrade.clone(), Arc::downgrade(&shared));
     // Every handler is installed: a signal an upgrade left pending is delivered now.
     signals::unblock_handled();
-    announce_ready(&shown);
+    announce_ready(&shown, settings.decision_log.as_deref() == Some("-"));
     notify::ready_with_status(status);
     let mut next_conn = inherited.next_conn.max(1);
     loop {
@@ -519,7 +519,7 @@ pub async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &
     };
     let mut listener = listener;
     let stop = signals::stop_signal();
-    announce_ready(path);
+    announce_ready(path, settings.decision_log.as_deref() == Some("-"));
     notify::ready_with_status(status);
     server::run(&mut listener, shared, Vec::new(), 1, async {
         stop.await;
@@ -531,15 +531,21 @@ pub async fn serve_on_socket(settings: &Settings, shared: Arc<Shared>, status: &
 
 /// The one line on stdout that says the broker accepts connections, and how to use it.
 #[allow(clippy::print_stdout)]
-fn announce_ready(path: &std::path::Path) {
+fn announce_ready(path: &std::path::Path, stdout_is_the_log: bool) {
     tracing::info!(socket = %path.display(), "ready");
     // Not println!: after an upgrade in place, whoever read the first ready line may be gone.
+    // With `--decision-log -` stdout is the log's, pure JSON for a shipper: the line goes to
+    // stderr.
     use std::io::Write;
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(
-        stdout,
-        "permission-broker ready on {0}; run Deno with: DENO_PERMISSION_BROKER_PATH={0} deno run app.ts",
+    let line = format!(
+        "permission-broker ready on {0}; run Deno with: DENO_PERMISSION_BROKER_PATH={0} deno run app.ts\n",
         path.display()
     );
-    let _ = stdout.flush();
+    if stdout_is_the_log {
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    } else {
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(line.as_bytes());
+        let _ = stdout.flush();
+    }
 }

@@ -25,6 +25,41 @@ pub enum BindError {
     InUse(PathBuf),
     #[error("cannot bind `{path}`: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot bind `{path}`: {source}: its directory `{dir}` is owned by uid {owner} with mode {mode:o}, and this daemon runs as uid {me}; make the directory the daemon's (`install -d -o {me} -m 0755 {dir}`; in Docker, before bind-mounting it)"
+    )]
+    DirectoryNotWritable {
+        path: PathBuf,
+        source: io::Error,
+        dir: String,
+        owner: u32,
+        mode: u32,
+        me: u32,
+    },
+}
+
+/// A bind refused for want of write access says whose the directory is, and what to do.
+fn explain_bind_error(path: &Path, source: io::Error) -> BindError {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(m) if source.kind() == io::ErrorKind::PermissionDenied => {
+            BindError::DirectoryNotWritable {
+                path: path.to_path_buf(),
+                source,
+                dir: dir.display().to_string(),
+                owner: m.uid(),
+                mode: m.permissions().mode() & 0o7777,
+                me: nix::unistd::geteuid().as_raw(),
+            }
+        }
+        _ => BindError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
 }
 
 /// The socket file the daemon created, removed again on shutdown if it is still ours.
@@ -119,7 +154,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<BoundSocket, BindError> {
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    let listener = bound.map_err(io_err)?;
+    let listener = bound.map_err(|e| explain_bind_error(path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
     listener.set_nonblocking(true).map_err(io_err)?;
     let m = std::fs::symlink_metadata(path).map_err(io_err)?;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 pub fn run(
     socket: Option<PathBuf>,
     require_uid: Option<u32>,
+    any_answer: bool,
     permission: Permission,
     value: Option<String>,
 ) -> ExitCode {
@@ -22,6 +23,11 @@ pub fn run(
         None => Client::connect(path),
     };
     let decision = client.check(permission, value.as_deref());
+    let denied = if any_answer {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
     match (decision.is_allowed(), decision.reason) {
         (true, _) => {
             println!("allow");
@@ -29,11 +35,11 @@ pub fn run(
         }
         (false, Some(reason)) => {
             println!("deny: {reason}");
-            ExitCode::FAILURE
+            denied
         }
         (false, None) => {
             println!("deny");
-            ExitCode::FAILURE
+            denied
         }
     }
 }
