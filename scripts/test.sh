@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: installs what the tests need (the pinned Deno releases,
-# hadolint, systemd's tools, strace, cargo-fuzz), then checks formatting and lints, runs every test (unit,
+# hadolint, systemd's tools, strace, logrotate, libseccomp, setcap, cargo-fuzz), then checks formatting and lints, runs every test (unit,
 # integration, and end-to-end with real Deno), and fuzzes each parser for a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +12,12 @@ fi
 if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activate >/dev/null \
   || ! command -v setpriv >/dev/null || ! command -v unshare >/dev/null \
   || ! command -v prlimit >/dev/null || ! command -v strace >/dev/null \
-  || ! command -v logrotate >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq systemd util-linux strace logrotate >/dev/null
+  || ! command -v logrotate >/dev/null || ! command -v setcap >/dev/null \
+  || ! [ -e /usr/include/seccomp.h ]; then
+  # libseccomp-dev: the test suite loads the unit's system-call filter (tests/src/bin/seccomp-exec.rs);
+  # libcap2-bin: the Docker image's file capability is set with setcap.
+  apt-get update -qq && apt-get install -y -qq systemd util-linux strace logrotate libseccomp-dev \
+    libcap2-bin >/dev/null
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
