@@ -7,6 +7,7 @@ use permission_broker_tests as common;
 
 use common::{Asker, BROKER, Daemon, RawConn, sigterm_and_wait};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 const POLICY: &str = "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n";
@@ -22,6 +23,58 @@ fn the_decision_log_is_created_0640_whatever_the_umask() {
     assert!(sigterm_and_wait(&mut daemon).success());
     let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "{mode:o}");
+}
+
+/// A log shipper's group reads the log: `--decision-log-group` gives each file the daemon opens
+/// (at start and after a rotation) to it. A daemon that is not a member cannot, and does not start
+/// rather than write a log its shipper cannot read.
+#[test]
+fn the_decision_log_goes_to_its_group_and_a_group_the_daemon_is_not_in_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let mut daemon = Daemon::start(
+        POLICY,
+        &[
+            "--decision-log",
+            log.to_str().unwrap(),
+            "--decision-log-group",
+            "adm",
+        ],
+    );
+    assert!(Asker::open(&daemon).allowed("/tmp/x"));
+    let adm = 4;
+    assert_eq!(std::fs::metadata(&log).unwrap().gid(), adm);
+    std::fs::rename(&log, dir.path().join("decisions.jsonl.1")).unwrap();
+    common::signal(&daemon, nix::sys::signal::Signal::SIGUSR1);
+    daemon.wait_for_log(&["decision log reopened"]);
+    assert!(Asker::open(&daemon).allowed("/tmp/x"));
+    let meta = std::fs::metadata(&log).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o777), (adm, 0o640));
+    assert!(sigterm_and_wait(&mut daemon).success());
+
+    // As nobody, who is not in adm.
+    let nobody = common::nobody_uid();
+    let logs = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(logs.path(), Some(nobody), None).unwrap();
+    std::fs::set_permissions(logs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let policy = logs.path().join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let out = Command::new(&*BROKER)
+        .args(["serve", "--socket"])
+        .arg(logs.path().join("b.sock"))
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--decision-log")
+        .arg(logs.path().join("d.jsonl"))
+        .args(["--decision-log-group", "adm"])
+        .uid(nobody)
+        .gid(nobody)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(said.contains("cannot give it to group 4"), "{said}");
 }
 
 /// The README's first layout, `broker.toml` beside the drop-ins in `/etc/permission-broker`, was

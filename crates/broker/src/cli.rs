@@ -207,6 +207,11 @@ pub struct ServeArgs {
     /// waits on to say whether a new revision serves.
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,
+    /// The group the decision log file is given (it is created 0640: its owner writes, this group
+    /// reads), such as a log shipper's. The daemon must be a member of it (under the unit,
+    /// `SupplementaryGroups=`); otherwise the log does not open (exit 64).
+    #[arg(long, value_name = "NAME")]
+    pub decision_log_group: Option<String>,
     /// Seconds a decision may wait for its record to be written before its connection is
     /// closed unanswered, 0.001 to 3600 [default: 2] (fail closed; counted as `overloaded`).
     #[arg(long)]

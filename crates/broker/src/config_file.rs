@@ -20,6 +20,8 @@ pub struct ConfigFile {
     /// A file path, or `-` for stdout.
     pub decision_log: Option<Spanned<String>>,
     pub decision_log_max_wait: Option<Spanned<f64>>,
+    /// See `serve --decision-log-group`.
+    pub decision_log_group: Option<Spanned<String>>,
     /// See `serve --status-file`.
     pub status_file: Option<Spanned<String>>,
     /// `fdatasync` each commit before answering.

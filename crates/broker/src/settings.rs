@@ -44,6 +44,8 @@ pub struct Settings {
     pub decision_log_max_wait: f64,
     /// `fdatasync` every commit of the decision log before answering.
     pub decision_log_sync: bool,
+    /// The group the decision log file is given (name, gid).
+    pub decision_log_group: Option<(String, u32)>,
     /// Where what is serving and the last reload's outcome are kept.
     pub status_file: Option<PathBuf>,
     pub poll_interval: f64,
@@ -117,6 +119,18 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
                 return Err(at(
                     file.socket_group.as_ref().map(|g| g.span()),
                     format!("unknown group `{name}`"),
+                ));
+            }
+        },
+    };
+    let decision_log_group = match string(args.decision_log_group, &file.decision_log_group) {
+        None => None,
+        Some(name) => match group_id(&name) {
+            Some(gid) => Some((name, gid)),
+            None => {
+                return Err(at(
+                    file.decision_log_group.as_ref().map(|g| g.span()),
+                    format!("unknown group `{name}` (decision_log_group)"),
                 ));
             }
         },
@@ -268,6 +282,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         decision_log: string(args.decision_log, &file.decision_log),
         decision_log_max_wait,
         decision_log_sync: args.decision_log_sync || file.decision_log_sync.unwrap_or(false),
+        decision_log_group,
         status_file: string(
             args.status_file.map(|p| p.display().to_string()),
             &file.status_file,

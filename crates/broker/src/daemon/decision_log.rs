@@ -247,6 +247,8 @@ pub struct Options {
     pub max_wait: Duration,
     /// `fdatasync` each commit before answering (audit evidence that survives a power cut).
     pub sync: bool,
+    /// The group each file is given (it reads; the daemon's user writes).
+    pub group: Option<u32>,
 }
 
 impl DecisionLog {
@@ -256,7 +258,7 @@ impl DecisionLog {
         target: Target,
         options: Options,
     ) -> std::io::Result<(DecisionLog, oneshot::Receiver<()>)> {
-        let sink = Sink::open(&target)?;
+        let sink = Sink::open(&target, options.group)?;
         let (tx, rx) = mpsc::channel(options.capacity);
         let stats = Arc::new(Stats::default());
         // Installed now, before the daemon is ready: an early SIGUSR1 must not kill it.
@@ -266,7 +268,14 @@ impl DecisionLog {
         std::thread::Builder::new()
             .name("decision-log".to_owned())
             .spawn(move || {
-                write_loop(sink, &target, rx, &writer_stats, options.sync);
+                write_loop(
+                    sink,
+                    &target,
+                    options.group,
+                    rx,
+                    &writer_stats,
+                    options.sync,
+                );
                 let _ = done_tx.send(());
             })?;
         Ok((
@@ -358,7 +367,7 @@ enum Sink {
 }
 
 impl Sink {
-    fn open(target: &Target) -> std::io::Result<Sink> {
+    fn open(target: &Target, group: Option<u32>) -> std::io::Result<Sink> {
         Ok(match target {
             Target::Stdout => Sink::Stdout(std::io::stdout()),
             Target::File(path) => {
@@ -369,6 +378,17 @@ impl Sink {
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
                 let mut file = options.open(path)?;
+                #[cfg(unix)]
+                if let Some(gid) = group {
+                    std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot give it to group {gid} (is the daemon a member?): {e}"),
+                        )
+                    })?;
+                }
+                #[cfg(not(unix))]
+                let _ = group;
                 repair_torn_tail(&mut file, path)?;
                 Sink::File(file)
             }
@@ -454,6 +474,7 @@ fn repair_torn_tail(file: &mut std::fs::File, path: &std::path::Path) -> std::io
 fn write_loop(
     mut sink: Sink,
     target: &Target,
+    group: Option<u32>,
     mut rx: mpsc::Receiver<Message>,
     stats: &Stats,
     sync: bool,
@@ -462,6 +483,7 @@ fn write_loop(
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let mut file = FileState {
         path: Some(target.path_text()),
+        group,
         header_due: Some("start"),
         ..FileState::default()
     };
@@ -596,6 +618,8 @@ struct FileState {
     header_due: Option<&'static str>,
     /// The log's path, for messages.
     path: Option<String>,
+    /// The group each opened file is given.
+    group: Option<u32>,
 }
 
 impl FileState {
@@ -647,7 +671,7 @@ impl FileState {
     /// while it has a name, and the reopen is tried again before each write, once a second.
     fn reopen(&mut self, sink: &mut Sink, target: &Target, why: &'static str) -> bool {
         self.last_try = Some(std::time::Instant::now());
-        match Sink::open(target) {
+        match Sink::open(target, self.group) {
             Ok(fresh) => {
                 *sink = fresh;
                 self.reopen_wanted = false;

@@ -154,6 +154,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
                     capacity: DECISION_LOG_CAPACITY,
                     max_wait: Duration::from_secs_f64(settings.decision_log_max_wait),
                     sync: settings.decision_log_sync,
+                    group: settings.decision_log_group.as_ref().map(|(_, gid)| *gid),
                 },
             ) {
                 Ok((log, writer)) => (Some(log), Some(writer)),
