@@ -37,7 +37,11 @@ fn a_read_through_a_link_is_recorded_with_its_target() {
     drop(conn);
     assert!(common::sigterm_and_wait(&mut daemon).success());
     let text = std::fs::read_to_string(&log).unwrap();
-    let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let record: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["kind"] == "decision")
+        .unwrap();
     assert_eq!(
         record["target"],
         root.join("real.txt").display().to_string(),

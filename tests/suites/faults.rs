@@ -191,16 +191,22 @@ fn a_decision_log_that_cannot_be_reopened_keeps_the_old_file_and_loses_nothing()
     std::fs::rename(&log, &rotated).unwrap();
     std::fs::create_dir(&log).unwrap();
     signal(&daemon, nix::sys::signal::Signal::SIGUSR1);
-    let error =
-        daemon.wait_for_log(&["cannot reopen the decision log; still writing the old file"]);
+    let error = daemon.wait_for_log(&["decision log: cannot reopen", "still writing"]);
     assert!(error.contains("Is a directory"), "{error}");
+    assert!(
+        error.contains("decisions.jsonl.1"),
+        "names the file it still writes: {error}"
+    );
     for _ in 0..10 {
         assert!(asker.allowed("/tmp/after"), "still answering");
     }
     assert!(common::sigterm_and_wait(&mut daemon).success());
     let records = std::fs::read_to_string(&rotated).unwrap();
     assert_eq!(
-        records.lines().count(),
+        records
+            .lines()
+            .filter(|l| l.contains(r#""kind":"decision""#))
+            .count(),
         20,
         "every decision, in the old file"
     );

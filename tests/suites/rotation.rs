@@ -213,7 +213,13 @@ fn a_failed_reopen_is_loud_and_no_record_goes_to_a_file_without_a_name() {
     manager.wait_for_status("DECISION LOG: cannot reopen");
     // Still answered, and on record in the renamed file.
     assert!(ask(&mut conn, &mut id).contains("allow"));
-    let in_rotated = || std::fs::read_to_string(&rotated).unwrap().lines().count();
+    let in_rotated = || {
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(r#""kind":"decision""#))
+            .count()
+    };
     assert_eq!(in_rotated(), 2);
 
     // The renamed file is deleted: a record written now would be lost with it.
@@ -243,8 +249,21 @@ fn a_failed_reopen_is_loud_and_no_record_goes_to_a_file_without_a_name() {
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] != "log")
         .collect();
+    let header: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (header["kind"].as_str(), header["opened"].as_str()),
+        (Some("log"), Some("retry"))
+    );
     let seen: Vec<(String, u64, u64)> = records
         .iter()
         .map(|r| {

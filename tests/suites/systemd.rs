@@ -466,3 +466,40 @@ fn the_unit_denies_reaching_into_other_processes() {
         assert!(!calls.contains(call), "the daemon called {call}");
     }
 }
+
+/// `Restart=on-failure` restarted a daemon whose policy does not load (exit 64) until the start
+/// limit failed the socket unit too. The unit names the daemon's two don't-retry statuses, and the
+/// daemon really exits with them: 64 for a policy that does not load, 69 for a socket it cannot
+/// take.
+#[test]
+fn the_unit_does_not_restart_on_the_statuses_the_daemon_uses_for_mistakes() {
+    let text = std::fs::read_to_string(units().join("permission-broker.service")).unwrap();
+    assert!(text.contains("\nRestart=on-failure\n"));
+    let prevented: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .expect("RestartPreventExitStatus=")
+        .split_whitespace()
+        .collect();
+    assert_eq!(prevented, ["64", "69"]);
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "version = 1\n[[rule]]\nid = \"x\"\n").unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "version = 1\n").unwrap();
+    let not_a_socket = dir.path().join("file");
+    std::fs::write(&not_a_socket, "").unwrap();
+    let serve = |policy: &Path, socket: &Path| {
+        Command::new(&*BROKER)
+            .args(["serve", "--policy"])
+            .arg(policy)
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(serve(&broken, &dir.path().join("a.sock")), Some(64));
+    assert_eq!(serve(&good, &not_a_socket), Some(69));
+}
