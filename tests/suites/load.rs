@@ -84,8 +84,8 @@ enum Line {
     Decision(Record),
     Fault(serde_json::Value),
     /// A file's header and reload records: what names the decisions, not decisions.
-    Log(serde_json::Value),
-    Reload(serde_json::Value),
+    Log(serde::de::IgnoredAny),
+    Reload(serde::de::IgnoredAny),
 }
 
 #[derive(Deserialize)]
