@@ -386,6 +386,99 @@ fn systemctl_reload_succeeds_only_when_the_checked_revision_serves() {
     assert!(said.contains("neither root nor the daemon's uid"), "{said}");
 }
 
+/// A status file `reload` must not believe: one a stopped daemon left behind, naming a pid that
+/// another process has now (before, that process was sent SIGHUP -- killing a `sleep`); one in a
+/// directory another user can write (a forged file there named the forger's own process and
+/// `reload` reported success). The daemon removes its status file when it stops, and refuses to
+/// keep one where others can write.
+#[test]
+fn reload_believes_only_the_running_daemons_own_status_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let status = dir.path().join("status.json");
+    let status_arg = status.display().to_string();
+    let mut daemon = common::Daemon::start_in(dir, &policy, &["--status-file", &status_arg]);
+    let written = std::fs::read_to_string(&status).unwrap();
+    assert!(common::sigterm_and_wait(&mut daemon).success());
+    assert!(!status.exists(), "the stop leaves its status file behind");
+
+    // The file as it was, now naming a process that is not the daemon.
+    let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+    let forged = written.replace(
+        &format!("\"pid\": {}", daemon.child.id()),
+        &format!("\"pid\": {}", bystander.id()),
+    );
+    assert_ne!(forged, written);
+    std::fs::write(&status, forged).unwrap();
+    let out = Command::new(&*BROKER)
+        .args(["reload", "--status-file", &status_arg, "--timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the process that wrote it"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was signalled"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+
+    // A directory others can write: the daemon does not start, and reload does not believe it.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), PermissionsExt::from_mode(0o1777)).unwrap();
+    let in_shared = shared.path().join("status.json");
+    let out = Command::new(&*BROKER)
+        .args(["serve", "--policy"])
+        .arg(&policy)
+        .arg("--socket")
+        .arg(shared.path().join("b.sock"))
+        .arg("--status-file")
+        .arg(&in_shared)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(said.contains("writable by others"), "{said}");
+    let me = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut me = me;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", me.id())).unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(
+        &in_shared,
+        format!(
+            r#"{{"pid":{},"start_time":{start},"version":"0","policy":"{}","strict_modes":true,"revision":"x","rules":0,"reloads":0,"last_reload":null}}"#,
+            me.id(),
+            policy.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(&*BROKER)
+        .args(["reload", "--status-file"])
+        .arg(&in_shared)
+        .args(["--timeout", "1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{said}");
+    assert!(said.contains("writable by others"), "{said}");
+    assert!(me.try_wait().unwrap().is_none(), "signalled");
+    let _ = me.kill();
+    let _ = me.wait();
+}
+
 /// `CAP_SYS_PTRACE` with `@system-service` let the daemon write any process's memory
 /// (`process_vm_writev` into a root process): the unit denies the calls that reach another
 /// process's memory or descriptors, none of which the daemon makes.

@@ -115,6 +115,21 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         loaded.revision,
         loaded.policy.rules().len()
     );
+    #[cfg(unix)]
+    if let Some(status_file) = &settings.status_file
+        && let Some(why) =
+            reload::untrusted_status_dir(status_file, nix::unistd::geteuid().as_raw())
+    {
+        tracing::error!(
+            "the status file `{}` cannot be trusted: {why}; not starting",
+            status_file.display()
+        );
+        eprintln!(
+            "the status file `{}` cannot be trusted: {why}",
+            status_file.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     descriptors::raise_limit(settings.limits.max_connections);
     warn_if_log_beside_policy(&settings);
     let store = Arc::new(reload::PolicyStore::new(
@@ -218,6 +233,9 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         }
         if let Some(stats) = stats {
             stats.report_at_exit();
+        }
+        if let Some(status_file) = &settings.status_file {
+            reload::remove_status_file(status_file);
         }
         code
     });

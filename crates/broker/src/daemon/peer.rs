@@ -56,17 +56,34 @@ pub struct ProcDir {
     pid: Option<u32>,
     #[cfg(target_os = "linux")]
     dir: Result<std::os::fd::OwnedFd, String>,
+    /// The start time of the process that connected, read when the handle was opened: a peer
+    /// that hands its socket on and exits is still named by it (see [`ProcDir::start_time`]).
+    start: Option<u64>,
 }
 
 impl ProcDir {
     pub fn open(peer: &Peer) -> ProcDir {
-        ProcDir {
-            pid: peer.pid,
-            #[cfg(target_os = "linux")]
-            dir: match peer.pid {
+        #[cfg(target_os = "linux")]
+        {
+            let dir = match peer.pid {
                 Some(pid) => open_proc_dir(pid),
                 None => Err("the kernel did not report the peer's pid".to_owned()),
-            },
+            };
+            let start = dir
+                .as_ref()
+                .ok()
+                .and_then(|d| read_at(d, "stat"))
+                .and_then(|stat| parse_start_time(&stat));
+            ProcDir {
+                pid: peer.pid,
+                dir,
+                start,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        ProcDir {
+            pid: peer.pid,
+            start: None,
         }
     }
 
@@ -97,20 +114,15 @@ impl ProcDir {
                 "the /proc entry of process {} could not be opened when it connected",
                 peer.pid.unwrap_or_default()
             )),
+            start: None,
         }
     }
 
     /// When the process started, in clock ticks since boot (`/proc/<pid>/stat`, field 22): with
     /// the pid, it names one process for the life of the system.
+    /// Read at accept, so it names the process that connected even once it has exited.
     pub fn start_time(&self) -> Option<u64> {
-        #[cfg(target_os = "linux")]
-        if let Ok(dir) = &self.dir {
-            let stat = read_at(dir, "stat")?;
-            // The command name (field 2) is in parentheses and may hold spaces or `)`.
-            let after = &stat[stat.rfind(')')? + 1..];
-            return after.split_whitespace().nth(19)?.parse().ok();
-        }
-        None
+        self.start
     }
 
     /// Facts about the peer beyond its credentials, for `when` conditions; `None` where they
@@ -125,6 +137,20 @@ impl ProcDir {
         }
         Facts::default()
     }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces or `)`.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The start time of process `pid` now (`None`: it is gone, or this is not Linux).
+pub fn start_time_of(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| parse_start_time(&stat))
 }
 
 #[cfg(target_os = "linux")]

@@ -180,6 +180,9 @@ pub struct Reporter {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StatusFile {
     pub pid: u32,
+    /// The daemon's start time (clock ticks since boot): with the pid, it names the daemon, so a
+    /// file left behind names no process that has reused its pid.
+    pub start_time: Option<u64>,
     pub version: String,
     pub policy: PathBuf,
     pub strict_modes: bool,
@@ -209,6 +212,7 @@ impl Reporter {
         let status = store.status();
         let file = StatusFile {
             pid: std::process::id(),
+            start_time: super::peer::start_time_of(std::process::id()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             policy: store.path.clone(),
             strict_modes: store.strict,
@@ -226,6 +230,56 @@ impl Reporter {
         if let Err(e) = replace_file(path, &serde_json::to_vec_pretty(&file).unwrap_or_default()) {
             tracing::error!(status_file = %path.display(), "cannot write the status file: {e}");
         }
+    }
+}
+
+/// Removes the status file at a stop, if it is still this process's: a file left behind would
+/// name a pid that another process may take.
+pub fn remove_status_file(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<StatusFile>(&t).ok())
+        .is_some_and(|s| s.pid == std::process::id());
+    if ours && let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(status_file = %path.display(), "cannot remove the status file: {e}");
+    }
+}
+
+/// Why the status file's directory cannot be trusted, if it cannot: someone other than root or
+/// `uid` could replace the file (or squat its temporary name) there. The daemon refuses such a
+/// directory at start; `reload` refuses a status file in one.
+pub fn untrusted_status_dir(path: &Path, uid: u32) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let m = match std::fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("its directory `{}`: {e}", dir.display())),
+        };
+        if m.uid() != 0 && m.uid() != uid {
+            return Some(format!(
+                "its directory `{}` is owned by uid {}, neither root nor the daemon's uid {uid}",
+                dir.display(),
+                m.uid()
+            ));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Some(format!(
+                "its directory `{}` is writable by others (mode {:o}): keep it where only the daemon's user can write, such as /run/permission-broker/status",
+                dir.display(),
+                m.mode() & 0o7777
+            ));
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, uid);
+        None
     }
 }
 

@@ -112,7 +112,8 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
     }
 }
 
-/// The status file, if it is the running daemon's, and the daemon's uid.
+/// The status file, if it is the running daemon's (its pid and start time name a live process,
+/// which owns the file, in a directory only it or root can write), and the daemon's uid.
 fn read_status(path: &Path, pid: Option<u32>) -> Result<(StatusFile, Option<u32>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
     let status: StatusFile =
@@ -126,6 +127,19 @@ fn read_status(path: &Path, pid: Option<u32>) -> Result<(StatusFile, Option<u32>
         ));
     }
     let uid = owned_by_the_daemon(path, status.pid)?;
+    #[cfg(target_os = "linux")]
+    {
+        let now = crate::daemon::peer::start_time_of(status.pid);
+        if status.start_time.is_none() || now != status.start_time {
+            return Err(format!(
+                "pid {} is not the process that wrote it (started at {:?}, the file says {:?}): a file left by a daemon that is gone",
+                status.pid, now, status.start_time
+            ));
+        }
+        if let Some(why) = crate::daemon::reload::untrusted_status_dir(path, uid.unwrap_or(0)) {
+            return Err(why);
+        }
+    }
     Ok((status, uid))
 }
 
