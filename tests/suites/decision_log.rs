@@ -390,3 +390,51 @@ fn records_name_the_process_the_boot_and_the_run_and_every_reload_is_on_record()
     );
     assert_eq!(second[1]["kind"], "decision");
 }
+
+/// A connector that hands its connection to a child and exits: the record still names it by pid
+/// and start time (read at accept), not by a pid a later process may take. (The kernel knows only
+/// who connected; a descriptor passed on asks in that process's name.)
+#[test]
+fn a_record_names_the_process_that_connected_even_after_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy_path,
+        "version = 1\n[[rule]]\nid = \"a\"\neffect = \"allow\"\npermissions = [\"env\"]\nnames = [\"A\"]\n",
+    )
+    .unwrap();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut daemon = Daemon::start_in(dir, &policy_path, &["--decision-log", &log_arg]);
+    let script = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+print(os.getpid(), open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19], flush=True)
+time.sleep(0.3)
+if os.fork():
+    os._exit(0)
+time.sleep(0.3)
+s.sendall(b'{"v":1,"id":1,"datetime":"2026-12-01T00:00:00Z","permission":"env","value":"A"}\n')
+print(s.recv(4096).decode().strip(), flush=True)
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&daemon.socket)
+        .output()
+        .expect("python3");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = said.lines();
+    let first: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let (pid, start): (u64, u64) = (first[0].parse().unwrap(), first[1].parse().unwrap());
+    assert!(lines.next().unwrap_or("").contains("allow"), "{said}");
+    assert!(sigterm_and_wait(&mut daemon).success());
+    let record = records(&log)
+        .into_iter()
+        .find(|r| r["kind"] == "decision")
+        .unwrap();
+    assert_eq!(
+        (record["pid"].as_u64(), record["start_time"].as_u64()),
+        (Some(pid), Some(start))
+    );
+}

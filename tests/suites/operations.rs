@@ -25,6 +25,54 @@ fn the_decision_log_is_created_0640_whatever_the_umask() {
     assert_eq!(mode, 0o640, "{mode:o}");
 }
 
+/// A log file that is already there is not taken as it is: one any user can write is tightened
+/// to 0640 (and said so); one another user owns (who could rewrite the records) or a symbolic
+/// link (which could point anywhere) is refused, and the daemon does not start.
+#[test]
+fn an_existing_decision_log_others_could_rewrite_is_tightened_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("decisions.jsonl");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, PermissionsExt::from_mode(0o666)).unwrap();
+    let mut daemon = Daemon::start(POLICY, &["--decision-log", log.to_str().unwrap()]);
+    daemon.wait_for_log(&["tightened its mode", "was=\"666\"", "now=\"640\""]);
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    assert!(sigterm_and_wait(&mut daemon).success());
+
+    let serve_with_log = |log: &std::path::Path| {
+        let out = Command::new(&*BROKER)
+            .args(["serve", "--policy"])
+            .arg(dir.path().join("policy.toml"))
+            .arg("--socket")
+            .arg(dir.path().join("b.sock"))
+            .arg("--decision-log")
+            .arg(log)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    std::os::unix::fs::chown(&log, Some(common::nobody_uid()), None).unwrap();
+    let (code, said) = serve_with_log(&log);
+    assert_eq!(code, Some(64), "{said}");
+    assert!(
+        said.contains("its owner could rewrite the records"),
+        "{said}"
+    );
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(dir.path().join("elsewhere.jsonl"), &link).unwrap();
+    let (code, said) = serve_with_log(&link);
+    assert_eq!(code, Some(64), "{said}");
+    assert!(said.contains("is a symbolic link"), "{said}");
+    assert!(!dir.path().join("elsewhere.jsonl").exists());
+}
+
 /// A log shipper's group reads the log: `--decision-log-group` gives each file the daemon opens
 /// (at start and after a rotation) to it. A daemon that is not a member cannot, and does not start
 /// rather than write a log its shipper cannot read.

@@ -35,11 +35,7 @@ impl Target {
     /// preflight: the running daemon is writing it).
     pub fn check_openable(&self) -> std::io::Result<()> {
         if let Target::File(path) = self {
-            let mut options = std::fs::OpenOptions::new();
-            options.create(true).append(true).read(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
-            options.open(path)?;
+            open_log_file(path)?;
         }
         Ok(())
     }
@@ -371,13 +367,7 @@ impl Sink {
         Ok(match target {
             Target::Stdout => Sink::Stdout(std::io::stdout()),
             Target::File(path) => {
-                let mut options = std::fs::OpenOptions::new();
-                options.create(true).append(true).read(true);
-                // The log holds every process's requests: not readable by every user, whatever
-                // the umask (0640: the owner writes, a log shipper's group may read).
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
-                let mut file = options.open(path)?;
+                let mut file = open_log_file(path)?;
                 #[cfg(unix)]
                 if let Some(gid) = group {
                     std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|e| {
@@ -430,6 +420,54 @@ impl Sink {
             Sink::File(file) => file.sync_data(),
         }
     }
+}
+
+/// Opens (creating) the log for appending. It holds every process's requests, so it is kept
+/// `0640` or tighter whatever the umask (the owner writes, a log shipper's group may read): a
+/// file found looser is tightened and said so; one owned by another user (who could rewrite the
+/// records) or a symbolic link (which could point anywhere) is refused.
+fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true).read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        options
+            .mode(0o640)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+        let file = options.open(path).map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+                std::io::Error::other(format!(
+                    "`{}` is a symbolic link: give the log's real path",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+        let meta = file.metadata()?;
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(std::io::Error::other(format!(
+                "`{}` is owned by uid {}, not the daemon's uid {me}: its owner could rewrite the records; remove it or give it to the daemon's user",
+                path.display(),
+                meta.uid()
+            )));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & !0o640 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o640))?;
+            tracing::warn!(
+                path = %path.display(),
+                was = format!("{mode:o}"),
+                now = format!("{:o}", mode & 0o640),
+                "the decision log could be read or written by others; tightened its mode"
+            );
+        }
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    options.open(path)
 }
 
 /// A file whose last line has no newline was cut by a crash in the middle of a record: cut it
