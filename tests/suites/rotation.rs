@@ -310,3 +310,38 @@ fn a_log_cut_short_under_the_daemon_is_reported() {
     daemon.wait_for_log(&["ERROR", "cut short under the daemon", "copytruncate"]);
     assert!(sigterm_and_wait(&mut daemon).success());
 }
+
+/// A failed reopen is tried again every second even when no request comes, so an idle daemon
+/// does not go on writing the renamed file (and showing the error in `STATUS=`) until the next
+/// request.
+#[test]
+fn a_failed_reopen_is_retried_while_the_daemon_is_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let log = root.join("decisions.jsonl");
+    let policy = root.join("policy.toml");
+    std::fs::write(&policy, ALLOW_TMP).unwrap();
+    let args: Vec<OsString> = vec![
+        "serve".into(),
+        "--policy".into(),
+        policy.into(),
+        "--decision-log".into(),
+        log.clone().into(),
+    ];
+    let mut manager = ServiceManager::new(root, Path::new(&*BROKER), &args, 64);
+    manager.start();
+    let mut conn = RawConn::open_path(&manager.socket);
+    let mut id = 0;
+    assert!(ask(&mut conn, &mut id).contains("allow"));
+    std::fs::rename(&log, root.join("decisions.jsonl.1")).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    manager.signal(nix::sys::signal::Signal::SIGUSR1);
+    manager.wait_for_status("DECISION LOG: cannot reopen");
+    // The path is free again; nothing is asked.
+    std::fs::remove_dir(&log).unwrap();
+    manager.wait_for_log(&["decision log reopened", "retry"], 1);
+    let last = manager.last_status().unwrap();
+    assert!(!last.contains("DECISION LOG"), "{last}");
+    assert!(log.is_file());
+    assert!(manager.stop().success());
+}

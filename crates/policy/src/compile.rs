@@ -304,13 +304,34 @@ impl Compiler<'_> {
                 ),
             ),
             Ok(req) => {
-                let matches = semver::Version::parse(running).is_ok_and(|v| req.matches(&v));
-                if !matches {
+                let Ok(version) = semver::Version::parse(running) else {
+                    return;
+                };
+                if !req.matches(&version) {
+                    // Which way it misses: a lower bound above this version wants a newer
+                    // broker; otherwise this broker is newer than the policy allows.
+                    let too_old = req.comparators.iter().any(|c| {
+                        let base = semver::Version::new(
+                            c.major,
+                            c.minor.unwrap_or(0),
+                            c.patch.unwrap_or(0),
+                        );
+                        let alone = semver::VersionReq {
+                            comparators: vec![c.clone()],
+                        };
+                        let lower_bound = !matches!(c.op, semver::Op::Less | semver::Op::LessEq);
+                        lower_bound && !alone.matches(&version) && base >= version
+                    });
+                    let advice = if too_old {
+                        "upgrade the broker before this policy"
+                    } else {
+                        "this broker is newer than the policy allows: widen the policy's `requires`"
+                    };
                     self.error(
                         source,
                         &requires.span(),
                         format!(
-                            "this policy requires permission-broker {req}; this is {running}: upgrade the broker before this policy"
+                            "this policy requires permission-broker {req}; this is {running}: {advice}"
                         ),
                     );
                 }

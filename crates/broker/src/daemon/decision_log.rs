@@ -169,6 +169,8 @@ pub struct Stats {
     /// Connections closed because their record was not written within `max_wait`.
     pub overloaded: AtomicU64,
     pub write_errors: AtomicU64,
+    /// A reopen is owed: the ticker wakes the writer once a second to try it, idle or not.
+    retrying: std::sync::atomic::AtomicBool,
 }
 
 impl Stats {
@@ -214,6 +216,8 @@ enum Message {
     /// A record no answer waits on (a reload): not counted with the answers' records.
     Detached(Record),
     Reopen,
+    /// Once a second while a reopen is owed: try it even when no record comes.
+    Tick,
 }
 
 /// The sending side, cloned into every connection.
@@ -230,6 +234,7 @@ impl std::fmt::Debug for Message {
             Message::Record(..) => "Record",
             Message::Detached(..) => "Detached",
             Message::Reopen => "Reopen",
+            Message::Tick => "Tick",
         })
     }
 }
@@ -259,6 +264,7 @@ impl DecisionLog {
         let stats = Arc::new(Stats::default());
         // Installed now, before the daemon is ready: an early SIGUSR1 must not kill it.
         spawn_reopen_on_signal(tx.clone());
+        spawn_retry_ticker(tx.downgrade(), stats.clone());
         let (done_tx, done_rx) = oneshot::channel();
         let writer_stats = stats.clone();
         std::thread::Builder::new()
@@ -330,6 +336,22 @@ impl DetachedLog {
             tracing::warn!("the decision log is closed: a reload was not recorded");
         }
     }
+}
+
+/// Wakes the writer once a second while a reopen is owed, so a failed reopen is retried (and its
+/// error cleared from `STATUS=`) when the daemon is idle too.
+fn spawn_retry_ticker(tx: mpsc::WeakSender<Message>, stats: Arc<Stats>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(tx) = tx.upgrade() else { break };
+            if stats.retrying.load(Ordering::Relaxed) {
+                // A full queue wakes the writer anyway.
+                let _ = tx.try_send(Message::Tick);
+            }
+        }
+    });
 }
 
 /// SIGUSR1 reopens the log (rotation). The handler holds only a weak sender: the writer ends
@@ -530,6 +552,9 @@ fn write_loop(
         let mut next = Some(first);
         while let Some(message) = next.take().or_else(|| rx.try_recv().ok()) {
             match message {
+                Message::Tick => {
+                    file.retry_due(&mut sink, target);
+                }
                 Message::Reopen => {
                     // Records before the reopen go to the old file.
                     commit(
@@ -553,6 +578,7 @@ fn write_loop(
         commit(
             &mut sink, target, &mut file, &mut batch, &mut acks, stats, sync,
         );
+        stats.retrying.store(file.reopen_wanted, Ordering::Relaxed);
     }
 }
 
@@ -664,13 +690,7 @@ impl FileState {
     /// Before each write: reopens when a reopen is owed, refuses a file whose last name is gone
     /// (its records would be lost with it), and reports a file truncated under the daemon.
     fn check(&mut self, sink: &mut Sink, target: &Target) -> Result<(), String> {
-        if self.reopen_wanted
-            && self
-                .last_try
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            self.reopen(sink, target, "retry");
-        }
+        self.retry_due(sink, target);
         let Sink::File(handle) = sink else {
             return Ok(());
         };
@@ -728,6 +748,17 @@ impl FileState {
                 self.reopen_error = Some(e.to_string());
                 false
             }
+        }
+    }
+
+    /// A reopen owed and due (once a second), tried without a record to write.
+    fn retry_due(&mut self, sink: &mut Sink, target: &Target) {
+        if self.reopen_wanted
+            && self
+                .last_try
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.reopen(sink, target, "retry");
         }
     }
 
