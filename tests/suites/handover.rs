@@ -905,3 +905,90 @@ fn an_upgrade_through_a_link_another_user_owns_is_refused() {
     common::signal(&daemon, Signal::SIGUSR2);
     daemon.wait_for_log(&["took over from the previous process"]);
 }
+
+/// With `reload = "signal"` a file written in place is served only when committed; an upgrade
+/// loaded the files again and served it uncommitted (with no reload on record). Now the upgrade
+/// is refused while the files on disk are not the serving revision; committed, it goes through.
+/// Without commit mode a revision that changed across an upgrade is on record as a reload.
+#[test]
+fn an_upgrade_serves_only_what_is_committed_and_a_changed_revision_is_on_record() {
+    let bin = tempfile::tempdir().unwrap();
+    let program = installed_copy(bin.path());
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("decisions.jsonl");
+    let log_arg = log.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let daemon = common::Daemon::launch(
+        dir,
+        &policy,
+        Launch {
+            extra: &["--reload", "signal", "--decision-log", &log_arg],
+            program: Some(&program),
+            ..Launch::default()
+        },
+    );
+    let mut conn = RawConn::open(&daemon);
+    let mut id = 0;
+    let mut ask = |conn: &mut RawConn| {
+        id += 1;
+        conn.send(read_frame(id, None, "/tmp/x").as_bytes());
+        conn.answer()
+    };
+    assert!(ask(&mut conn).contains("deny"));
+    // Written in place, not committed.
+    std::fs::write(&policy, ALLOW_TMP).unwrap();
+    common::signal(&daemon, Signal::SIGUSR2);
+    let refused = daemon.wait_for_log(&["upgrade refused"]);
+    assert!(refused.contains("not the serving"), "{refused}");
+    assert!(ask(&mut conn).contains("deny"), "served uncommitted");
+    // Committed: served, and then the upgrade goes through.
+    common::signal(&daemon, Signal::SIGHUP);
+    daemon.wait_for_log(&["policy reloaded"]);
+    assert!(ask(&mut conn).contains("allow"));
+    common::signal(&daemon, Signal::SIGUSR2);
+    daemon.wait_for_log(&["took over from the previous process"]);
+    assert!(ask(&mut conn).contains("allow"));
+    drop(conn);
+    let mut daemon = daemon;
+    assert!(common::sigterm_and_wait(&mut daemon).success());
+
+    // Watch mode without a watcher: the upgrade is what loads the edit, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "version = 1\n").unwrap();
+    let log2 = logs.path().join("watch.jsonl");
+    let log2_arg = log2.display().to_string();
+    let daemon = common::Daemon::launch(
+        dir,
+        &policy,
+        Launch {
+            extra: &[
+                "--no-watch",
+                "--poll-interval",
+                "3600",
+                "--decision-log",
+                &log2_arg,
+            ],
+            program: Some(&program),
+            ..Launch::default()
+        },
+    );
+    std::fs::write(&policy, ALLOW_TMP).unwrap();
+    common::signal(&daemon, Signal::SIGUSR2);
+    daemon.wait_for_log(&["took over from the previous process"]);
+    let mut asker = common::Asker::open(&daemon);
+    assert!(asker.allowed("/tmp/x"));
+    let mut daemon = daemon;
+    assert!(common::sigterm_and_wait(&mut daemon).success());
+    let reloads: Vec<Value> = std::fs::read_to_string(&log2)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "reload")
+        .collect();
+    assert_eq!(reloads.len(), 1, "{reloads:#?}");
+    assert_eq!(reloads[0]["trigger"], "handover (execve)");
+    assert_ne!(reloads[0]["from"], reloads[0]["to"]);
+}

@@ -109,11 +109,45 @@ pub async fn serve_on_socket(
             revision = %shared.store.current().revision,
             "took over from the previous process"
         );
+        // A revision that changed across the handover is a reload like any other: on record.
+        let current = shared.store.current();
+        if let Some(previous) = inherited.revision.as_deref()
+            && previous != current.revision
+        {
+            if settings.reload == crate::cli::ReloadMode::Signal {
+                tracing::warn!(
+                    previous,
+                    revision = %current.revision,
+                    "the policy files changed during the handover and reload = \"signal\": serving what is on disk now"
+                );
+            }
+            if let Some(log) = &shared.log {
+                let record = super::decision_log::ReloadRecord {
+                    time: super::decision_log::now(),
+                    trigger: format!("handover ({})", inherited.how),
+                    outcome: "swapped",
+                    from: previous.to_owned(),
+                    to: current.revision.clone(),
+                    files: current.files.clone(),
+                    errors: 0,
+                    error: None,
+                };
+                log.detached()
+                    .record(super::decision_log::Record::Reload(Box::new(record)))
+                    .await;
+            }
+        }
     }
     let mut acceptor = UnixAcceptor { listener, store };
     let (control, mut why_rx) = tokio::sync::mpsc::channel(4);
     let watchers = spawn_stop_watchers(&control, &socket);
-    spawn_upgrade_handler(control, upgrade.clone(), Arc::downgrade(&shared));
+    let commit_only = settings.reload == crate::cli::ReloadMode::Signal;
+    spawn_upgrade_handler(
+        control,
+        upgrade.clone(),
+        Arc::downgrade(&shared),
+        commit_only,
+    );
     // Every handler is installed: a signal an upgrade left pending is delivered now.
     signals::unblock_handled();
     announce_ready(&shown, settings.decision_log.as_deref() == Some("-"));
@@ -461,6 +495,8 @@ fn spawn_upgrade_handler(
     upgrade: Result<handover::Target, String>,
     // Weak: the decision log's writer ends when the last strong holder is gone.
     shared: std::sync::Weak<Shared>,
+    // `reload = "signal"`: the upgrade must serve the revision that serves now.
+    commit_only: bool,
 ) {
     let Some(mut usr2) = signals::upgrade_signal() else {
         return;
@@ -489,6 +525,27 @@ fn spawn_upgrade_handler(
             let checked = tokio::task::spawn_blocking(move || handover::preflight(&target))
                 .await
                 .unwrap_or_else(|e| Err(format!("the preflight failed: {e}")));
+            // The new image loads the policy from the files again. With `reload = "signal"`,
+            // files written since the last commit must not be served by an upgrade either.
+            let checked = checked.and_then(|said| {
+                let on_disk = said
+                    .split("; policy ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .unwrap_or("")
+                    .to_owned();
+                let serving = shared
+                    .upgrade()
+                    .map(|s| s.store.current().revision.clone())
+                    .unwrap_or_default();
+                if commit_only && on_disk != serving {
+                    Err(format!(
+                        "the policy on disk is revision {on_disk}, not the serving {serving}, and reload = \"signal\": an upgrade would serve it uncommitted; commit it first (SIGHUP, systemctl reload) or finish the deploy"
+                    ))
+                } else {
+                    Ok(said)
+                }
+            });
             match checked {
                 Ok(said) => {
                     tracing::info!("preflight passed: {said}");
