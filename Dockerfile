@@ -1,8 +1,11 @@
 # Multi-stage build: compile with the Rust toolchain, ship only the binary on a slim base.
 #
 #   docker build -t permission-broker .
-#   install -d -o 10001 -m 0755 /run/permission-broker
-#   docker run -d --name permission-broker --pid=host --cap-add=SYS_PTRACE \
+#   useradd --system --no-create-home --shell /usr/sbin/nologin permission-broker
+#   install -d -o permission-broker -m 0755 /run/permission-broker
+#   docker run -d --name permission-broker --pid=host --cap-drop=ALL --cap-add=SYS_PTRACE \
+#     --user "$(id -u permission-broker):$(id -g permission-broker)" \
+#     --security-opt seccomp=config/docker/seccomp.json \
 #     -v /etc/permission-broker:/etc/permission-broker:ro \
 #     -v /run/permission-broker:/run/permission-broker \
 #     permission-broker
@@ -13,14 +16,26 @@
 #                           container's own, a Deno on the host has none, and every Deno 2.5.5 and
 #                           later (which sends its pid) is refused. It is also where the daemon
 #                           reads each peer's working directory, root and executable (/proc).
+#   --cap-drop=ALL          no capability but the one it needs (Docker grants 14 by default).
 #   --cap-add=SYS_PTRACE    reading another user's /proc/<pid>/{cwd,root,exe} takes CAP_SYS_PTRACE.
 #                           The daemon runs as uid 10001, so the capability comes from the binary's
 #                           file capability (set below); without the flag the kernel refuses to run
 #                           it (`exec ... operation not permitted`), never a daemon that cannot see.
 #   -v .../etc/permission-broker:ro  the policy. The image ships none: without it the daemon exits
 #                           64 (`cannot read the policy`), never serving a policy nobody chose.
-#   -v /run/permission-broker  the socket's directory, owned by uid 10001 (the `install -d` line);
+#   --user                  a system account of the host's own, which no person has: the socket's
+#                           directory is that uid's, and whoever has the uid could replace the
+#                           socket with one that allows everything. (The image's USER 10001 is
+#                           only a default; a person's uid on many hosts.)
+#   --security-opt seccomp  the unit's system-call filter: Docker's default profile lets a
+#                           container with CAP_SYS_PTRACE call ptrace and process_vm_readv/writev,
+#                           so a memory bug reached through the socket could reach any process.
+#   -v /run/permission-broker  the socket's directory, owned by that account (`install -d`);
 #                           root-owned, the bind fails with exit 69 and a message saying so.
+# AppArmor hosts (Ubuntu): Docker's docker-default profile lets a container read the /proc links
+# of processes under that profile only; a host Deno's working directory is then unreadable and
+# relative or linked paths are denied (fail closed). Not tested here (no AppArmor on the test
+# machine): load a profile that also allows `ptrace (read) peer=unconfined`.
 # Do not add --security-opt no-new-privileges: it stops the file capability from applying.
 # With `--decision-log -` stdout carries only the decision log's JSON lines (the ready line and
 # every other message go to stderr), for `docker logs` or a log driver to ship.

@@ -2,8 +2,9 @@
 //! read for what it promises, and its entrypoint is run the way the image would run it -- as the
 //! image's `USER`, with the binary's file capability set as the Dockerfile sets it, the
 //! documented `docker run` flags emulated (`--pid=host`: the host's pid namespace;
-//! `--cap-add=SYS_PTRACE`: Docker's default bounding set plus that one; the two `-v` mounts:
-//! bind mounts in a mount namespace of its own) -- and a real Deno on the host is served.
+//! `--cap-drop=ALL --cap-add=SYS_PTRACE`: a bounding set of that one alone; `--security-opt seccomp`:
+//! the shipped profile loaded with libseccomp; the two `-v` mounts: bind mounts in a mount
+//! namespace of its own) -- and a real Deno on the host is served.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,24 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DOCKERFILE: &str = include_str!("../../Dockerfile");
-
-/// Docker's default capabilities (moby `oci/caps/defaults.go`), as setpriv names them.
-const DOCKER_DEFAULT_CAPS: &[&str] = &[
-    "chown",
-    "dac_override",
-    "fowner",
-    "fsetid",
-    "kill",
-    "setgid",
-    "setuid",
-    "setpcap",
-    "net_bind_service",
-    "net_raw",
-    "sys_chroot",
-    "mknod",
-    "audit_write",
-    "setfcap",
-];
 
 /// An instruction's JSON array (`ENTRYPOINT [...]`, `CMD [...]`, `HEALTHCHECK ... CMD [...]`).
 fn exec_form(instruction: &str) -> Vec<String> {
@@ -93,15 +76,18 @@ fn the_dockerfile_pins_its_bases_ships_no_policy_and_runs_unprivileged() {
     // The documented run line has the flags the emulation below plays.
     for flag in [
         "--pid=host",
-        "--cap-add=SYS_PTRACE",
+        "--cap-drop=ALL --cap-add=SYS_PTRACE",
         "/etc/permission-broker:/etc/permission-broker:ro",
         "/run/permission-broker:/run/permission-broker",
-        &format!(
-            "install -d -o {} -m 0755 /run/permission-broker",
-            image_uid()
-        ),
+        "install -d -o permission-broker -m 0755 /run/permission-broker",
+        "--user \"$(id -u permission-broker):$(id -g permission-broker)\"",
+        "--security-opt seccomp=config/docker/seccomp.json",
     ] {
         assert!(DOCKERFILE.contains(flag), "the run line lacks {flag}");
+        assert!(
+            include_str!("../../README.md").contains(flag),
+            "the README's run line lacks {flag}"
+        );
     }
 }
 
@@ -123,10 +109,8 @@ impl Container {
     /// as its user, with its capabilities.
     fn command(&self, args: &[String]) -> Command {
         let uid = image_uid();
-        let mut bounding: Vec<String> = DOCKER_DEFAULT_CAPS
-            .iter()
-            .map(|c| format!("+{c}"))
-            .collect();
+        // `--cap-drop=ALL`, then `--cap-add=SYS_PTRACE` or not.
+        let mut bounding = vec!["-all".to_owned()];
         if self.cap_add_ptrace {
             bounding.push("+sys_ptrace".to_owned());
         }
@@ -148,7 +132,9 @@ mount -t overlay overlay -o lowerdir=/etc,upperdir='{upper}',workdir='{work}' /e
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/permission-broker
 mount --bind '{run}' /run/permission-broker
-exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all --bounding-set=-all,{bounding} -- \"$@\"",
+exec '{seccomp_exec}' '{allowed}' -- setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all --bounding-set={bounding} -- \"$@\"",
+            seccomp_exec = env!("CARGO_BIN_EXE_seccomp-exec"),
+            allowed = self.seccomp_profile().display(),
             upper = upper.display(),
             work = work.display(),
             run = self.run_dir.display(),
@@ -171,6 +157,22 @@ exec setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-all --boundi
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         cmd
+    }
+
+    /// `--security-opt seccomp=config/docker/seccomp.json`: its allowed calls, for seccomp-exec.
+    fn seccomp_profile(&self) -> PathBuf {
+        let profile: serde_json::Value =
+            serde_json::from_str(include_str!("../../config/docker/seccomp.json")).unwrap();
+        let names: Vec<&str> = profile["syscalls"][0]["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        std::fs::create_dir_all(&self.scratch).unwrap();
+        let path = self.scratch.join("seccomp-allowed.txt");
+        std::fs::write(&path, names.join("\n")).unwrap();
+        path
     }
 
     fn cmd() -> Vec<String> {

@@ -247,3 +247,52 @@ fn the_daemon_serves_deno_through_everything_it_does_under_the_units_filter() {
         assert!(!text.contains(bad), "`{bad}` under the filter:\n{text}");
     }
 }
+
+/// Docker's default profile lets a container with `CAP_SYS_PTRACE` call `ptrace` and
+/// `process_vm_readv/writev`: the image's documented run line loads the unit's own filter instead,
+/// shipped as a Docker profile. It allows exactly what the unit allows, plus what Docker itself
+/// calls after loading it (this test regenerates nothing: on a difference it prints the list).
+/// `docker.rs` runs the image's entrypoint under it.
+#[test]
+fn the_docker_profile_allows_exactly_what_the_unit_allows() {
+    let profile: serde_json::Value =
+        serde_json::from_str(include_str!("../../config/docker/seccomp.json")).unwrap();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(
+        profile["defaultErrnoRet"], 1,
+        "EPERM, as SystemCallErrorNumber=EPERM"
+    );
+    let rules = profile["syscalls"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["action"], "SCMP_ACT_ALLOW");
+    let names: BTreeSet<String> = rules[0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    // Docker loads the profile before it drops to `--user` and sets the capabilities: the calls
+    // that takes are allowed too (the daemon holds no capability to use them).
+    let mut unit = allowed_by_the_unit();
+    for call in [
+        "capset",
+        "setgroups",
+        "setresgid",
+        "setresuid",
+        "setgid",
+        "setuid",
+    ] {
+        unit.insert(call.to_owned());
+    }
+    assert!(
+        names == unit,
+        "config/docker/seccomp.json differs from the unit; the unit allows:\n{}",
+        serde_json::to_string(&unit).unwrap()
+    );
+    for doc in [
+        include_str!("../../Dockerfile"),
+        include_str!("../../README.md"),
+    ] {
+        assert!(doc.contains("--security-opt seccomp=config/docker/seccomp.json"));
+    }
+}

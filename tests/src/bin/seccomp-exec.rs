@@ -47,6 +47,13 @@ fn load(allowed: &str) {
     };
     let mut filter = ScmpFilterContext::new(ScmpAction::Errno(libc_eperm()))
         .unwrap_or_else(|e| fail("new filter", e));
+    // As root (CAP_SYS_ADMIN), without no_new_privs, as systemd and Docker load it: file
+    // capabilities of what is exec'd later still apply.
+    if nix::unistd::geteuid().is_root() {
+        filter
+            .set_ctl_nnp(false)
+            .unwrap_or_else(|e| fail("no_new_privs off", e));
+    }
     let (mut known, mut unknown) = (0, 0);
     for name in allowed.lines().map(str::trim).filter(|l| !l.is_empty()) {
         // Names of other architectures (arm_fadvise64_64, ...) do not resolve here.
