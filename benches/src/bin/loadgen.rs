@@ -1,11 +1,14 @@
 //! Load generator: N emulated Deno processes against the daemon, side by side with a do-nothing
 //! floor responder on the same kind of socket, in one run. See BENCHMARKS.md.
 //!
-//! Each emulated process is one connection with strictly one request outstanding (as Deno), sending
-//! real frames from Deno 2.9.6 (`crates/protocol/tests/data/frames-2.9.6.jsonl`, pid rewritten to
-//! ours so the daemon's pid check passes) and checking every answer's id.
+//! The floor is the fastest honest responder: a thread per connection blocking in `read`, as a
+//! minimal C broker would be (a tokio floor is kept as an extra row). The generator blocks too:
+//! each emulated process is one thread and one connection with strictly one request outstanding,
+//! blocked in `read` for its answer, as Deno waits on its socket. It sends real frames from Deno
+//! 2.9.6 (`crates/protocol/tests/data/frames-2.9.6.jsonl`, pid rewritten to ours so the daemon's
+//! pid check passes) and checks every answer's id.
 //!
-//!   loadgen [--connections 1,16,256,4096] [--seconds 2] [--rounds 3] [--svg FILE]
+//!   loadgen [--connections 1,64,256] [--seconds 2] [--rounds 3] [--svg FILE]
 //!   loadgen --deno PATH        real Deno: 20,000 Deno.statSync calls, no broker / floor / daemon
 //!   loadgen --scale            memory (idle, 10,000 idle connections, 10 million requests), start time
 //!   loadgen --reload           reload time for 100,000 rules, and latency under a reload every 100 ms
@@ -44,7 +47,51 @@ fn workload() -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
-/// The floor: answers every line `allow` with the request's id, nothing else.
+/// The id of a request line, as the floor reads it: the digits after `"id":`.
+fn id_of(line: &str) -> &str {
+    line.split("\"id\":")
+        .nth(1)
+        .map(|rest| {
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .unwrap_or("")
+}
+
+/// The floor: a thread per connection, blocking in `read`; answers every line `allow` with the
+/// request's id, nothing else.
+fn floor_blocking(listener: std::os::unix::net::UnixListener) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let mut write = stream.try_clone().unwrap();
+                let mut read = std::io::BufReader::new(stream);
+                let mut line = String::with_capacity(512);
+                let mut out = Vec::with_capacity(64);
+                loop {
+                    line.clear();
+                    match read.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    out.clear();
+                    out.extend_from_slice(b"{\"id\":");
+                    out.extend_from_slice(id_of(&line).as_bytes());
+                    out.extend_from_slice(b",\"result\":\"allow\"}\n");
+                    if write.write_all(&out).is_err() {
+                        break;
+                    }
+                }
+            })
+            .unwrap();
+    }
+}
+
+/// The tokio floor (an extra row): the same answers from an async task per connection.
 async fn floor(listener: UnixListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -96,24 +143,27 @@ struct Outcome {
     failures: u64,
 }
 
-/// One emulated Deno process: sequential requests until told to stop.
-async fn emulate(
-    socket: PathBuf,
+/// One emulated Deno process: sequential blocking requests until told to stop, on a thread of its
+/// own (as Deno blocks its thread on the socket).
+fn emulate(
+    socket: &Path,
     offset: usize,
-    work: Arc<Vec<(String, serde_json::Value)>>,
-    stop: Stop,
+    work: &[(String, serde_json::Value)],
+    stop: &Stop,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let Ok(stream) = UnixStream::connect(&socket).await else {
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
         outcome.failures = 1;
         return outcome;
     };
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut write = stream.try_clone().unwrap();
+    let mut read = std::io::BufReader::new(stream);
     let pid = std::process::id();
     let mut id: u32 = 0;
     let mut i = offset;
     let mut frame = String::with_capacity(256);
+    let mut answer = String::with_capacity(256);
+    let mut expected = String::with_capacity(32);
     while Instant::now() < stop.deadline && stop.sent.fetch_add(1, Ordering::Relaxed) < stop.limit {
         id += 1;
         let (permission, value) = &work[i % work.len()];
@@ -126,15 +176,15 @@ async fn emulate(
             ),
         )
         .unwrap();
+        answer.clear();
         let start = Instant::now();
         outcome.sent += 1;
-        let answered = match write.write_all(frame.as_bytes()).await {
-            Ok(()) => lines.next_line().await.ok().flatten(),
-            Err(_) => None,
-        };
+        let answered = write.write_all(frame.as_bytes()).is_ok()
+            && read.read_line(&mut answer).is_ok_and(|n| n > 0);
         let took = start.elapsed();
-        let expected = format!("{{\"id\":{id},");
-        if !answered.is_some_and(|line| line.starts_with(&expected)) {
+        expected.clear();
+        std::fmt::Write::write_fmt(&mut expected, format_args!("{{\"id\":{id},")).unwrap();
+        if !answered || !answer.starts_with(expected.as_str()) {
             outcome.failures += 1;
             break;
         }
@@ -204,23 +254,30 @@ async fn measure(
         sent: Arc::new(AtomicU64::new(0)),
         limit,
     };
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            tokio::spawn(emulate(
-                socket.to_path_buf(),
-                c * 7,
-                work.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
-    let (mut all, mut sent, mut failures) = (Vec::new(), 0, 0);
-    for t in tasks {
-        let outcome = t.await.unwrap();
-        all.extend(outcome.latencies);
-        sent += outcome.sent;
-        failures += outcome.failures;
-    }
+    // One blocking thread per emulated process, started off the async threads.
+    let socket = socket.to_path_buf();
+    let (all, sent, failures) = tokio::task::spawn_blocking(move || {
+        let threads: Vec<_> = (0..connections)
+            .map(|c| {
+                let (socket, work, stop) = (socket.clone(), work.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .stack_size(128 << 10)
+                    .spawn(move || emulate(&socket, c * 7, &work, &stop))
+                    .unwrap()
+            })
+            .collect();
+        let (mut all, mut sent, mut failures) = (Vec::new(), 0, 0);
+        for t in threads {
+            let outcome = t.join().unwrap();
+            all.extend(outcome.latencies);
+            sent += outcome.sent;
+            failures += outcome.failures;
+        }
+        (all, sent, failures)
+    })
+    .await
+    .unwrap();
+    let mut all = all;
     let measured_for = warmup.elapsed().as_secs_f64().min(seconds);
     // Every request sent, warm-up included, cost the responder CPU; count them all.
     let cpu = (cpu_ticks(responder) - cpu_before) as f64 / ticks_per_second();
@@ -338,12 +395,12 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs the floor responder in its own process, so it pays the same cross-process wake-ups as
-/// the daemon.
-fn floor_process(socket: &Path) -> Daemon {
+/// Runs a floor responder (`--floor`: blocking, thread per connection; `--floor-tokio`) in its
+/// own process, so it pays the same cross-process wake-ups as the daemon.
+fn floor_process(socket: &Path, kind: &str) -> Daemon {
     let started = Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("--floor")
+        .arg(kind)
         .arg(socket)
         .stdout(Stdio::piped())
         .spawn()
@@ -420,8 +477,8 @@ async fn throughput(
     let policy = write_policy(dir, 1000, 0);
     let targets = [
         (
-            "floor",
-            floor_process(&dir.join("floor.sock")),
+            "floor (blocking, thread per connection)",
+            floor_process(&dir.join("floor.sock"), "--floor"),
             dir.join("floor.sock"),
         ),
         (
@@ -456,6 +513,11 @@ async fn throughput(
             ),
             dir.join("synced.sock"),
         ),
+        (
+            "floor (tokio, for scale)",
+            floor_process(&dir.join("tokio-floor.sock"), "--floor-tokio"),
+            dir.join("tokio-floor.sock"),
+        ),
     ];
     println!(
         "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
@@ -468,9 +530,10 @@ async fn throughput(
             for (t, (_, process, socket)) in targets.iter().enumerate() {
                 results[t].push(measure(socket, process.pid(), n, seconds, u64::MAX).await);
             }
-            // The log grows by every decision; keep the disk out of it.
-            let _ = std::fs::File::create(dir.join("decisions.jsonl"));
-            let _ = std::fs::File::create(dir.join("synced.jsonl"));
+            // The log grows by every decision; keep the disk out of it. Removed, not truncated:
+            // the daemon opens the path again at once (a truncation is reported as an error).
+            let _ = std::fs::remove_file(dir.join("decisions.jsonl"));
+            let _ = std::fs::remove_file(dir.join("synced.jsonl"));
         }
         let mut medians = Vec::new();
         for ((name, _, _), mut runs) in targets.iter().zip(results) {
@@ -479,16 +542,70 @@ async fn throughput(
             row(name, &median);
             medians.push(median);
         }
-        let (f, d) = (&medians[0], &medians[1]);
-        println!(
-            "| {n} | daemon/floor | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x | |",
-            d.rate() / f.rate(),
-            f64::from(d.p50) / f64::from(f.p50),
-            f64::from(d.p99) / f64::from(f.p99),
-            f64::from(d.p999) / f64::from(f.p999),
-            d.cpu_us / f.cpu_us
-        );
+        let (f, d, l) = (&medians[0], &medians[1], &medians[2]);
+        for (name, x, base) in [
+            ("daemon/floor", d, f),
+            ("logged/floor", l, f),
+            ("logged/daemon", l, d),
+        ] {
+            println!(
+                "| {n} | {name} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x | |",
+                x.rate() / base.rate(),
+                f64::from(x.p50) / f64::from(base.p50),
+                f64::from(x.p99) / f64::from(base.p99),
+                f64::from(x.p999) / f64::from(base.p999),
+                x.cpu_us / base.cpu_us
+            );
+        }
         plotted.push(medians);
+    }
+    // Issue 17's targets, as ratios measured in this run (medians of alternating rounds).
+    println!("\n| target | measured | met |\n| --- | ---: | --- |");
+    let at = |n: usize| {
+        connections
+            .iter()
+            .position(|c| *c == n)
+            .map(|i| &plotted[i])
+    };
+    let verdict = |name: String, value: f64, met: bool| {
+        println!(
+            "| {name} | {value:.2}x | {} |",
+            if met { "yes" } else { "**no**" }
+        );
+    };
+    if let Some(m) = at(1) {
+        let p50 = f64::from(m[1].p50) / f64::from(m[0].p50);
+        let p99 = f64::from(m[1].p99) / f64::from(m[0].p99);
+        verdict(
+            "1 connection, p50 ≤ 1.25x floor".to_owned(),
+            p50,
+            p50 <= 1.25,
+        );
+        verdict("1 connection, p99 ≤ 1.5x floor".to_owned(), p99, p99 <= 1.5);
+    }
+    for n in [64, 256] {
+        if let Some(m) = at(n) {
+            let rate = m[1].rate() / m[0].rate();
+            verdict(
+                format!("{n} connections, throughput ≥ 0.8x floor"),
+                rate,
+                rate >= 0.8,
+            );
+            let logged = m[2].rate() / m[0].rate();
+            verdict(
+                format!("{n} connections with the decision log, throughput ≥ 0.8x floor"),
+                logged,
+                logged >= 0.8,
+            );
+        }
+    }
+    if let Some(m) = at(64) {
+        let cost = m[1].rate() / m[2].rate();
+        verdict(
+            "64 connections, log on ≤ 1.15x log off (time per request)".to_owned(),
+            cost,
+            cost <= 1.15,
+        );
     }
     if let Some(path) = svg {
         std::fs::write(path, plot(&plotted)).unwrap();
@@ -582,7 +699,7 @@ fn real_deno(dir: &Path, deno: &Path) {
     let policy = write_policy(dir, 1000, 0);
     let floor = dir.join("floor.sock");
     let socket = dir.join("daemon.sock");
-    let _floor = floor_process(&floor);
+    let _floor = floor_process(&floor, "--floor");
     let _daemon = daemon(&socket, &policy, &[], "warn");
     let (mut none, mut floor_us, mut daemon_us) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..3 {
@@ -804,6 +921,12 @@ fn main() {
         .build()
         .unwrap();
     if let Some(i) = args.iter().position(|a| a == "--floor") {
+        let listener = std::os::unix::net::UnixListener::bind(&args[i + 1]).unwrap();
+        println!("ready");
+        floor_blocking(listener);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--floor-tokio") {
         let socket = PathBuf::from(&args[i + 1]);
         runtime.block_on(async {
             let listener = UnixListener::bind(&socket).unwrap();
@@ -820,7 +943,7 @@ fn main() {
             .cloned()
             .unwrap_or_else(|| default.to_owned())
     };
-    let connections: Vec<usize> = value("--connections", "1,16,256,4096")
+    let connections: Vec<usize> = value("--connections", "1,64,256")
         .split(',')
         .map(|n| n.parse().unwrap())
         .collect();
