@@ -279,6 +279,9 @@ impl ProcDir {
         {
             use std::os::fd::AsRawFd as _;
             let dir = self.dir.as_ref().map_err(Clone::clone)?;
+            if let Some(found) = super::symlinks::resolve_existing(dir, path) {
+                return Ok(found);
+            }
             let root = format!("/proc/self/fd/{}/root", dir.as_raw_fd());
             super::symlinks::resolve_in_root_with_kind(std::path::Path::new(&root), path)
         }

@@ -5,6 +5,11 @@
 //! such as a file about to be written through a linked directory. So the walk is done here, one
 //! component at a time under the peer's root: links are followed (absolute targets restart at
 //! the peer's root), and once a component does not exist the rest is taken as written.
+//!
+//! A path that exists is first asked of the kernel in one lookup ([`resolve_existing`]:
+//! `openat2(RESOLVE_IN_ROOT)`, the same rules), which costs one walk where the component walk
+//! costs one `statx` through the `/proc` magic links per component; the component walk decides
+//! everything that lookup leaves (`one_lookup_agrees_with_the_walk` holds them to one answer).
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -124,6 +129,66 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
     Ok((format!("/{}", resolved.join("/")), kind))
 }
 
+/// A path that exists, resolved by the kernel in one `openat2(RESOLVE_IN_ROOT)` under the peer's
+/// root, the handle `proc_dir/root` (opened here, so a peer that has exited fails here, and the
+/// caller's walk reports it): links are followed as the peer's own open follows them (absolute
+/// targets restart at its root, `..` stops there), then the real path is read back from the
+/// handle. `None` wherever the component walk must decide instead: a component that does not
+/// exist (the walk takes the rest as written), a case-insensitive file system (the walk uses the
+/// names on disk), or a real path the kernel names outside the root. One lookup, where the walk
+/// makes one `statx` per component, each through the `/proc` magic links again.
+#[cfg(target_os = "linux")]
+pub fn resolve_existing(proc_dir: &std::os::fd::OwnedFd, path: &str) -> Option<(String, Kind)> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::AsRawFd as _;
+    let relative = path.trim_start_matches('/');
+    if relative.is_empty() || !path.starts_with('/') {
+        return None;
+    }
+    let root = nix::fcntl::openat(
+        proc_dir,
+        "root",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let found = nix::fcntl::openat2(&root, relative, how).ok()?;
+    let meta = nix::sys::stat::fstat(&found).ok()?;
+    if case::on_case_insensitive_fs(&found, meta.st_dev) {
+        return None;
+    }
+    let name = |fd: &std::os::fd::OwnedFd| {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .ok()?
+            .into_os_string()
+            .into_string()
+            .ok()
+    };
+    let (real, base) = (name(&found)?, name(&root)?);
+    if real.ends_with(" (deleted)") || !real.starts_with('/') {
+        return None;
+    }
+    let inside = if base == "/" {
+        real
+    } else {
+        match real.strip_prefix(base.as_str()) {
+            Some("") => "/".to_owned(),
+            Some(rest) if rest.starts_with('/') => rest.to_owned(),
+            _ => return None,
+        }
+    };
+    use nix::sys::stat::SFlag;
+    let kind = if SFlag::from_bits_truncate(meta.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        Kind::Directory
+    } else {
+        Kind::Other
+    };
+    Some((inside, kind))
+}
+
 /// Case-insensitive file systems (vfat on `/boot/efi` and USB sticks, exfat, NTFS, SMB shares):
 /// a name may be asked for in any case, and rules compare bytes, so the walk uses the entry's
 /// own name. Which file systems are so is asked once per device (`statfs`) and remembered.
@@ -170,6 +235,26 @@ mod case {
         let insensitive = nix::sys::statfs::statfs(dir)
             .map(|s| CASE_INSENSITIVE.contains(&(s.filesystem_type().0 as i64)))
             .unwrap_or(false);
+        devices()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(dev, insensitive);
+        insensitive
+    }
+
+    /// Whether the file `fd` is on a case-insensitive file system (asked once per device).
+    pub(super) fn on_case_insensitive_fs(fd: &std::os::fd::OwnedFd, dev: u64) -> bool {
+        if let Some(known) = devices()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&dev)
+        {
+            return *known;
+        }
+        #[allow(clippy::unnecessary_cast)]
+        let insensitive = nix::sys::statfs::fstatfs(fd)
+            .map(|s| CASE_INSENSITIVE.contains(&(s.filesystem_type().0 as i64)))
+            .unwrap_or(true);
         devices()
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -244,6 +329,68 @@ mod tests {
         );
     }
     use std::os::unix::fs::symlink;
+
+    /// The kernel's one-lookup resolution says what the component walk says, wherever it answers:
+    /// links absolute and relative, chained, through `..`, to directories and files, and loops
+    /// (which neither resolves); a missing component is left to the walk.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn one_lookup_agrees_with_the_walk() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(d.join("a/b/c")).unwrap();
+        std::fs::write(d.join("a/b/c/file"), "x").unwrap();
+        symlink(d.join("a/b"), d.join("abs")).unwrap();
+        symlink("a/b/c", d.join("rel")).unwrap();
+        symlink("../../a", d.join("a/b/up")).unwrap();
+        symlink(d.join("rel"), d.join("chain")).unwrap();
+        symlink("loop2", d.join("loop1")).unwrap();
+        symlink("loop1", d.join("loop2")).unwrap();
+        symlink("/", d.join("slash")).unwrap();
+        let me = nix::fcntl::open(
+            "/proc/self",
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let root = Path::new("/proc/self/root");
+        let base = d.display().to_string();
+        let mut answered = 0;
+        for rel in [
+            "a",
+            "a/b/c/file",
+            "abs",
+            "abs/c/file",
+            "rel/file",
+            "a/b/up/b/c",
+            "chain/file",
+            "chain/../c/file",
+            "abs/..",
+            "slash",
+            "slash/tmp",
+            "a/./b//c",
+            "missing",
+            "a/missing/x",
+            "rel/file/x",
+            "loop1",
+            "abs/c/../../b/c/file",
+        ] {
+            let path = format!("{base}/{rel}");
+            let walked = resolve_in_root_with_kind(root, &path);
+            match resolve_existing(&me, &path) {
+                Some(fast) => {
+                    answered += 1;
+                    assert_eq!(Ok(fast), walked, "{rel}");
+                }
+                None => assert!(
+                    !matches!(walked, Ok((_, Kind::Directory | Kind::Other))),
+                    "{rel}: the walk found {walked:?} but one lookup did not"
+                ),
+            }
+        }
+        assert!(answered >= 12, "one lookup answered only {answered}");
+    }
 
     #[test]
     fn follows_links_inside_the_root() {
