@@ -311,7 +311,12 @@ fn write_policy(dir: &Path, rules: usize, round: u64) -> PathBuf {
         match generated.iter().find(|(n, _)| *n == rules) {
             Some((_, toml)) => toml.clone(),
             None => {
-                let toml = Arc::new(permission_broker_bench::realistic(rules).toml);
+                // The daemon is measured with the default settings, links resolved in the
+                // peer's root (`realistic` writes `lexical` for the pure `decide` benchmark).
+                let lexical = permission_broker_bench::realistic(rules).toml;
+                let resolved = lexical.replacen("[defaults]\nsymlinks = \"lexical\"\n", "", 1);
+                assert_ne!(resolved, lexical, "the workload's defaults changed");
+                let toml = Arc::new(resolved);
                 generated.push((rules, toml.clone()));
                 toml
             }
