@@ -71,6 +71,25 @@ fn an_existing_decision_log_others_could_rewrite_is_tightened_or_refused() {
     assert_eq!(code, Some(64), "{said}");
     assert!(said.contains("is a symbolic link"), "{said}");
     assert!(!dir.path().join("elsewhere.jsonl").exists());
+    // A pipe (or a device) writes records nowhere; a hard link writes them into another file too.
+    let fifo = dir.path().join("fifo.jsonl");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (code, said) = serve_with_log(&fifo);
+    assert_eq!(code, Some(64), "{said}");
+    assert!(said.contains("is not a regular file"), "{said}");
+    let victim = dir.path().join("victim.conf");
+    std::fs::write(&victim, "victim\n").unwrap();
+    std::fs::set_permissions(&victim, PermissionsExt::from_mode(0o644)).unwrap();
+    let hard = dir.path().join("hard.jsonl");
+    std::fs::hard_link(&victim, &hard).unwrap();
+    let (code, said) = serve_with_log(&hard);
+    assert_eq!(code, Some(64), "{said}");
+    assert!(said.contains("has 2 names"), "{said}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
 }
 
 /// A log shipper's group reads the log: `--decision-log-group` gives each file the daemon opens

@@ -313,6 +313,13 @@ fn a_log_cut_short_under_the_daemon_is_reported() {
     assert!(asker.allowed("/tmp/x"));
     daemon.wait_for_log(&["ERROR", "cut short under the daemon", "copytruncate"]);
     assert!(sigterm_and_wait(&mut daemon).success());
+    // What is left begins with a header again.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["kind"].as_str(), first["opened"].as_str()),
+        (Some("log"), Some("truncated"))
+    );
 }
 
 /// A failed reopen is tried again every second even when no request comes, so an idle daemon

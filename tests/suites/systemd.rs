@@ -477,6 +477,60 @@ fn reload_believes_only_the_running_daemons_own_status_file() {
     assert!(me.try_wait().unwrap().is_none(), "signalled");
     let _ = me.kill();
     let _ = me.wait();
+
+    // A directory and a file of another user's, naming a live process of theirs with its right
+    // start time: without `--pid` it is not believed (any user can write one), and nothing is
+    // signalled.
+    let nobody = common::nobody_uid();
+    let theirs = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(theirs.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(nobody), Some(nobody)).unwrap();
+    let mut their_sleep = {
+        use std::os::unix::process::CommandExt;
+        Command::new("sleep")
+            .arg("30")
+            .uid(nobody)
+            .gid(nobody)
+            .spawn()
+            .unwrap()
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", their_sleep.id())).unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let forged = theirs.path().join("status.json");
+    std::fs::write(
+        &forged,
+        format!(
+            r#"{{"pid":{},"start_time":{start},"version":"0","policy":"{}","strict_modes":true,"revision":"x","rules":0,"reloads":0,"last_reload":null}}"#,
+            their_sleep.id(),
+            policy.display()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&forged, Some(nobody), Some(nobody)).unwrap();
+    let out = Command::new(&*BROKER)
+        .args(["reload", "--status-file"])
+        .arg(&forged)
+        .args(["--timeout", "1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{said}");
+    assert!(
+        said.contains("believed only for the pid you name"),
+        "{said}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        their_sleep.try_wait().unwrap().is_none(),
+        "their process was signalled"
+    );
+    let _ = their_sleep.kill();
+    let _ = their_sleep.wait();
 }
 
 /// `CAP_SYS_PTRACE` with `@system-service` let the daemon write any process's memory

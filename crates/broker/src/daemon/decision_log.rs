@@ -79,7 +79,8 @@ pub struct LogRecord {
     /// The daemon's pid and version.
     pub daemon_pid: u32,
     pub version: &'static str,
-    /// Why the file was opened: `start`, `SIGUSR1`, `retry`.
+    /// Why the file was opened: `start`, `SIGUSR1`, `retry`; `truncated`: it was cut short under
+    /// the daemon, and what follows begins anew.
     pub opened: &'static str,
 }
 
@@ -468,6 +469,19 @@ fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
             }
         })?;
         let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(std::io::Error::other(format!(
+                "`{}` is not a regular file (a device, a pipe or a socket writes records nowhere the promise can hold)",
+                path.display()
+            )));
+        }
+        if meta.nlink() > 1 {
+            return Err(std::io::Error::other(format!(
+                "`{}` has {} names (hard links): records would also go into a file under another name; give the log a file of its own",
+                path.display(),
+                meta.nlink()
+            )));
+        }
         let me = nix::unistd::geteuid().as_raw();
         if meta.uid() != me {
             return Err(std::io::Error::other(format!(
@@ -715,6 +729,8 @@ impl FileState {
             self.report(self.reopen_problem(sink));
         }
         if meta.len() < self.end {
+            // What is left of the file no longer begins with its header: write it again.
+            self.header_due = Some("truncated");
             tracing::error!(
                 was = self.end,
                 now = meta.len(),

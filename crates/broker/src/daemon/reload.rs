@@ -214,7 +214,7 @@ impl Reporter {
             pid: std::process::id(),
             start_time: super::peer::start_time_of(std::process::id()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            policy: store.path.clone(),
+            policy: std::path::absolute(&store.path).unwrap_or_else(|_| store.path.clone()),
             strict_modes: store.strict,
             revision: status.revision,
             rules: status.rules,

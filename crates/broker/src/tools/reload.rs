@@ -126,6 +126,18 @@ fn read_status(path: &Path, pid: Option<u32>) -> Result<(StatusFile, Option<u32>
             status.pid
         ));
     }
+    #[cfg(unix)]
+    if pid.is_none() {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::symlink_metadata(path)
+            .map_err(|e| e.to_string())?
+            .uid();
+        if owner != 0 {
+            return Err(format!(
+                "owned by uid {owner}: a status file that is not root's is believed only for the pid you name (`--pid`, such as `systemctl show -p MainPID --value permission-broker`), since any user can write one naming a process of their own"
+            ));
+        }
+    }
     let uid = owned_by_the_daemon(path, status.pid)?;
     #[cfg(target_os = "linux")]
     {
