@@ -10,10 +10,9 @@
 
 use permission_broker_tests as common;
 
-use common::{Asker, Daemon, sigterm_and_wait};
+use common::{Asker, Daemon, Tmpfs, sigterm_and_wait};
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 
 const POLICY: &str = "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp\"]\n";
 
@@ -33,27 +32,6 @@ fn records(log: &Path) -> Vec<(u64, u64)> {
             })
         })
         .collect()
-}
-
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn new(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs");
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 /// A log on a tiny tmpfs fills up (answers stop: their connections are closed unanswered), then

@@ -461,3 +461,26 @@ impl RawConn {
         );
     }
 }
+
+/// A tmpfs of `size` mounted at `dir` for one test (root), unmounted when dropped: a disk that
+/// fills up, for real.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn new(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -140,15 +140,24 @@ fn an_unreadable_policy_at_reload_never_replaces_the_running_one() {
 
 #[test]
 fn a_decision_whose_record_cannot_be_written_is_never_answered() {
-    // /dev/full: every write fails with ENOSPC. A record must be in the file before its answer
-    // leaves, so the answer waits decision_log_max_wait and the connection is closed unanswered
-    // (Deno exits 87: fail closed). The daemon stays up, says why, and counts what it could not
-    // write when it exits.
+    // A file system that is full: every write fails with ENOSPC. A record must be in the file
+    // before its answer leaves, so the answer waits decision_log_max_wait and the connection is
+    // closed unanswered (Deno exits 87: fail closed). The daemon stays up, says why, and counts
+    // what it could not write when it exits. (Not /dev/full: the log must be a regular file.)
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::Tmpfs::new(&dir.path().join("full"), "64k");
+    let log = fs.0.join("decisions.jsonl");
+    std::fs::write(&log, "").unwrap();
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+    }
     let mut daemon = Daemon::start(
         &policy("/tmp"),
         &[
             "--decision-log",
-            "/dev/full",
+            log.to_str().unwrap(),
             "--decision-log-max-wait",
             "0.5",
         ],
