@@ -221,6 +221,17 @@ fn host_setup(root: &Path, app: &Path) -> (PathBuf, PathBuf) {
     (run_dir, policy_dir)
 }
 
+/// The container's daemon, killed if the test fails before it stops it (it would outlive the test
+/// in its mount namespace).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
@@ -268,7 +279,8 @@ fn the_image_entrypoint_serves_deno_on_the_host_with_the_documented_flags() {
         binary: image_binary(bin.path()),
         scratch: root.join("scratch"),
     };
-    let mut daemon = container.command(&Container::cmd()).spawn().unwrap();
+    let mut daemon = KillOnDrop(container.command(&Container::cmd()).spawn().unwrap());
+    let daemon = &mut daemon.0;
     let stdout = daemon.stdout.take().unwrap();
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     common::capture_lines(daemon.stderr.take().unwrap(), log.clone());
@@ -300,7 +312,7 @@ fn the_image_entrypoint_serves_deno_on_the_host_with_the_documented_flags() {
     let health = exec_form("HEALTHCHECK");
     let mut nsenter = Command::new("nsenter");
     nsenter
-        .arg(format!("--mount=/proc/{}/ns/mnt", daemon_pid(&daemon)))
+        .arg(format!("--mount=/proc/{}/ns/mnt", daemon_pid(daemon)))
         .args([
             "setpriv",
             "--reuid",
@@ -322,11 +334,11 @@ fn the_image_entrypoint_serves_deno_on_the_host_with_the_documented_flags() {
 
     // stdout is the decision log alone: every line one JSON record.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon_pid(&daemon) as i32),
+        nix::unistd::Pid::from_raw(daemon_pid(daemon) as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = wait_exit(&mut daemon, Duration::from_secs(20)).expect("the daemon stops");
+    let status = wait_exit(daemon, Duration::from_secs(20)).expect("the daemon stops");
     assert!(status.success(), "{status:?}");
     let lines: Vec<String> = BufReader::new(stdout).lines().map(Result::unwrap).collect();
     assert!(lines.len() >= 4, "{lines:?}");
