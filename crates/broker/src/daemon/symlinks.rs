@@ -223,43 +223,36 @@ mod case {
                 Err(_) => return false,
             },
         };
+        remembered(dev, || nix::sys::statfs::statfs(dir).ok()).unwrap_or(false)
+    }
+
+    /// Whether the file `fd` is on a case-insensitive file system (asked once per device); where
+    /// that cannot be told, it is taken as one, so the walk decides.
+    pub(super) fn on_case_insensitive_fs(fd: &std::os::fd::OwnedFd, dev: u64) -> bool {
+        remembered(dev, || nix::sys::statfs::fstatfs(fd).ok()).unwrap_or(true)
+    }
+
+    /// Whether device `dev` looks names up without regard to case: remembered, or asked with
+    /// `statfs` (an answer that cannot be had is not remembered).
+    fn remembered(
+        dev: u64,
+        statfs: impl FnOnce() -> Option<nix::sys::statfs::Statfs>,
+    ) -> Option<bool> {
         if let Some(known) = devices()
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&dev)
         {
-            return *known;
+            return Some(*known);
         }
         // `fs_type_t` is i64 on some targets and u32 on others.
         #[allow(clippy::unnecessary_cast)]
-        let insensitive = nix::sys::statfs::statfs(dir)
-            .map(|s| CASE_INSENSITIVE.contains(&(s.filesystem_type().0 as i64)))
-            .unwrap_or(false);
+        let insensitive = CASE_INSENSITIVE.contains(&(statfs()?.filesystem_type().0 as i64));
         devices()
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(dev, insensitive);
-        insensitive
-    }
-
-    /// Whether the file `fd` is on a case-insensitive file system (asked once per device).
-    pub(super) fn on_case_insensitive_fs(fd: &std::os::fd::OwnedFd, dev: u64) -> bool {
-        if let Some(known) = devices()
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&dev)
-        {
-            return *known;
-        }
-        #[allow(clippy::unnecessary_cast)]
-        let insensitive = nix::sys::statfs::fstatfs(fd)
-            .map(|s| CASE_INSENSITIVE.contains(&(s.filesystem_type().0 as i64)))
-            .unwrap_or(true);
-        devices()
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(dev, insensitive);
-        insensitive
+        Some(insensitive)
     }
 
     /// The name `component` of the existing `path` has on disk.
