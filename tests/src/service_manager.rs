@@ -225,6 +225,15 @@ impl ServiceManager {
         }
     }
 
+    /// Waits (at most 10 s) until the last `STATUS=` line sent no longer contains `needle`.
+    pub fn wait_for_status_without(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.last_status().is_some_and(|s| s.contains(needle)) {
+            assert!(Instant::now() < deadline, "{:?}", self.last_status());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The last `STATUS=` line sent.
     pub fn last_status(&self) -> Option<String> {
         self.messages()

@@ -340,13 +340,7 @@ fn records_name_the_process_the_boot_and_the_run_and_every_reload_is_on_record()
     let decision = &first[1];
     assert_eq!(decision["kind"], "decision");
     assert_eq!(decision["pid"], std::process::id());
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let start = common::start_time_of(std::process::id());
     assert_eq!(decision["start_time"], start);
     assert_eq!(
         decision["exe"],

@@ -32,6 +32,24 @@ fn logrotate() -> &'static str {
     panic!("logrotate is not installed: run scripts/test.sh, or apt-get install logrotate");
 }
 
+/// The daemon under a played service manager, on `ALLOW_TMP`, logging to `root/decisions.jsonl`.
+fn managed_with_log(root: &Path, extra: &[&str]) -> (ServiceManager, PathBuf) {
+    let log = root.join("decisions.jsonl");
+    let policy = root.join("policy.toml");
+    std::fs::write(&policy, ALLOW_TMP).unwrap();
+    let mut args: Vec<OsString> = vec![
+        "serve".into(),
+        "--policy".into(),
+        policy.into(),
+        "--decision-log".into(),
+        log.clone().into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    let mut manager = ServiceManager::new(root, Path::new(&*BROKER), &args, 64);
+    manager.start();
+    (manager, log)
+}
+
 fn ask(conn: &mut RawConn, id: &mut u32) -> String {
     *id += 1;
     conn.send(read_frame(*id, None, "/tmp/x").as_bytes());
@@ -187,21 +205,8 @@ fn the_shipped_logrotate_configuration_under_load_keeps_every_record() {
 fn a_failed_reopen_is_loud_and_no_record_goes_to_a_file_without_a_name() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let log = root.join("decisions.jsonl");
     let rotated = root.join("decisions.jsonl.1");
-    let policy = root.join("policy.toml");
-    std::fs::write(&policy, ALLOW_TMP).unwrap();
-    let args: Vec<OsString> = vec![
-        "serve".into(),
-        "--policy".into(),
-        policy.into(),
-        "--decision-log".into(),
-        log.clone().into(),
-        "--decision-log-max-wait".into(),
-        "0.5".into(),
-    ];
-    let mut manager = ServiceManager::new(root, Path::new(&*BROKER), &args, 64);
-    manager.start();
+    let (mut manager, log) = managed_with_log(root, &["--decision-log-max-wait", "0.5"]);
     let mut conn = RawConn::open_path(&manager.socket);
     let mut id = 0;
     assert!(ask(&mut conn, &mut id).contains("allow"));
@@ -242,11 +247,7 @@ fn a_failed_reopen_is_loud_and_no_record_goes_to_a_file_without_a_name() {
     assert!(ask(&mut conn, &mut id).contains("allow"));
     manager.wait_for_log(&["problem resolved"], 1);
     // The cleared status follows the log line.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while manager.last_status().unwrap().contains("DECISION LOG") {
-        assert!(Instant::now() < deadline, "{:?}", manager.last_status());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    manager.wait_for_status_without("DECISION LOG");
     assert!(manager.stop().success());
     // In the new file: the record of the request that went unanswered, the fault that closed its
     // connection (written late too), then the new connection's.
@@ -329,18 +330,7 @@ fn a_log_cut_short_under_the_daemon_is_reported() {
 fn a_failed_reopen_is_retried_while_the_daemon_is_idle() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let log = root.join("decisions.jsonl");
-    let policy = root.join("policy.toml");
-    std::fs::write(&policy, ALLOW_TMP).unwrap();
-    let args: Vec<OsString> = vec![
-        "serve".into(),
-        "--policy".into(),
-        policy.into(),
-        "--decision-log".into(),
-        log.clone().into(),
-    ];
-    let mut manager = ServiceManager::new(root, Path::new(&*BROKER), &args, 64);
-    manager.start();
+    let (mut manager, log) = managed_with_log(root, &[]);
     let mut conn = RawConn::open_path(&manager.socket);
     let mut id = 0;
     assert!(ask(&mut conn, &mut id).contains("allow"));
@@ -352,11 +342,7 @@ fn a_failed_reopen_is_retried_while_the_daemon_is_idle() {
     std::fs::remove_dir(&log).unwrap();
     manager.wait_for_log(&["decision log reopened", "retry"], 1);
     // The cleared status follows the log line.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while manager.last_status().unwrap().contains("DECISION LOG") {
-        assert!(Instant::now() < deadline, "{:?}", manager.last_status());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    manager.wait_for_status_without("DECISION LOG");
     assert!(log.is_file());
     assert!(manager.stop().success());
 }

@@ -449,13 +449,7 @@ fn reload_believes_only_the_running_daemons_own_status_file() {
     assert!(said.contains("writable by others"), "{said}");
     let me = Command::new("sleep").arg("30").spawn().unwrap();
     let mut me = me;
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", me.id())).unwrap();
-    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let start = common::start_time_of(me.id());
     std::fs::write(
         &in_shared,
         format!(
@@ -494,13 +488,7 @@ fn reload_believes_only_the_running_daemons_own_status_file() {
             .spawn()
             .unwrap()
     };
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", their_sleep.id())).unwrap();
-    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let start = common::start_time_of(their_sleep.id());
     let forged = theirs.path().join("status.json");
     std::fs::write(
         &forged,
