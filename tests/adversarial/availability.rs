@@ -461,3 +461,101 @@ fn a_stop_during_an_upgrades_drain_is_not_lost() {
     let status = daemon.child.wait().unwrap();
     assert!(status.success(), "{status:?}\n{}", daemon.log().join("\n"));
 }
+
+/// Attack: a lookup that never returns, on a connection served by a thread of its own (a busy
+/// connection is). Before connection threads, the blocking pool's deadline answered such a
+/// request while the connection went on; a thread deciding in place must keep that promise.
+/// Expected: the request is denied at the deadline, the same connection goes on (ids carried,
+/// frames sent ahead of the stuck one answered in order), and when the kernel lets the stuck
+/// lookup go, nothing more is written or recorded for it: one answer and one record per request.
+#[test]
+fn a_connection_stuck_in_a_lookup_is_answered_at_the_deadline_and_served_on() {
+    let root = tempfile::tempdir().unwrap();
+    let mount = StalledMount::new(&root.path().join("stalled"));
+    let stalled = |name: &str| format!("{}/{name}", mount.dir.display());
+    let log = root.path().join("decisions.jsonl");
+    let daemon = Daemon::start(
+        ALLOW_ALL_READS,
+        &[
+            "--request-deadline",
+            "1",
+            "--blocking-threads",
+            "8",
+            "--decision-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let mut conn = common::RawConn::open(&daemon);
+    // A read of a path, or (a value without `/`) an env variable: it needs no lookup slot.
+    let send = |conn: &mut common::RawConn, frames: &[(u32, &str)]| {
+        let bytes: String = frames
+            .iter()
+            .map(|(id, value)| match value.starts_with('/') {
+                true => common::read_frame(*id, None, value),
+                false => format!(
+                    r#"{{"v":1,"id":{id},"datetime":"2026-12-01T16:30:45.262660275+00:00","permission":"env","value":"{value}"}}"#
+                ) + "\n",
+            })
+            .collect();
+        conn.send(bytes.as_bytes());
+    };
+    let answered = |conn: &mut common::RawConn, id: u32, allow: bool| {
+        let answer = conn.answer();
+        assert!(
+            answer.contains(&format!("\"id\":{id},"))
+                && answer.contains(if allow { "\"allow\"" } else { "\"deny\"" }),
+            "request {id}: {answer}"
+        );
+        answer
+    };
+    // A burst (the connection is then served by a thread of its own), then the stuck request.
+    for id in 1..=20 {
+        send(&mut conn, &[(id, "/etc/hostname")]);
+        answered(&mut conn, id, true);
+    }
+    let start = Instant::now();
+    send(&mut conn, &[(21, &stalled("a"))]);
+    let answer = answered(&mut conn, 21, false);
+    let waited = start.elapsed();
+    assert!(
+        answer.contains("longer than the broker's request deadline"),
+        "{answer}"
+    );
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_millis(2500),
+        "answered after {waited:?}, the deadline is 1 s"
+    );
+    // The same connection goes on at once.
+    let start = Instant::now();
+    send(&mut conn, &[(22, "/etc/hostname")]);
+    answered(&mut conn, 22, true);
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    // A frame sent right behind a stuck one is read by the connection's next frame loop. (Two
+    // lookups of this uid are stuck then, its share of 8 slots: its next read would be denied
+    // at once, so the frame behind asks for an env variable.)
+    send(&mut conn, &[(23, &stalled("b")), (24, "HOME")]);
+    answered(&mut conn, 23, false);
+    answered(&mut conn, 24, true);
+    // The kernel lets the stuck lookups go: their frame loops end without a word, and their
+    // slots are free again.
+    drop(mount);
+    std::thread::sleep(Duration::from_millis(500));
+    send(&mut conn, &[(25, "/etc/hostname")]);
+    answered(&mut conn, 25, true);
+    // Ids still strictly increase across the rescues: 24 again is a fault.
+    send(&mut conn, &[(24, "/etc/hostname")]);
+    conn.assert_closed_unanswered("an id that does not increase");
+    // One record per answer, none for the abandoned lookups.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ids: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=25).collect::<Vec<u64>>(), "{text}");
+}

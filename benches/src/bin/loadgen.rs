@@ -478,9 +478,10 @@ async fn throughput(
     seconds: f64,
     rounds: usize,
     svg: Option<&Path>,
+    quick: bool,
 ) {
     let policy = write_policy(dir, 1000, 0);
-    let targets = [
+    let mut targets = vec![
         (
             "floor (blocking, thread per connection)",
             floor_process(&dir.join("floor.sock"), "--floor"),
@@ -524,6 +525,10 @@ async fn throughput(
             dir.join("tokio-floor.sock"),
         ),
     ];
+    if quick {
+        // The blocking floor, the daemon and the daemon with a log: the targets' three.
+        targets.truncate(3);
+    }
     println!(
         "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
     );
@@ -985,7 +990,15 @@ fn main() {
             let rules = value("--rules", "100000").parse().unwrap();
             reload(&dir, rules, seconds).await;
         } else {
-            throughput(&dir, &connections, seconds, rounds, svg.as_deref()).await;
+            throughput(
+                &dir,
+                &connections,
+                seconds,
+                rounds,
+                svg.as_deref(),
+                flag("--quick"),
+            )
+            .await;
         }
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
 };
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 /// Why a connection was closed without an answer.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,29 @@ pub enum Fault {
     OverShare { held: usize, limit: usize },
     #[error("handed over but not taken: {0}")]
     NotAdopted(String),
+    /// Not a fault of the peer: the request's decision outlived the deadline on a connection
+    /// thread, and the watchdog answered it and serves the connection now.
+    #[error("taken over by the watchdog")]
+    Rescued,
+}
+
+/// A half of a connection's socket that a second frame loop can use too: how a connection whose
+/// thread is stuck in a lookup goes on being served. `None` where that is not possible (the
+/// Windows pipe, which is never served by a connection thread).
+pub trait Duplicate: Sized {
+    fn duplicate(&self) -> Option<Self>;
+}
+
+/// A request the watchdog answers (denied at the deadline) before the rescued connection reads
+/// its next frame.
+#[derive(Debug)]
+struct Owed {
+    id: u32,
+    permission: Permission,
+    value: Option<String>,
+    started: Instant,
+    snapshot: Arc<Snapshot>,
+    reason: String,
 }
 
 /// A per-uid limit on fault warnings in the daemon's log: one local user sending 20,000 bad
@@ -237,9 +260,20 @@ pub struct Connection<R, W> {
     line: Vec<u8>,
     out: Vec<u8>,
     shared: Arc<Shared>,
+    /// The stop signal, kept for a rescue (which goes on with a copy of it).
+    shutdown: Option<watch::Receiver<Option<Stop>>>,
+    /// Answered first: set only on a connection the watchdog rescued.
+    owed: Option<Owed>,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
+/// What a connection waits on for a stop: `None` until one is sent.
+pub type Shutdown = watch::Receiver<Option<Stop>>;
+
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin + Duplicate + Send + Sync + 'static,
+    W: AsyncWrite + Unpin + Duplicate + Send + Sync + 'static,
+{
     pub fn new(id: u64, peer: Peer, reader: R, writer: W, shared: Arc<Shared>) -> Self {
         Connection {
             id,
@@ -251,6 +285,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             line: Vec::with_capacity(512),
             out: Vec::with_capacity(256),
             shared,
+            shutdown: None,
+            owed: None,
         }
     }
 
@@ -303,11 +339,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             line: Vec::with_capacity(512),
             out: Vec::with_capacity(256),
             shared,
+            shutdown: None,
+            owed: None,
         })
     }
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The threads that may serve this connection while it is busy.
+    pub fn threads(&self) -> Arc<super::serving::Threads> {
+        self.shared.threads.clone()
     }
 
     /// The socket this connection reads from.
@@ -356,22 +399,31 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// sender is dropped) while the connection is idle. A request already read is always
     /// answered. The signal is this connection's own, so waiting for a frame touches no state
     /// shared with other connections.
-    pub async fn run(mut self, mut shutdown: oneshot::Receiver<Stop>) -> Ended<R, W> {
-        tracing::debug!(conn = self.id, peer = %self.peer, "connection opened");
-        if let Some(allowed) = &self.shared.allowed_uids
-            && !self.peer.uid.is_some_and(|uid| allowed.contains(&uid))
-        {
-            let fault = Fault::NotAllowed(self.peer.uid);
-            self.record_fault(&fault).await;
-            tracing::warn!(conn = self.id, peer = %self.peer, "{}; closing connection", fault.to_string().escape_debug());
-            return self.end(Stop::Close);
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Ended<R, W> {
+        self.shutdown = Some(shutdown.clone());
+        if let Some(owed) = self.owed.take() {
+            // A rescued connection: its request is answered (denied), then it goes on.
+            let answered = self.respond_owed(owed).await;
+            if let Err(fault) = answered {
+                return self.fault(fault).await;
+            }
+        } else {
+            tracing::debug!(conn = self.id, peer = %self.peer, "connection opened");
+            if let Some(allowed) = &self.shared.allowed_uids
+                && !self.peer.uid.is_some_and(|uid| allowed.contains(&uid))
+            {
+                let fault = Fault::NotAllowed(self.peer.uid);
+                self.record_fault(&fault).await;
+                tracing::warn!(conn = self.id, peer = %self.peer, "{}; closing connection", fault.to_string().escape_debug());
+                return self.end(Stop::Close);
+            }
         }
         loop {
             let read = tokio::select! {
                 // A stop is taken before another frame: a handover reads nothing new.
                 biased;
-                stop = &mut shutdown => {
-                    let stop = stop.unwrap_or(Stop::Close);
+                stop = shutdown.wait_for(Option::is_some) => {
+                    let stop = stop.ok().and_then(|stop| *stop).unwrap_or(Stop::Close);
                     tracing::debug!(conn = self.id, ?stop, "idle connection stopped");
                     return self.end(stop);
                 }
@@ -391,34 +443,47 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 Err(fault) => Err(fault),
             };
             if let Err(fault) = outcome {
-                self.record_fault(&fault).await;
-                // Every fault is in the decision log; the daemon's own log takes a few per uid
-                // at a time, and says how many it left out.
-                match self.shared.fault_warnings.admit(self.peer.uid) {
-                    Admit::No => return self.end(Stop::Close),
-                    Admit::AfterSkipping(skipped) => tracing::warn!(
-                        uid = self.peer.uid,
-                        skipped,
-                        "{skipped} protocol faults from this uid were not logged here (more than {} in {:?}); each is in the decision log, if there is one",
-                        FaultWarnings::BURST,
-                        FaultWarnings::WINDOW
-                    ),
-                    Admit::Yes => {}
-                }
-                tracing::warn!(
-                    conn = self.id,
-                    pid = self.peer.pid,
-                    uid = self.peer.uid,
-                    gid = self.peer.gid,
-                    last_id = self.ids.last(),
-                    // A fault's text can hold what the peer sent (a JSON key): escaped, so that
-                    // no peer can write a line of its own into the daemon's log.
-                    fault = %fault.to_string().escape_debug(),
-                    "protocol fault; closing connection without an answer"
-                );
-                return self.end(Stop::Close);
+                return self.fault(fault).await;
             }
         }
+    }
+
+    /// Ends the connection for a fault: recorded, warned about (a few per uid), closed.
+    async fn fault(self, fault: Fault) -> Ended<R, W> {
+        if let Fault::Rescued = fault {
+            // Served by the watchdog's frame loop now: this one leaves the socket alone.
+            tracing::debug!(
+                conn = self.id,
+                "stale frame loop of a rescued connection ended"
+            );
+            return self.end(Stop::Close);
+        }
+        self.record_fault(&fault).await;
+        // Every fault is in the decision log; the daemon's own log takes a few per uid at a
+        // time, and says how many it left out.
+        match self.shared.fault_warnings.admit(self.peer.uid) {
+            Admit::No => return self.end(Stop::Close),
+            Admit::AfterSkipping(skipped) => tracing::warn!(
+                uid = self.peer.uid,
+                skipped,
+                "{skipped} protocol faults from this uid were not logged here (more than {} in {:?}); each is in the decision log, if there is one",
+                FaultWarnings::BURST,
+                FaultWarnings::WINDOW
+            ),
+            Admit::Yes => {}
+        }
+        tracing::warn!(
+            conn = self.id,
+            pid = self.peer.pid,
+            uid = self.peer.uid,
+            gid = self.peer.gid,
+            last_id = self.ids.last(),
+            // A fault's text can hold what the peer sent (a JSON key): escaped, so that no peer
+            // can write a line of its own into the daemon's log.
+            fault = %fault.to_string().escape_debug(),
+            "protocol fault; closing connection without an answer"
+        );
+        self.end(Stop::Close)
     }
 
     /// Closes a connection at accept, without reading from it: logged as a fault with the peer.
@@ -489,8 +554,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     }
 
     async fn answer(&mut self) -> Result<(), Fault> {
+        // Taken out while it is answered, so the request can borrow it beside `&mut self`.
+        let line = std::mem::take(&mut self.line);
+        let answered = self.answer_frame(&line).await;
+        self.line = line;
+        answered
+    }
+
+    async fn answer_frame(&mut self, line: &[u8]) -> Result<(), Fault> {
         let started = Instant::now();
-        let request = parse_request_ref(&self.line)?;
+        let request = parse_request_ref(line)?;
         self.ids.advance(request.id)?;
         if let Some(claimed) = request.pid {
             self.peer.check_claimed_pid(claimed).map_err(Fault::Pid)?;
@@ -503,20 +576,153 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             .state
             .may_block(policy, self.shared.log.is_some(), permission, value)
         {
-            decide_off_loop(
-                &mut self.state,
-                &self.shared,
-                self.peer,
-                self.id,
-                &snapshot,
-                permission,
-                value,
-            )
-            .await
+            match self.decide_in_place(request.id, &snapshot, permission, value, started) {
+                InPlace::Decided(ruling) => ruling,
+                InPlace::Rescued => return Err(Fault::Rescued),
+                InPlace::NotHere => {
+                    decide_off_loop(
+                        &mut self.state,
+                        &self.shared,
+                        self.peer,
+                        self.id,
+                        &snapshot,
+                        permission,
+                        value,
+                    )
+                    .await
+                }
+            }
         } else {
             self.state
                 .decide(&self.shared, &self.peer, &snapshot, permission, value)
         };
+        self.respond(request.id, permission, value, &snapshot, ruling, started)
+            .await
+    }
+
+    /// Decides a request that may block right here, on the connection's thread, with the
+    /// watchdog armed to answer it (denied) and go on serving the connection if the lookup
+    /// outlives the deadline. That is the blocking pool's isolation without its two thread
+    /// hand-offs per request. Not here on the event loop, or with no slot free now.
+    fn decide_in_place<'p>(
+        &mut self,
+        id: u32,
+        snapshot: &'p Arc<Snapshot>,
+        permission: Permission,
+        value: Option<&str>,
+        started: Instant,
+    ) -> InPlace<'p> {
+        let pool = &self.shared.blocking;
+        if !super::serving::can_decide_in_place() || !pool.watchdog.alive() {
+            return InPlace::NotHere;
+        }
+        let Some(slot) = pool.try_slot(self.peer.uid) else {
+            return InPlace::NotHere;
+        };
+        let Some(rescue) = self.rescue(id, snapshot, permission, value, started, &slot) else {
+            return InPlace::NotHere;
+        };
+        let deadline = Instant::now() + pool.deadline;
+        let (state, shared, peer) = (&mut self.state, &self.shared, &self.peer);
+        let decided = super::serving::in_place(&pool.watchdog, deadline, rescue, move || {
+            // Held until the lookup returns, rescued or not: an abandoned one counts against
+            // its uid's share until then.
+            let _slot = slot;
+            state.decide(shared, peer, snapshot, permission, value)
+        });
+        match decided {
+            Some(ruling) => InPlace::Decided(ruling),
+            None => InPlace::Rescued,
+        }
+    }
+
+    /// What the watchdog does if the decision in place outlives the deadline: marks the lookup
+    /// abandoned, and sends on a frame loop for this connection that answers the request
+    /// (denied, as the blocking pool's deadline does) and goes on serving it, with what this one
+    /// has now: the ids, the bytes read ahead, the working directories before this request.
+    fn rescue(
+        &self,
+        id: u32,
+        snapshot: &Arc<Snapshot>,
+        permission: Permission,
+        value: Option<&str>,
+        started: Instant,
+        slot: &super::server::BlockingSlot,
+    ) -> Option<super::serving::Rescue> {
+        let read = self.reader.get_ref().inner.duplicate()?;
+        let write = self.writer.duplicate()?;
+        let shutdown = self.shutdown.clone()?;
+        let mut pending = self.reader.buffer().to_vec();
+        pending.extend_from_slice(self.reader.get_ref().rest());
+        let abandon = slot.abandon_handle();
+        let (conn, peer, last_id) = (self.id, self.peer, self.ids.last());
+        let (proc, working_dirs) = (self.state.proc.clone(), self.state.working_dirs.clone());
+        // What was known of the peer goes on (shared, not copied: this is made per request).
+        let facts = self.state.facts.clone();
+        let (shared, snapshot) = (self.shared.clone(), snapshot.clone());
+        let value = value.map(str::to_owned);
+        Some(Box::new(move |send| {
+            abandon.abandon();
+            let deadline = shared.blocking.deadline;
+            shared
+                .blocking
+                .deadline_denials
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(conn, peer = %peer, permission = %permission, value = ?value, ?deadline, "deciding took longer than the request deadline; denied, lookup abandoned");
+            let mut state = DecisionState::new(proc);
+            state.working_dirs = working_dirs;
+            state.facts = facts;
+            let rescued = Connection {
+                id: conn,
+                state,
+                peer,
+                reader: BufReader::with_capacity(READ_BUFFER_BYTES, Prefixed::new(pending, read)),
+                writer: write,
+                ids: IdSequence::resume(last_id),
+                line: Vec::with_capacity(512),
+                out: Vec::with_capacity(256),
+                shared,
+                shutdown: None,
+                owed: Some(Owed {
+                    id,
+                    permission,
+                    value,
+                    started,
+                    snapshot,
+                    reason: deadline_reason(deadline),
+                }),
+            };
+            let next: super::serving::Boxed<Ended<R, W>> = Box::pin(rescued.run(shutdown));
+            send(Box::new(next));
+        }))
+    }
+
+    /// Answers the request a rescue owes.
+    async fn respond_owed(&mut self, owed: Owed) -> Result<(), Fault> {
+        let ruling = Ruling::unresolvable(owed.reason);
+        self.respond(
+            owed.id,
+            owed.permission,
+            owed.value.as_deref(),
+            &owed.snapshot,
+            ruling,
+            owed.started,
+        )
+        .await
+    }
+
+    /// Records the decision (before the answer leaves: no decision without a record) and
+    /// writes the answer.
+    async fn respond(
+        &mut self,
+        id: u32,
+        permission: Permission,
+        value: Option<&str>,
+        snapshot: &Snapshot,
+        ruling: Ruling<'_>,
+        started: Instant,
+    ) -> Result<(), Fault> {
+        let policy = &snapshot.policy;
         let facts = self.state.facts.as_ref();
         let exe = facts.and_then(|f| f.exe.as_deref());
         let unit = facts.and_then(|f| f.unit.as_deref());
@@ -551,7 +757,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 gid: self.peer.gid,
                 exe: exe.map(str::to_owned),
                 unit: unit.map(str::to_owned),
-                id: request.id,
+                id,
                 permission: permission.as_str(),
                 value: value.map(str::to_owned),
                 resolved,
@@ -569,7 +775,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         self.out.clear();
         write_answer(
             &mut self.out,
-            request.id,
+            id,
             answered,
             decision.reason.as_deref().unwrap_or(""),
         );
@@ -589,7 +795,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             conn = self.id,
             pid = self.peer.pid,
             uid = self.peer.uid,
-            id = request.id,
+            id = id,
             permission = %permission,
             value = ?value,
             decision = %decision.effect,
@@ -601,6 +807,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         );
         Ok(())
     }
+}
+
+/// Why a request was denied at the deadline.
+fn deadline_reason(deadline: Duration) -> String {
+    format!(
+        "denied: deciding took longer than the broker's request deadline ({deadline:?}): a file system or account lookup it needs is not answering"
+    )
+}
+
+/// How a decision in place went.
+enum InPlace<'p> {
+    Decided(Ruling<'p>),
+    /// The watchdog answered it and serves the connection now.
+    Rescued,
+    /// Not possible here: decide on the blocking pool.
+    NotHere,
 }
 
 /// Decides on the blocking pool, within the request deadline. A request whose lookups
@@ -670,10 +892,7 @@ async fn decide_off_loop(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(conn = conn, peer = %peer, permission = %permission, value = ?value, deadline = ?pool.deadline, "deciding took longer than the request deadline; denied, lookup abandoned");
             state.working_dirs = kept;
-            Ruling::unresolvable(format!(
-                "denied: deciding took longer than the broker's request deadline ({:?}): a file system or account lookup it needs is not answering",
-                pool.deadline
-            ))
+            Ruling::unresolvable(deadline_reason(pool.deadline))
         }
     }
 }
@@ -689,7 +908,7 @@ struct DecisionState {
     /// Where this process may open relative paths from.
     working_dirs: WorkingDirs,
     /// Read from /proc the first time a policy with `when` rules needs them.
-    facts: Option<Facts>,
+    facts: Option<Arc<Facts>>,
 }
 
 impl DecisionState {
@@ -747,13 +966,13 @@ impl DecisionState {
         };
         // Read once per connection: for `when` rules, and for the decision log's forensics.
         if (policy.uses_subject() || shared.log.is_some()) && self.facts.is_none() {
-            self.facts = Some(self.proc.facts());
+            self.facts = Some(Arc::new(self.proc.facts()));
         }
         if policy.uses_names()
             && let Some(facts) = &mut self.facts
             && !facts.names_read
         {
-            super::peer::account_names(peer, facts);
+            super::peer::account_names(peer, Arc::make_mut(facts));
         }
         let facts = self.facts.as_ref();
         let subject = Subject {

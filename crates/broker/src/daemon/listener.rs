@@ -100,7 +100,8 @@ pub async fn serve_on_socket(
             return ExitCode::FAILURE;
         }
     };
-    let mut resumed = resume(std::mem::take(&mut inherited.connections));
+    let linger = super::serving::linger(shared.limits.frame_timeout);
+    let mut resumed = resume(std::mem::take(&mut inherited.connections), linger);
     if !inherited.how.is_empty() {
         tracing::info!(
             from = inherited.how,
@@ -138,7 +139,11 @@ pub async fn serve_on_socket(
             }
         }
     }
-    let mut acceptor = UnixAcceptor { listener, store };
+    let mut acceptor = UnixAcceptor {
+        listener,
+        store,
+        linger,
+    };
     let (control, mut why_rx) = tokio::sync::mpsc::channel(4);
     let watchers = spawn_stop_watchers(&control, &socket);
     let commit_only = settings.reload == crate::cli::ReloadMode::Signal;
@@ -228,9 +233,7 @@ pub async fn serve_on_socket(
                     // Closed here without a shutdown (dropping tokio's write half would send
                     // one): the store's copies stay open for the next start.
                     for (_, read, write) in stopped.parked {
-                        if let Ok(stream) = read.reunite(write) {
-                            drop(stream.into_std());
-                        }
+                        drop(super::serving::unix::reunite(read, write));
                     }
                 } else {
                     // Parked for an upgrade that a stop overtook: nobody will take them.
@@ -265,7 +268,7 @@ fn exec_upgrade(
     socket: &Socket,
     acceptor: &super::server::unix::UnixAcceptor,
     next_conn: u64,
-    stopped: &server::Stopped<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>,
+    stopped: &server::Stopped<super::serving::unix::ConnRead, super::serving::unix::ConnWrite>,
 ) -> std::io::Error {
     use std::os::fd::AsFd;
     let state = handover::State {
@@ -281,11 +284,14 @@ fn exec_upgrade(
             .map(|(carried, _, _)| (**carried).clone())
             .collect(),
     };
-    let connections: Vec<(u64, std::os::fd::BorrowedFd<'_>)> = stopped
+    // Each held still (locked) until the exec: a parked connection's future has ended.
+    let held: Vec<(u64, super::serving::unix::Fd<'_>)> = stopped
         .parked
         .iter()
-        .map(|(carried, read, _)| (carried.conn, read.as_ref().as_fd()))
+        .map(|(carried, read, _)| (carried.conn, read.fd()))
         .collect();
+    let connections: Vec<(u64, std::os::fd::BorrowedFd<'_>)> =
+        held.iter().map(|(conn, fd)| (*conn, fd.as_fd())).collect();
     tracing::info!(
         program = %target.program.display(),
         connections = connections.len(),
@@ -378,28 +384,23 @@ fn remove_socket(socket: &Socket) {
 #[cfg(unix)]
 fn resume(
     connections: Vec<(super::connection::Carried, std::os::unix::net::UnixStream)>,
-) -> Vec<server::Resumed<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>> {
+    linger: std::time::Duration,
+) -> Vec<server::Resumed<super::serving::unix::ConnRead, super::serving::unix::ConnWrite>> {
     connections
         .into_iter()
         .filter_map(|(carried, stream)| {
             let conn = carried.conn;
-            let taken = stream
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::UnixStream::from_std(stream))
-                .and_then(|stream| {
-                    let peer = super::server::unix::peer_of(&stream)?;
-                    Ok((peer, stream))
-                });
+            let taken = super::server::unix::peer_of(&stream).and_then(|peer| {
+                let (read, write) = super::serving::unix::split(stream, linger)?;
+                Ok((peer, read, write))
+            });
             match taken {
-                Ok((peer, stream)) => {
-                    let (read, write) = stream.into_split();
-                    Some(server::Resumed {
-                        carried,
-                        peer,
-                        read,
-                        write,
-                    })
-                }
+                Ok((peer, read, write)) => Some(server::Resumed {
+                    carried,
+                    peer,
+                    read,
+                    write,
+                }),
                 Err(e) => {
                     tracing::warn!(conn, "handed-over connection cannot be used: {e}; closed");
                     None
@@ -418,8 +419,8 @@ fn store_state(
     next_conn: u64,
     parked: &[(
         Box<super::connection::Carried>,
-        tokio::net::unix::OwnedReadHalf,
-        tokio::net::unix::OwnedWriteHalf,
+        super::serving::unix::ConnRead,
+        super::serving::unix::ConnWrite,
     )],
 ) {
     use std::os::fd::AsFd;
@@ -447,10 +448,7 @@ fn store_state(
         Err(e) => {
             tracing::error!("cannot store the connections' state: {e}; closing them");
             for (carried, read, _) in parked {
-                let _ = nix::sys::socket::shutdown(
-                    std::os::fd::AsRawFd::as_raw_fd(read.as_ref()),
-                    nix::sys::socket::Shutdown::Both,
-                );
+                super::serving::unix::shutdown(read.raw_fd());
                 store.forget_connection(carried.conn);
             }
         }

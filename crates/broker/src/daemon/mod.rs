@@ -20,6 +20,7 @@ pub mod peer;
 mod protected;
 pub mod reload;
 pub mod server;
+pub mod serving;
 mod signals;
 pub mod symlinks;
 #[cfg(unix)]
@@ -144,8 +145,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     signals::block_handled();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // The decision pool's slots, and room for the reloader's and the log's own work.
-        .max_blocking_threads(settings.blocking_threads + 16)
+        // The connection threads, the decision pool's slots, and room for the reloader's and
+        // the log's own work.
+        .max_blocking_threads(
+            connection_threads(settings.blocking_threads) + settings.blocking_threads + 16,
+        )
         .build()
     {
         Ok(runtime) => runtime,
@@ -185,6 +189,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             log,
             allowed_uids: settings.allowed_uids.clone(),
             fault_warnings: connection::FaultWarnings::default(),
+            threads: serving::Threads::new(connection_threads(settings.blocking_threads)),
             blocking: server::BlockingPool::new(
                 settings.blocking_threads,
                 settings.request_deadline,
@@ -246,6 +251,13 @@ pub fn serve(args: ServeArgs) -> ExitCode {
 
 /// How long the exit waits for the decision log to write what is queued.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many connections may be served by a thread of their own at once: four for each slot of
+/// the decision pool (a connection thread decides in place while it holds a slot). Connections
+/// past that are served from the event loop.
+fn connection_threads(blocking_threads: usize) -> usize {
+    blocking_threads.saturating_mul(4)
+}
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

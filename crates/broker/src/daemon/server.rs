@@ -1,7 +1,7 @@
 //! The accept loop: a bounded number of connections, each served by its own task, and a graceful
 //! stop that lets every request already read be answered.
 
-use super::connection::{Carried, Connection, Ended, Fault, Stop};
+use super::connection::{Carried, Connection, Duplicate, Ended, Fault, Shutdown, Stop};
 use super::peer::Peer;
 use super::reload::PolicyStore;
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, watch};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -34,6 +34,8 @@ pub struct Shared {
     pub blocking: BlockingPool,
     /// How many fault warnings each uid may cause in the daemon's log.
     pub fault_warnings: super::connection::FaultWarnings,
+    /// The threads that serve busy connections.
+    pub threads: Arc<super::serving::Threads>,
 }
 
 /// The bounded pool for decisions that may wait on a file system or an account database.
@@ -55,6 +57,8 @@ pub struct BlockingPool {
     /// Abandoned lookups still running, by uid.
     stuck: Arc<Mutex<HashMap<u32, usize>>>,
     per_uid: usize,
+    /// Rescues decisions made in place on a connection thread that outlive the deadline.
+    pub watchdog: Arc<super::serving::Watchdog>,
 }
 
 /// A slot of the pool, held by one decision (and by its thread, if abandoned, until it ends).
@@ -84,7 +88,34 @@ impl BlockingPool {
             deadline_denials: AtomicU64::new(0),
             stuck: Arc::default(),
             per_uid: (size / 4).max(1),
+            watchdog: super::serving::Watchdog::start(deadline),
         }
+    }
+
+    /// Whether `uid` has its share of abandoned lookups still running.
+    fn over_share(&self, uid: Option<u32>) -> bool {
+        uid.is_some_and(|uid| {
+            self.stuck
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&uid)
+                .is_some_and(|stuck| *stuck >= self.per_uid)
+        })
+    }
+
+    /// A slot for a decision of `uid` if one is free now (a decision in place on a connection
+    /// thread takes one this way, and waits on the event loop if none is).
+    pub fn try_slot(&self, uid: Option<u32>) -> Option<BlockingSlot> {
+        if self.over_share(uid) {
+            return None;
+        }
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(BlockingSlot {
+            _permit: permit,
+            uid,
+            abandoned: Arc::default(),
+            stuck: self.stuck.clone(),
+        })
     }
 
     /// Lookups running on the pool now, abandoned ones included. Once every connection has
@@ -109,14 +140,7 @@ impl BlockingPool {
         uid: Option<u32>,
         until: tokio::time::Instant,
     ) -> Result<BlockingSlot, NoSlot> {
-        if let Some(uid) = uid
-            && self
-                .stuck
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&uid)
-                .is_some_and(|stuck| *stuck >= self.per_uid)
-        {
+        if self.over_share(uid) {
             return Err(NoSlot::Share(self.per_uid));
         }
         let permit = match self.slots.clone().try_acquire_owned() {
@@ -196,8 +220,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Something that yields connections with their kernel-reported peer.
 pub trait Accept {
-    type Read: tokio::io::AsyncRead + Unpin + Send + Sync + 'static;
-    type Write: tokio::io::AsyncWrite + Unpin + Send + Sync + 'static;
+    type Read: tokio::io::AsyncRead + Unpin + Send + Sync + Duplicate + 'static;
+    type Write: tokio::io::AsyncWrite + Unpin + Send + Sync + Duplicate + 'static;
     /// What closes a connection's socket from outside its task (for a stop that cannot wait).
     type Handle: Send + 'static;
 
@@ -245,20 +269,20 @@ pub struct Stopped<R, W> {
 #[derive(Debug)]
 struct Closers<H>(Mutex<HashMap<u64, Closer<H>>>);
 
-/// A connection's stop signal (taken when sent) and what closes its socket.
-type Closer<H> = (Option<oneshot::Sender<Stop>>, H);
+/// A connection's stop signal and what closes its socket.
+type Closer<H> = (watch::Sender<Option<Stop>>, H);
 
 impl<H> Closers<H> {
     fn new() -> Self {
         Closers(Mutex::new(HashMap::new()))
     }
 
-    fn register(&self, id: u64, handle: H) -> oneshot::Receiver<Stop> {
-        let (tx, rx) = oneshot::channel();
+    fn register(&self, id: u64, handle: H) -> Shutdown {
+        let (tx, rx) = watch::channel(None);
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, (Some(tx), handle));
+            .insert(id, (tx, handle));
         rx
     }
 
@@ -269,17 +293,16 @@ impl<H> Closers<H> {
             .remove(&id);
     }
 
-    /// Tells every open connection to stop (close or park) once idle.
+    /// Tells every open connection to stop (close or park) once idle; the first stop sent
+    /// stands.
     fn stop_all(&self, stop: Stop) {
         for (tx, _) in self
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .values_mut()
+            .values()
         {
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(stop);
-            }
+            tx.send_if_modified(|sent| sent.is_none() && sent.replace(stop).is_none());
         }
     }
 
@@ -513,8 +536,9 @@ fn spawn_connection<L: Accept>(
     let id = connection.id();
     let shutdown = closers.register(id, L::handle(connection.reader()));
     let closers = closers.clone();
+    let threads = connection.threads();
     tasks.spawn(async move {
-        let ended = connection.run(shutdown).await;
+        let ended = super::serving::drive(Box::pin(connection.run(shutdown)), &threads).await;
         closers.remove(id);
         drop(share);
         drop(permit);
@@ -548,9 +572,10 @@ pub mod unix {
     use super::Accept;
     use crate::daemon::fd_store::FdStore;
     use crate::daemon::peer::Peer;
-    use std::os::fd::{AsFd, AsRawFd, RawFd};
+    use crate::daemon::serving::unix::{ConnRead, ConnWrite, shutdown, split};
+    use std::os::fd::{AsFd, RawFd};
+    use std::time::Duration;
     use tokio::net::UnixListener;
-    use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
     /// The listening Unix socket, and the service manager's descriptor store when it keeps a
     /// copy of every connection (so that a restart does not close them).
@@ -558,58 +583,70 @@ pub mod unix {
     pub struct UnixAcceptor {
         pub listener: UnixListener,
         pub store: Option<FdStore>,
+        /// How long a connection thread waits for a connection's next frame.
+        pub linger: Duration,
     }
 
     /// The peer of a Unix connection, as the kernel reports it (`SO_PEERCRED`: the process
     /// that connected, fixed at `connect`).
-    pub fn peer_of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
-        let cred = stream.peer_cred()?;
+    pub fn peer_of(stream: &impl AsFd) -> std::io::Result<Peer> {
+        let cred =
+            nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
         Ok(Peer {
-            pid: cred
-                .pid()
-                .and_then(|p| u32::try_from(p).ok())
-                .filter(|p| *p != 0),
+            pid: u32::try_from(cred.pid()).ok().filter(|p| *p != 0),
             uid: Some(cred.uid()),
             gid: Some(cred.gid()),
         })
     }
 
+    impl super::Duplicate for ConnRead {
+        fn duplicate(&self) -> Option<Self> {
+            Some(ConnRead::duplicate(self))
+        }
+    }
+
+    impl super::Duplicate for ConnWrite {
+        fn duplicate(&self) -> Option<Self> {
+            Some(ConnWrite::duplicate(self))
+        }
+    }
+
     impl Accept for UnixAcceptor {
-        type Read = OwnedReadHalf;
-        type Write = OwnedWriteHalf;
+        type Read = ConnRead;
+        type Write = ConnWrite;
         type Handle = RawFd;
 
-        async fn accept(&mut self) -> std::io::Result<(Peer, OwnedReadHalf, OwnedWriteHalf)> {
+        async fn accept(&mut self) -> std::io::Result<(Peer, ConnRead, ConnWrite)> {
             loop {
                 let (stream, _) = self.listener.accept().await?;
-                match peer_of(&stream) {
-                    Ok(peer) => {
-                        let (read, write) = stream.into_split();
-                        return Ok((peer, read, write));
-                    }
+                // Registered again by `split`, with the descriptor made blocking.
+                let taken = stream.into_std().and_then(|stream| {
+                    let peer = peer_of(&stream)?;
+                    let (read, write) = split(stream, self.linger)?;
+                    Ok((peer, read, write))
+                });
+                match taken {
+                    Ok(taken) => return Ok(taken),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot read peer credentials; dropping connection");
+                        tracing::warn!(error = %e, "cannot take a connection (its peer credentials?); dropping it");
                     }
                 }
             }
         }
 
-        fn opened(&self, conn: u64, read: &OwnedReadHalf) {
+        fn opened(&self, conn: u64, read: &ConnRead) {
             if let Some(store) = &self.store {
-                store.keep_connection(conn, read.as_ref().as_fd());
+                store.keep_connection(conn, read.fd().as_fd());
             }
         }
 
-        fn handle(read: &OwnedReadHalf) -> RawFd {
-            read.as_ref().as_raw_fd()
+        fn handle(read: &ConnRead) -> RawFd {
+            read.raw_fd()
         }
 
-        fn close(&self, conn: u64, read: OwnedReadHalf, write: OwnedWriteHalf) {
+        fn close(&self, conn: u64, read: ConnRead, write: ConnWrite) {
             // Shut down, not only closed here: the service manager's copy would keep it open.
-            let _ = nix::sys::socket::shutdown(
-                read.as_ref().as_raw_fd(),
-                nix::sys::socket::Shutdown::Both,
-            );
+            shutdown(read.raw_fd());
             if let Some(store) = &self.store {
                 store.forget_connection(conn);
             }
@@ -618,7 +655,7 @@ pub mod unix {
 
         fn force_close(&self, conn: u64, fd: &RawFd) {
             // The connection's task still owns the descriptor: it is open.
-            let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
+            shutdown(*fd);
             if let Some(store) = &self.store {
                 store.forget_connection(conn);
             }
@@ -639,6 +676,20 @@ pub mod windows {
     use tokio::io::{ReadHalf, WriteHalf};
 
     type Stream = DuplexPipeStream<pipe_mode::Bytes>;
+
+    /// A pipe is never served by a connection thread (its reads do not block there), so it
+    /// is never rescued from one.
+    impl super::Duplicate for ReadHalf<Stream> {
+        fn duplicate(&self) -> Option<Self> {
+            None
+        }
+    }
+
+    impl super::Duplicate for WriteHalf<Stream> {
+        fn duplicate(&self) -> Option<Self> {
+            None
+        }
+    }
 
     pub struct NamedPipe(PipeListener<pipe_mode::Bytes, pipe_mode::Bytes>);
 
