@@ -1049,12 +1049,16 @@ impl Decider<'_> {
         }
         // Under each possible working directory, the current one first: the first deny
         // decides; all allowed, the current directory's decision stands.
-        let mut dirs: Vec<Box<str>> = self.working_dirs.dirs().unwrap_or_default().to_vec();
-        if let Some(at) = current.and_then(|c| dirs.iter().position(|d| &**d == c)) {
-            dirs[..=at].rotate_right(1);
-        }
+        // Shared, not copied: deciding may add to the set, and what is walked is the set as it
+        // was when the request came.
+        let all = self.working_dirs.shared_dirs();
+        let dirs: &[Box<str>] = &all;
+        let first = current.and_then(|c| dirs.iter().position(|d| &**d == c));
+        let order = first
+            .into_iter()
+            .chain((0..dirs.len()).filter(|i| Some(*i) != first));
         let mut outcome: Option<Ruling<'p>> = None;
-        for dir in &dirs {
+        for dir in order.map(|i| &dirs[i]) {
             let subject = Subject {
                 cwd: Some(dir),
                 ..*subject
@@ -1100,8 +1104,8 @@ impl Decider<'_> {
             if *kind != Kind::Directory || self.working_dirs.contains(dir) {
                 continue;
             }
-            let earlier: Vec<(Permission, Box<str>)> = self.working_dirs.relatives().to_vec();
-            for (earlier_permission, earlier_value) in &earlier {
+            let earlier = self.working_dirs.shared_relatives();
+            for (earlier_permission, earlier_value) in earlier.iter() {
                 let from_dir = Subject {
                     cwd: Some(dir),
                     ..*subject

@@ -279,9 +279,15 @@ impl ProcDir {
         {
             use std::os::fd::AsRawFd as _;
             let dir = self.dir.as_ref().map_err(Clone::clone)?;
-            if let Some(found) = super::symlinks::resolve_existing(dir, path) {
-                return Ok(found);
+            // One trip through the `/proc` magic links per path: both lookups start here.
+            if let Some(root) = super::symlinks::open_root(dir) {
+                if let Some(found) = super::symlinks::resolve_existing(&root, path) {
+                    return Ok(found);
+                }
+                return super::symlinks::walk_in_root(&root, path);
             }
+            // The root cannot be opened (the peer has exited?): the walk through its path says
+            // what is wrong.
             let root = format!("/proc/self/fd/{}/root", dir.as_raw_fd());
             super::symlinks::resolve_in_root_with_kind(std::path::Path::new(&root), path)
         }

@@ -262,7 +262,7 @@ impl Entry {
 }
 
 /// Rescues decisions in place that outlive the request deadline. It looks every `period` while
-/// any is armed, and sleeps (no wake-ups) while none is.
+/// any is armed, and sleeps (no wake-ups) once a period has passed with none.
 pub struct Watchdog {
     entries: std::sync::Mutex<Vec<Arc<Entry>>>,
     armed: AtomicUsize,
@@ -298,8 +298,9 @@ impl Watchdog {
         let spawned = std::thread::Builder::new()
             .name("watchdog".to_owned())
             .spawn(move || {
+                let mut quiet = false;
                 while let Some(watchdog) = weak.upgrade() {
-                    watchdog.turn();
+                    watchdog.turn(&mut quiet);
                 }
             });
         match spawned {
@@ -339,27 +340,38 @@ impl Watchdog {
         self.armed.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Sleeps until something is armed (or a period), then rescues what is past its deadline.
-    fn turn(&self) {
+    /// Waits a period (or, after a quiet one, until something is armed), then rescues what is
+    /// past its deadline.
+    fn turn(&self, quiet: &mut bool) {
         {
             let parked = self
                 .parked
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Said before looking, so that an arm either is seen here or sees this and wakes
-            // it; with something armed there is nothing to wake, so no arm pays for a wake-up.
-            self.sleeping.store(true, Ordering::SeqCst);
-            let wait = if self.armed.load(Ordering::SeqCst) == 0 {
-                // Woken by the next arm; a second at most, so that a dropped daemon ends this.
-                Duration::from_secs(1)
+            let wait = if *quiet {
+                // Said before looking, so that an arm either is seen here or sees this and
+                // wakes it. Only after a period with nothing armed: a busy daemon's arms find
+                // it awake and never pay for a wake-up, a quiet one is woken once.
+                self.sleeping.store(true, Ordering::SeqCst);
+                if self.armed.load(Ordering::SeqCst) == 0 {
+                    // A second at most, so that a dropped daemon ends this thread.
+                    Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
+                }
             } else {
-                self.sleeping.store(false, Ordering::SeqCst);
                 self.period
             };
             drop(self.wake.wait_timeout(parked, wait));
             self.sleeping.store(false, Ordering::SeqCst);
         }
-        if self.armed.load(Ordering::SeqCst) == 0 {
+        if *quiet {
+            // Woken (or a second passed): look again after a period.
+            *quiet = false;
+            return;
+        }
+        *quiet = self.armed.load(Ordering::SeqCst) == 0;
+        if *quiet {
             return;
         }
         let now = std::time::Instant::now();

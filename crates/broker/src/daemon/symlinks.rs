@@ -8,8 +8,10 @@
 //!
 //! A path that exists is first asked of the kernel in one lookup ([`resolve_existing`]:
 //! `openat2(RESOLVE_IN_ROOT)`, the same rules), which costs one walk where the component walk
-//! costs one `statx` through the `/proc` magic links per component; the component walk decides
-//! everything that lookup leaves (`one_lookup_agrees_with_the_walk` holds them to one answer).
+//! costs one lookup per component; the component walk decides everything that lookup leaves
+//! (`one_lookup_agrees_with_the_walk` holds them to one answer). Both start from one handle on
+//! the peer's root ([`open_root`]), so neither goes through the `/proc` magic links (and their
+//! ptrace access check) more than once per path.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,97 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<String, String> {
 
 /// [`resolve_in_root`], and what the real path is: the walk has just looked at it.
 pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kind), String> {
+    walk(&Root::Path(root), path)
+}
+
+/// The component walk under an open handle on the peer's root ([`open_root`]): each lookup is
+/// made from the handle, not through `/proc/<pid>/root` again.
+#[cfg(target_os = "linux")]
+pub fn walk_in_root(root: &std::os::fd::OwnedFd, path: &str) -> Result<(String, Kind), String> {
+    walk(&Root::Handle(root), path)
+}
+
+/// Where a walk looks names up: a directory named by a path, or (Linux) an open handle on it,
+/// which spares each lookup the walk through the `/proc` magic links to the peer's root.
+enum Root<'a> {
+    Path(&'a Path),
+    #[cfg(target_os = "linux")]
+    Handle(&'a std::os::fd::OwnedFd),
+}
+
+/// What one lookup found (not following a link in the last component).
+struct Found {
+    link: bool,
+    dir: bool,
+    dev: u64,
+}
+
+impl Root<'_> {
+    /// `rel` (relative to the root; empty for the root itself), not following a final link.
+    fn lstat(&self, rel: &str) -> std::io::Result<Found> {
+        match self {
+            Root::Path(root) => {
+                let m = std::fs::symlink_metadata(root.join(rel))?;
+                #[cfg(unix)]
+                let dev = std::os::unix::fs::MetadataExt::dev(&m);
+                #[cfg(not(unix))]
+                let dev = 0;
+                Ok(Found {
+                    link: m.file_type().is_symlink(),
+                    dir: m.is_dir(),
+                    dev,
+                })
+            }
+            #[cfg(target_os = "linux")]
+            Root::Handle(fd) => {
+                use nix::sys::stat::SFlag;
+                let rel = if rel.is_empty() { "." } else { rel };
+                let st =
+                    nix::sys::stat::fstatat(*fd, rel, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                Ok(Found {
+                    link: kind == SFlag::S_IFLNK,
+                    dir: kind == SFlag::S_IFDIR,
+                    dev: st.st_dev,
+                })
+            }
+        }
+    }
+
+    fn read_link(&self, rel: &str) -> std::io::Result<std::ffi::OsString> {
+        match self {
+            Root::Path(root) => std::fs::read_link(root.join(rel)).map(PathBuf::into_os_string),
+            #[cfg(target_os = "linux")]
+            Root::Handle(fd) => Ok(nix::fcntl::readlinkat(*fd, rel)?),
+        }
+    }
+
+    /// A path naming `rel`, for messages and the (rare) case-insensitive lookups.
+    fn shown(&self, rel: &str) -> PathBuf {
+        match self {
+            Root::Path(root) => root.join(rel),
+            #[cfg(target_os = "linux")]
+            Root::Handle(fd) => {
+                use std::os::fd::AsRawFd as _;
+                Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())).join(rel)
+            }
+        }
+    }
+
+    /// Fails if the root itself is gone (its process exited). A handle open on it is proof
+    /// enough that it was there.
+    fn check_alive(&self) -> Result<(), String> {
+        match self {
+            Root::Path(root) => std::fs::metadata(root)
+                .map(drop)
+                .map_err(|e| format!("cannot read the peer's root: {e}")),
+            #[cfg(target_os = "linux")]
+            Root::Handle(_) => Ok(()),
+        }
+    }
+}
+
+fn walk(root: &Root, path: &str) -> Result<(String, Kind), String> {
     // The root itself, when `path` is `/`.
     let mut kind = Kind::Directory;
     let mut pending: Vec<String> = path
@@ -58,33 +151,46 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
             }
             _ => {}
         }
-        let mut on_disk: PathBuf = root.to_path_buf();
-        on_disk.extend(&resolved);
-        on_disk.push(&component);
-        let found = std::fs::symlink_metadata(&on_disk);
+        let dir = resolved.join("/");
+        let rel = if dir.is_empty() {
+            component.clone()
+        } else {
+            format!("{dir}/{component}")
+        };
+        let found = root.lstat(&rel);
         // On a case-insensitive file system `SECRET.TXT` opens `Secret.txt`: continue with the
         // name as it is on disk, so that rules written for it apply. The directory's device is
-        // the previous component's (one `stat` of the root per walk, not one per component).
+        // the previous component's (one lookup of the directory per walk, not one per
+        // component).
         let component = match &found {
-            Ok(_) => case::on_disk_name(&on_disk, component, &mut dir_dev),
+            Ok(_) => {
+                if dir_dev.is_none() {
+                    dir_dev = root.lstat(&dir).ok().map(|d| d.dev);
+                }
+                case::on_disk_name(&root.shown(&rel), component, &mut dir_dev)
+            }
             Err(_) => component,
         };
-        #[cfg(unix)]
-        if let Ok(m) = &found {
-            dir_dev = Some(std::os::unix::fs::MetadataExt::dev(m));
+        if let Ok(found) = &found {
+            dir_dev = Some(found.dev);
         }
-        let on_disk = on_disk.with_file_name(&component);
+        let rel = if dir.is_empty() {
+            component.clone()
+        } else {
+            format!("{dir}/{component}")
+        };
         match found {
-            Ok(m) if m.file_type().is_symlink() => {
+            Ok(found) if found.link => {
                 links += 1;
                 if links > MAX_LINKS {
                     return Err(format!("more than {MAX_LINKS} symlinks"));
                 }
-                let target = std::fs::read_link(&on_disk)
-                    .map_err(|e| format!("cannot read link `{}`: {e}", on_disk.display()))?;
-                let target = target
-                    .to_str()
-                    .ok_or_else(|| format!("link `{}` is not valid UTF-8", on_disk.display()))?;
+                let target = root.read_link(&rel).map_err(|e| {
+                    format!("cannot read link `{}`: {e}", root.shown(&rel).display())
+                })?;
+                let target = target.to_str().ok_or_else(|| {
+                    format!("link `{}` is not valid UTF-8", root.shown(&rel).display())
+                })?;
                 if target.starts_with('/') {
                     resolved.clear();
                 }
@@ -98,8 +204,8 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
                         .map(str::to_owned),
                 );
             }
-            Ok(m) => {
-                kind = if m.is_dir() {
+            Ok(found) => {
+                kind = if found.dir {
                     Kind::Directory
                 } else {
                     Kind::Other
@@ -110,7 +216,7 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
             // gone (the process exited), which would make every path look new and "resolve" to
             // itself: checked here, where it matters, not on every walk.
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                std::fs::metadata(root).map_err(|e| format!("cannot read the peer's root: {e}"))?;
+                root.check_alive()?;
                 kind = Kind::Missing;
                 resolved.push(component);
                 while let Some(rest) = pending.pop() {
@@ -123,39 +229,50 @@ pub fn resolve_in_root_with_kind(root: &Path, path: &str) -> Result<(String, Kin
                     }
                 }
             }
-            Err(e) => return Err(format!("cannot inspect `{}`: {e}", on_disk.display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot inspect `{}`: {e}",
+                    root.shown(&rel).display()
+                ));
+            }
         }
     }
     Ok((format!("/{}", resolved.join("/")), kind))
 }
 
-/// A path that exists, resolved by the kernel in one `openat2(RESOLVE_IN_ROOT)` under the peer's
-/// root, the handle `proc_dir/root` (opened here, so a peer that has exited fails here, and the
-/// caller's walk reports it): links are followed as the peer's own open follows them (absolute
-/// targets restart at its root, `..` stops there), then the real path is read back from the
-/// handle. `None` wherever the component walk must decide instead: a component that does not
-/// exist (the walk takes the rest as written), a case-insensitive file system (the walk uses the
-/// names on disk), or a real path the kernel names outside the root. One lookup, where the walk
-/// makes one `statx` per component, each through the `/proc` magic links again.
+/// An `O_PATH` handle on the peer's root, `proc_dir/root`: opened per lookup, so that a peer
+/// that has exited fails here (`None`; the caller's walk through the path then says why).
 #[cfg(target_os = "linux")]
-pub fn resolve_existing(proc_dir: &std::os::fd::OwnedFd, path: &str) -> Option<(String, Kind)> {
+pub fn open_root(proc_dir: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::openat(
+        proc_dir,
+        "root",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
+}
+
+/// A path that exists, resolved by the kernel in one `openat2(RESOLVE_IN_ROOT)` under the peer's
+/// root (the handle from [`open_root`]): links are followed as the peer's own open follows them
+/// (absolute targets restart at its root, `..` stops there), then the real path is read back
+/// from the handle. `None` wherever the component walk must decide instead: a component that
+/// does not exist (the walk takes the rest as written), a case-insensitive file system (the walk
+/// uses the names on disk), or a real path the kernel names outside the root. One lookup, where
+/// the walk makes one per component.
+#[cfg(target_os = "linux")]
+pub fn resolve_existing(root: &std::os::fd::OwnedFd, path: &str) -> Option<(String, Kind)> {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
     use std::os::fd::AsRawFd as _;
     let relative = path.trim_start_matches('/');
     if relative.is_empty() || !path.starts_with('/') {
         return None;
     }
-    let root = nix::fcntl::openat(
-        proc_dir,
-        "root",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()?;
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let found = nix::fcntl::openat2(&root, relative, how).ok()?;
+    let found = nix::fcntl::openat2(root, relative, how).ok()?;
     let meta = nix::sys::stat::fstat(&found).ok()?;
     if case::on_case_insensitive_fs(&found, meta.st_dev) {
         return None;
@@ -167,7 +284,7 @@ pub fn resolve_existing(proc_dir: &std::os::fd::OwnedFd, path: &str) -> Option<(
             .into_string()
             .ok()
     };
-    let (real, base) = (name(&found)?, name(&root)?);
+    let (real, base) = (name(&found)?, name(root)?);
     if real.ends_with(" (deleted)") || !real.starts_with('/') {
         return None;
     }
@@ -371,7 +488,10 @@ mod tests {
         ] {
             let path = format!("{base}/{rel}");
             let walked = resolve_in_root_with_kind(root, &path);
-            match resolve_existing(&me, &path) {
+            let handle = open_root(&me).unwrap();
+            // The walk from a handle says what the walk through the path says.
+            assert_eq!(walk_in_root(&handle, &path), walked, "{rel}");
+            match resolve_existing(&handle, &path) {
                 Some(fast) => {
                     answered += 1;
                     assert_eq!(Ok(fast), walked, "{rel}");

@@ -15,6 +15,8 @@
 //! (the earlier `open` may still be in flight). Both sets are capped; past a cap relative paths
 //! are denied, never decided on a partial set.
 
+use std::sync::Arc;
+
 /// Directories a connection keeps as possible working directories. A script that reads more
 /// directories than this and then uses relative paths gets a deny asking for absolute paths.
 pub const MAX_DIRS: usize = 128;
@@ -22,12 +24,15 @@ pub const MAX_DIRS: usize = 128;
 pub const MAX_RELATIVES: usize = 256;
 
 /// One connection's possible working directories and the relative values it was allowed.
+///
+/// Cloned for every decision made in place (what a rescue goes on with) and changed by few: the
+/// lists are shared between clones and copied only when one of them changes.
 #[derive(Debug, Default, Clone)]
 pub struct WorkingDirs {
     /// Real, absolute directories; the first is the working directory when first seen.
-    dirs: Vec<Box<str>>,
+    dirs: Arc<Vec<Box<str>>>,
     /// The relative values allowed so far, by permission.
-    relatives: Vec<(permission_broker_protocol::Permission, Box<str>)>,
+    relatives: Arc<Vec<(permission_broker_protocol::Permission, Box<str>)>>,
     /// A directory could not be kept: relative paths are denied from then on.
     overflowed: bool,
 }
@@ -36,6 +41,17 @@ impl WorkingDirs {
     /// The directories a relative path must be allowed under; `None` once a cap was passed.
     pub fn dirs(&self) -> Option<&[Box<str>]> {
         (!self.overflowed).then_some(self.dirs.as_slice())
+    }
+
+    /// The directories as they are now, whatever is added later (see [`WorkingDirs::dirs`] for
+    /// whether they may be used).
+    pub fn shared_dirs(&self) -> Arc<Vec<Box<str>>> {
+        self.dirs.clone()
+    }
+
+    /// The relative values as they are now, whatever is added later.
+    pub fn shared_relatives(&self) -> Arc<Vec<(permission_broker_protocol::Permission, Box<str>)>> {
+        self.relatives.clone()
     }
 
     pub fn contains(&self, dir: &str) -> bool {
@@ -51,13 +67,8 @@ impl WorkingDirs {
         if self.dirs.len() >= MAX_DIRS {
             self.overflowed = true;
         } else {
-            self.dirs.push(dir.into());
+            Arc::make_mut(&mut self.dirs).push(dir.into());
         }
-    }
-
-    /// The relative values allowed so far.
-    pub fn relatives(&self) -> &[(permission_broker_protocol::Permission, Box<str>)] {
-        &self.relatives
     }
 
     /// Remembers an allowed relative value; `false` if it cannot be kept (the cap), in which
@@ -77,7 +88,7 @@ impl WorkingDirs {
         if self.relatives.len() >= MAX_RELATIVES {
             return false;
         }
-        self.relatives.push((permission, value.into()));
+        Arc::make_mut(&mut self.relatives).push((permission, value.into()));
         true
     }
 }
@@ -117,13 +128,15 @@ impl WorkingDirs {
             }
         }
         WorkingDirs {
-            dirs: saved
-                .dirs
-                .into_iter()
-                .take(MAX_DIRS)
-                .map(String::into_boxed_str)
-                .collect(),
-            relatives,
+            dirs: Arc::new(
+                saved
+                    .dirs
+                    .into_iter()
+                    .take(MAX_DIRS)
+                    .map(String::into_boxed_str)
+                    .collect(),
+            ),
+            relatives: Arc::new(relatives),
             overflowed,
         }
     }
@@ -159,7 +172,7 @@ mod tests {
         assert!(dirs.add_relative(Permission::Write, "y"));
         let back = WorkingDirs::restore(dirs.save());
         assert_eq!(back.save(), dirs.save());
-        assert_eq!(back.relatives(), dirs.relatives());
+        assert_eq!(*back.shared_relatives(), *dirs.shared_relatives());
         let mut overflowed = WorkingDirs::default();
         for i in 0..=MAX_DIRS {
             overflowed.add_dir(&format!("/d/{i}"));
@@ -183,7 +196,7 @@ mod tests {
         assert!(dirs.add_relative(Permission::Read, "x"));
         assert!(dirs.add_relative(Permission::Read, "x"));
         assert!(dirs.add_relative(Permission::Write, "x"));
-        assert_eq!(dirs.relatives().len(), 2);
+        assert_eq!(dirs.shared_relatives().len(), 2);
         for i in 0..MAX_RELATIVES - 2 {
             assert!(dirs.add_relative(Permission::Read, &format!("f{i}")));
         }
