@@ -104,3 +104,77 @@ fn an_abstract_unix_socket_is_denied() {
         );
     }
 }
+
+/// Red team (issue 17): a link to `/proc/self/cwd`. The broker followed `/proc/self` as the
+/// daemon's own process: after `Deno.chdir("/etc")`, a read of `link/shadow` was decided as
+/// `<the daemon's cwd>/shadow` and allowed, while the kernel opened `/etc/shadow` for Deno.
+/// Expected: a path through a procfs link (`/proc/self`, `/proc/<pid>/cwd`, `fd/N`) is denied,
+/// since the daemon cannot follow it as the peer would; other reads are unaffected.
+#[test]
+fn a_link_through_proc_self_is_denied() {
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().canonicalize().unwrap();
+    std::os::unix::fs::symlink("/proc/self/cwd", root.join("here")).unwrap();
+    let secret_dir = root.join("secret");
+    std::fs::create_dir(&secret_dir).unwrap();
+    std::fs::write(secret_dir.join("key"), "s3cret").unwrap();
+    // The file is denied, its directory is not (a chdir into it is allowed).
+    let policy = format!(
+        "version = 1\n[[rule]]\nid = \"all\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/\"]\n\n[[rule]]\nid = \"secret\"\neffect = \"deny\"\npermissions = [\"read\"]\npaths = [\"{}/key\"]\n",
+        secret_dir.display()
+    );
+    let mut daemon = Daemon::start(&policy, &[]);
+    let script = root.join("try.ts");
+    std::fs::write(
+        &script,
+        format!(
+            r#"const tryRead = (p: string) => {{ try {{ return "read " + Deno.readTextFileSync(p); }} catch (e) {{ return "refused " + e; }} }};
+console.log(tryRead("{secret}/key"));
+Deno.chdir("{secret}");
+console.log(tryRead("{root}/here/key"));
+console.log(tryRead("/proc/self/cwd/key"));
+"#,
+            secret = secret_dir.display(),
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let output = common::world::wait_with_timeout(
+        std::process::Command::new(common::deno("2.9.6"))
+            .args(["run", "--no-config"])
+            .arg(&script)
+            .env("DENO_PERMISSION_BROKER_PATH", &daemon.socket)
+            .env("DENO_DIR", root.join("deno-dir"))
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        std::time::Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(lines.iter().all(|l| l.starts_with("refused")), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    // The same through raw frames, and a read that needs no procfs link is still allowed.
+    let mut conn = RawConn::open(&daemon);
+    conn.send(frame(1, "read", &format!("{}/here/key", root.display())).as_bytes());
+    let answer = conn.answer();
+    assert!(
+        answer.contains("deny") && answer.contains("procfs link"),
+        "{answer}"
+    );
+    conn.send(frame(2, "read", "/proc/self/status").as_bytes());
+    assert!(conn.answer().contains("deny"));
+    conn.send(frame(3, "read", &format!("{}/try.ts", root.display())).as_bytes());
+    assert!(conn.answer().contains("allow"));
+    conn.send(frame(4, "read", "/proc/cpuinfo").as_bytes());
+    assert!(conn.answer().contains("allow"));
+    daemon.kill();
+}

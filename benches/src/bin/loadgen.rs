@@ -339,6 +339,23 @@ fn write_policy(dir: &Path, rules: usize, round: u64) -> PathBuf {
     path
 }
 
+/// The same policy with `symlinks = "lexical"`: no lookups in the peer's root. Measured beside
+/// the default to show what the lookups cost (the kernel's part of the daemon's time).
+fn lexical_policy(dir: &Path) -> PathBuf {
+    let resolved = std::fs::read_to_string(write_policy(dir, 1000, 0)).unwrap();
+    let at = resolved.find("[[rule]]").expect("a rule");
+    let lexical = format!(
+        "{}[defaults]\nsymlinks = \"lexical\"\n\n{}",
+        &resolved[..at],
+        &resolved[at..]
+    );
+    let lexical_dir = dir.join("lexical");
+    std::fs::create_dir_all(&lexical_dir).unwrap();
+    let path = lexical_dir.join("policy.toml");
+    std::fs::write(&path, lexical).unwrap();
+    path
+}
+
 struct Daemon {
     child: Child,
     ready_after: Duration,
@@ -520,15 +537,25 @@ async fn throughput(
             dir.join("synced.sock"),
         ),
         (
+            "daemon, symlinks = \"lexical\" (no lookups, for the profile)",
+            daemon(&dir.join("lexical.sock"), &lexical_policy(dir), &[], "warn"),
+            dir.join("lexical.sock"),
+        ),
+        (
             "floor (tokio, for scale)",
             floor_process(&dir.join("tokio-floor.sock"), "--floor-tokio"),
             dir.join("tokio-floor.sock"),
         ),
     ];
     if quick {
-        // The blocking floor, the daemon and the daemon with a log: the targets' three.
-        targets.truncate(3);
+        // The blocking floor, the daemon, the daemon with a log, and without lookups.
+        targets.truncate(5);
+        targets.remove(3);
     }
+    let lexical_at = targets
+        .iter()
+        .position(|(name, _, _)| name.contains("lexical"))
+        .expect("the lexical daemon is measured");
     println!(
         "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
     );
@@ -553,10 +580,12 @@ async fn throughput(
             medians.push(median);
         }
         let (f, d, l) = (&medians[0], &medians[1], &medians[2]);
+        let lexical = &medians[lexical_at];
         for (name, x, base) in [
             ("daemon/floor", d, f),
             ("logged/floor", l, f),
             ("logged/daemon", l, d),
+            ("lexical/floor", lexical, f),
         ] {
             println!(
                 "| {n} | {name} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x | |",
@@ -616,6 +645,27 @@ async fn throughput(
             cost,
             cost <= 1.15,
         );
+    }
+    // The same ratios for the daemon that makes no lookups in the peer's root: what is left
+    // between the two rows is the kernel's path lookups.
+    println!(
+        "\n| without lookups (`symlinks = \"lexical\"`), for the profile | measured |\n| --- | ---: |"
+    );
+    if let Some(m) = at(1) {
+        let x = &m[lexical_at];
+        println!(
+            "| 1 connection, p50 | {:.2}x |\n| 1 connection, p99 | {:.2}x |",
+            f64::from(x.p50) / f64::from(m[0].p50),
+            f64::from(x.p99) / f64::from(m[0].p99)
+        );
+    }
+    for n in [64, 256] {
+        if let Some(m) = at(n) {
+            println!(
+                "| {n} connections, throughput | {:.2}x |",
+                m[lexical_at].rate() / m[0].rate()
+            );
+        }
     }
     if let Some(path) = svg {
         std::fs::write(path, plot(&plotted)).unwrap();

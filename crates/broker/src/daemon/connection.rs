@@ -616,7 +616,7 @@ where
         if !super::serving::can_decide_in_place() || !pool.watchdog.alive() {
             return InPlace::NotHere;
         }
-        let Some(slot) = pool.try_slot(self.peer.uid) else {
+        let Some(slot) = pool.in_place_slot(self.peer.uid) else {
             return InPlace::NotHere;
         };
         let Some(rescue) = self.rescue(id, snapshot, permission, value, started, &slot) else {

@@ -57,6 +57,8 @@ pub struct BlockingPool {
     /// Abandoned lookups still running, by uid.
     stuck: Arc<Mutex<HashMap<u32, usize>>>,
     per_uid: usize,
+    /// Lookups running, in the pool or in place.
+    running: Arc<std::sync::atomic::AtomicUsize>,
     /// Rescues decisions made in place on a connection thread that outlive the deadline.
     pub watchdog: Arc<super::serving::Watchdog>,
 }
@@ -64,10 +66,12 @@ pub struct BlockingPool {
 /// A slot of the pool, held by one decision (and by its thread, if abandoned, until it ends).
 #[derive(Debug)]
 pub struct BlockingSlot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// `None` for a decision made in place on a connection thread.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     uid: Option<u32>,
     abandoned: Arc<std::sync::atomic::AtomicU8>,
     stuck: Arc<Mutex<HashMap<u32, usize>>>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why no slot could be had.
@@ -88,6 +92,7 @@ impl BlockingPool {
             deadline_denials: AtomicU64::new(0),
             stuck: Arc::default(),
             per_uid: (size / 4).max(1),
+            running: Arc::default(),
             watchdog: super::serving::Watchdog::start(deadline),
         }
     }
@@ -103,26 +108,23 @@ impl BlockingPool {
         })
     }
 
-    /// A slot for a decision of `uid` if one is free now (a decision in place on a connection
-    /// thread takes one this way, and waits on the event loop if none is).
-    pub fn try_slot(&self, uid: Option<u32>) -> Option<BlockingSlot> {
+    /// The slot of a decision made in place on a connection thread: no permit of the pool is
+    /// taken (connection threads are bounded by their own count, and a thread waiting for a
+    /// permit would hand its connection's turn to every other thread on a busy machine), but a
+    /// uid past its share of abandoned lookups gets none, and the decision is abandoned and
+    /// counted against its uid like one of the pool's.
+    pub fn in_place_slot(&self, uid: Option<u32>) -> Option<BlockingSlot> {
         if self.over_share(uid) {
             return None;
         }
-        let permit = self.slots.clone().try_acquire_owned().ok()?;
-        Some(BlockingSlot {
-            _permit: permit,
-            uid,
-            abandoned: Arc::default(),
-            stuck: self.stuck.clone(),
-        })
+        Some(self.new_slot(None, uid))
     }
 
-    /// Lookups running on the pool now, abandoned ones included. Once every connection has
-    /// stopped, any left are stuck in the kernel (a mount that does not answer): a thread in such
-    /// a call cannot be ended, and an `execve` waits for every thread to end.
+    /// Lookups running now, in the pool or in place, abandoned ones included. Once every
+    /// connection has stopped, any left are stuck in the kernel (a mount that does not answer):
+    /// a thread in such a call cannot be ended, and an `execve` waits for every thread to end.
     pub fn busy(&self) -> usize {
-        self.size.saturating_sub(self.slots.available_permits())
+        self.running.load(Ordering::SeqCst)
     }
 
     /// Lookups abandoned by their requests and still running.
@@ -132,6 +134,21 @@ impl BlockingPool {
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .sum()
+    }
+
+    fn new_slot(
+        &self,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        uid: Option<u32>,
+    ) -> BlockingSlot {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        BlockingSlot {
+            _permit: permit,
+            uid,
+            abandoned: Arc::default(),
+            stuck: self.stuck.clone(),
+            running: self.running.clone(),
+        }
     }
 
     /// A slot for a decision of `uid`, waiting at most until `until`.
@@ -152,12 +169,7 @@ impl BlockingPool {
                 }
             }
         };
-        Ok(BlockingSlot {
-            _permit: permit,
-            uid,
-            abandoned: Arc::default(),
-            stuck: self.stuck.clone(),
-        })
+        Ok(self.new_slot(Some(permit), uid))
     }
 }
 
@@ -202,6 +214,7 @@ impl SlotAbandon {
 
 impl Drop for BlockingSlot {
     fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
         let Some(uid) = self.uid else { return };
         let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
         if self.abandoned.swap(FINISHED, Ordering::SeqCst) == ABANDONED

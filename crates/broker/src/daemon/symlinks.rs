@@ -181,6 +181,16 @@ fn walk(root: &Root, path: &str) -> Result<(String, Kind), String> {
         };
         match found {
             Ok(found) if found.link => {
+                // A link of procfs names what the daemon has, not the peer (`/proc/self` is the
+                // daemon's pid, `/proc/<pid>/cwd` is read as a path in the daemon's view): the
+                // kernel follows it for the peer to somewhere the daemon cannot tell. (A link's
+                // device is its directory's: links are never mount points.)
+                if case::on_procfs(&root.shown(&dir), Some(found.dev)) {
+                    return Err(format!(
+                        "`{}` goes through the procfs link `/{rel}`, which the broker cannot follow as the asking process would: pass the real path",
+                        path
+                    ));
+                }
                 links += 1;
                 if links > MAX_LINKS {
                     return Err(format!("more than {MAX_LINKS} symlinks"));
@@ -274,7 +284,10 @@ pub fn resolve_existing(root: &std::os::fd::OwnedFd, path: &str) -> Option<(Stri
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let found = nix::fcntl::openat2(root, relative, how).ok()?;
     let meta = nix::sys::stat::fstat(&found).ok()?;
-    if case::on_case_insensitive_fs(&found, meta.st_dev) {
+    // On procfs it may have been reached through `/proc/self`, which the kernel followed as the
+    // daemon's: the walk decides (and refuses procfs links).
+    if case::on_case_insensitive_fs(&found, meta.st_dev) || case::fd_on_procfs(&found, meta.st_dev)
+    {
         return None;
     }
     let name = |fd: &std::os::fd::OwnedFd| {
@@ -327,9 +340,26 @@ mod case {
         0x786f_4256, // vboxsf
     ];
 
-    fn devices() -> &'static RwLock<HashMap<u64, bool>> {
-        static DEVICES: OnceLock<RwLock<HashMap<u64, bool>>> = OnceLock::new();
+    /// procfs: its links (`/proc/self`, `/proc/<pid>/cwd`, `fd/N`) name what the process
+    /// *reading* them has, so the daemon cannot follow them as the peer would.
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+    /// The file system type (`statfs` magic) of each device seen.
+    fn devices() -> &'static RwLock<HashMap<u64, i64>> {
+        static DEVICES: OnceLock<RwLock<HashMap<u64, i64>>> = OnceLock::new();
         DEVICES.get_or_init(RwLock::default)
+    }
+
+    /// Whether the directory `dir` (on device `dev`) is on procfs; where that cannot be told,
+    /// it is taken as one (the caller then refuses to follow the link).
+    pub(super) fn on_procfs(dir: &Path, dev: Option<u64>) -> bool {
+        let Some(dev) = dev else { return true };
+        magic(dev, || nix::sys::statfs::statfs(dir).ok()).is_none_or(|m| m == PROC_SUPER_MAGIC)
+    }
+
+    /// Whether the file `fd` (on device `dev`) is on procfs; taken as one where unknown.
+    pub(super) fn fd_on_procfs(fd: &std::os::fd::OwnedFd, dev: u64) -> bool {
+        magic(dev, || nix::sys::statfs::fstatfs(fd).ok()).is_none_or(|m| m == PROC_SUPER_MAGIC)
     }
 
     fn case_insensitive(dir: &Path, dir_dev: &mut Option<u64>) -> bool {
@@ -355,6 +385,12 @@ mod case {
         dev: u64,
         statfs: impl FnOnce() -> Option<nix::sys::statfs::Statfs>,
     ) -> Option<bool> {
+        magic(dev, statfs).map(|m| CASE_INSENSITIVE.contains(&m))
+    }
+
+    /// Device `dev`'s file system type: remembered, or asked with `statfs` (an answer that
+    /// cannot be had is not remembered).
+    fn magic(dev: u64, statfs: impl FnOnce() -> Option<nix::sys::statfs::Statfs>) -> Option<i64> {
         if let Some(known) = devices()
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -364,12 +400,12 @@ mod case {
         }
         // `fs_type_t` is i64 on some targets and u32 on others.
         #[allow(clippy::unnecessary_cast)]
-        let insensitive = CASE_INSENSITIVE.contains(&(statfs()?.filesystem_type().0 as i64));
+        let magic = statfs()?.filesystem_type().0 as i64;
         devices()
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(dev, insensitive);
-        Some(insensitive)
+            .insert(dev, magic);
+        Some(magic)
     }
 
     /// The name `component` of the existing `path` has on disk.
@@ -401,6 +437,11 @@ mod case {
 
 #[cfg(not(target_os = "linux"))]
 mod case {
+    /// Only Linux has procfs links that name the reader.
+    pub(super) fn on_procfs(_: &std::path::Path, _: Option<u64>) -> bool {
+        false
+    }
+
     pub(super) fn on_disk_name(
         _: &std::path::Path,
         component: String,
