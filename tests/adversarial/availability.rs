@@ -146,16 +146,23 @@ fn a_stalled_mount_costs_only_the_requests_that_touch_it() {
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         })
         .collect();
-    // All four ran at once and outlived the deadline: denied by it, their lookups abandoned.
+    // All four were denied at the deadline: the two within the user's share of lookups in
+    // flight (2 of 8) by it, their lookups abandoned; the two behind them for the share.
     assert!(
-        answers
-            .iter()
-            .all(|a| a.starts_with("deny")
-                && a.contains("longer than the broker's request deadline")),
+        answers.iter().all(|a| a.starts_with("deny")),
         "{answers:#?}"
     );
-    // Four abandoned lookups of `nobody` still hold slots: past its share (2 of 8), its next
-    // request that needs one is denied at once, not after another deadline.
+    let by_deadline = answers
+        .iter()
+        .filter(|a| a.contains("longer than the broker's request deadline"))
+        .count();
+    let by_share = answers
+        .iter()
+        .filter(|a| a.contains("of this user's earlier requests are still waiting"))
+        .count();
+    assert_eq!((by_deadline, by_share), (2, 2), "{answers:#?}");
+    // Two abandoned lookups of `nobody` still hold slots, its share: its next request that
+    // needs one is denied at once, not after another deadline.
     let start = Instant::now();
     let next = ask_as_nobody(
         &daemon.socket,
@@ -558,4 +565,166 @@ fn a_connection_stuck_in_a_lookup_is_answered_at_the_deadline_and_served_on() {
         .map(|r| r["id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids, (1..=25).collect::<Vec<u64>>(), "{text}");
+}
+
+/// Red team (issue 17): one user sent a lookup that never returns on each of 64 connections at
+/// the same moment. The share counted only lookups already abandoned, so all 64 took slots and
+/// every other user's file requests were denied ("workers stayed busy") for as long as the mount
+/// hung. Expected: a uid has at most its share of lookups in flight; the rest of its burst is
+/// denied at the deadline holding nothing, and another user's reads are answered meanwhile.
+#[test]
+fn a_burst_of_stuck_lookups_from_one_user_holds_only_its_share() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mount = StalledMount::new(&root.path().join("stalled"));
+    let daemon = Daemon::start(
+        ALLOW_ALL_READS,
+        &[
+            "--socket-mode",
+            "666",
+            "--request-deadline",
+            "2",
+            "--blocking-threads",
+            "8",
+            "--max-connections-per-uid",
+            "100",
+        ],
+    );
+    open_to_everyone(&daemon);
+    // 40 connections of `nobody`, more than the 32 connection threads and the 8 slots, each
+    // sending one stuck read at once; each answer is printed as it comes.
+    let script = r#"
+import socket, sys, threading
+path, n, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+conns = []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    conns.append(s)
+for i, s in enumerate(conns):
+    frame = '{"v":1,"id":1,"datetime":"2026-12-01T16:30:45.262660275+00:00","permission":"read","value":"%s/f%d"}\n' % (target, i)
+    s.sendall(frame.encode())
+out = [None] * n
+def answer(i, s):
+    s.settimeout(30)
+    buf = b''
+    while not buf.endswith(b'\n'):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    out[i] = buf.decode().strip()
+threads = [threading.Thread(target=answer, args=(i, s)) for i, s in enumerate(conns)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("\n".join(out))
+"#;
+    let uid = nobody();
+    let burst = Command::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(&daemon.socket)
+        .arg("40")
+        .arg(&mount.dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Root's reads go on, each answered at once, while the burst is stuck.
+    let mut bystander = Asker::open(&daemon);
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        let start = Instant::now();
+        assert!(
+            bystander.allowed("/etc/hostname"),
+            "the bystander is denied"
+        );
+        slowest = slowest.max(start.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a bystander waited {slowest:?}"
+    );
+    let out = burst.wait_with_output().unwrap();
+    let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(answers.len(), 40, "{answers:#?}");
+    assert!(
+        answers.iter().all(|a| a.contains("\"deny\"")),
+        "{answers:#?}"
+    );
+    // Only the share (8 / 4 = 2) ran into the mount; the rest never took a slot.
+    let by_deadline = answers
+        .iter()
+        .filter(|a| a.contains("longer than the broker's request deadline"))
+        .count();
+    assert_eq!(by_deadline, 2, "{answers:#?}");
+    // And a file read of root still gets a slot of the pool on the event loop's path too.
+    assert!(bystander.allowed("/etc/hostname"));
+    drop(mount);
+}
+
+/// Red team (issue 17): SIGTERM while a connection waits on a lookup that never returns, with
+/// two frames sent right behind the stuck one. The stop closed the connection once the stuck
+/// request was denied, and the two frames it had already received were never answered; the
+/// exit then waited 5 s more for a decision log the stuck lookup still held open. Expected:
+/// every frame received whole is answered and recorded, and the daemon exits soon after the
+/// deadline.
+#[test]
+fn a_stop_answers_every_frame_received_even_behind_a_stuck_lookup() {
+    let root = tempfile::tempdir().unwrap();
+    let mount = StalledMount::new(&root.path().join("stalled"));
+    let log = root.path().join("decisions.jsonl");
+    let mut daemon = Daemon::start(
+        ALLOW_ALL_READS,
+        &[
+            "--request-deadline",
+            "1",
+            "--decision-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let mut conn = common::RawConn::open(&daemon);
+    let frames = [
+        common::read_frame(1, None, &format!("{}/stuck", mount.dir.display())),
+        common::read_frame(2, None, "/etc/hostname"),
+        common::read_frame(3, None, "/etc/passwd"),
+    ]
+    .concat();
+    conn.send(frames.as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    common::signal(&daemon, nix::sys::signal::Signal::SIGTERM);
+    let answers: Vec<String> = (0..3).map(|_| conn.answer()).collect();
+    assert!(
+        answers[0].contains("\"id\":1,") && answers[0].contains("deny"),
+        "{answers:#?}"
+    );
+    assert!(
+        answers[1].contains("\"id\":2,") && answers[1].contains("allow"),
+        "{answers:#?}"
+    );
+    assert!(
+        answers[2].contains("\"id\":3,") && answers[2].contains("allow"),
+        "{answers:#?}"
+    );
+    assert!(daemon.child.wait().unwrap().success());
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(4), "the stop took {took:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ids: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3], "{text}");
+    drop(mount);
 }

@@ -423,11 +423,24 @@ where
                 // A stop is taken before another frame: a handover reads nothing new.
                 biased;
                 stop = shutdown.wait_for(Option::is_some) => {
-                    let stop = stop.ok().and_then(|stop| *stop).unwrap_or(Stop::Close);
+                    Err(stop.ok().and_then(|stop| *stop).unwrap_or(Stop::Close))
+                }
+                read = self.read_frame() => Ok(read),
+            };
+            let read = match read {
+                Ok(read) => read,
+                Err(stop) => {
                     tracing::debug!(conn = self.id, ?stop, "idle connection stopped");
+                    // Closing: frames already received whole (sent ahead, or behind one that
+                    // waited on a lookup) are answered first. Parked, they go to the next
+                    // process with the rest of the buffer.
+                    if stop == Stop::Close
+                        && let Err(fault) = self.answer_received().await
+                    {
+                        return self.fault(fault).await;
+                    }
                     return self.end(stop);
                 }
-                read = self.read_frame() => read,
             };
             let outcome = match read {
                 Ok(false) => {
@@ -445,6 +458,22 @@ where
             if let Err(fault) = outcome {
                 return self.fault(fault).await;
             }
+        }
+    }
+
+    /// Answers every frame already received whole, reading nothing more from the socket.
+    async fn answer_received(&mut self) -> Result<(), Fault> {
+        loop {
+            let whole = |bytes: &[u8]| memchr::memchr(b'\n', bytes).is_some();
+            let buffered = self.reader.buffer();
+            let received =
+                whole(buffered) || (buffered.is_empty() && whole(self.reader.get_ref().rest()));
+            if !received || !self.read_frame().await? {
+                return Ok(());
+            }
+            let answered = self.answer().await;
+            self.line.clear();
+            answered?;
         }
     }
 

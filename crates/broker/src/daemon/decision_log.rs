@@ -219,6 +219,9 @@ enum Message {
     Reopen,
     /// Once a second while a reopen is owed: try it even when no record comes.
     Tick,
+    /// The daemon is exiting: write what came before this, then stop (a lookup stuck on a
+    /// mount that does not answer may still hold a sender; it must not hold the exit too).
+    Finish,
 }
 
 /// The sending side, cloned into every connection.
@@ -236,6 +239,7 @@ impl std::fmt::Debug for Message {
             Message::Detached(..) => "Detached",
             Message::Reopen => "Reopen",
             Message::Tick => "Tick",
+            Message::Finish => "Finish",
         })
     }
 }
@@ -320,6 +324,11 @@ impl DecisionLog {
         DetachedLog(self.tx.downgrade())
     }
 
+    /// A handle that ends the writer once everything queued before it is written.
+    pub fn finisher(&self) -> Finisher {
+        Finisher(self.tx.downgrade())
+    }
+
     fn overloaded(&self) -> Overloaded {
         self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
         Overloaded(self.max_wait)
@@ -329,6 +338,19 @@ impl DecisionLog {
 /// Queues records that no answer waits on; does nothing once the log is closed.
 #[derive(Debug, Clone)]
 pub struct DetachedLog(mpsc::WeakSender<Message>);
+
+/// Ends the writer at exit (see [`DecisionLog::finisher`]).
+#[derive(Debug)]
+pub struct Finisher(mpsc::WeakSender<Message>);
+
+impl Finisher {
+    /// Tells the writer to stop after what is queued now; nothing if it has stopped already.
+    pub async fn finish(self) {
+        if let Some(tx) = self.0.upgrade() {
+            let _ = tx.send(Message::Finish).await;
+        }
+    }
+}
 
 impl DetachedLog {
     pub async fn record(&self, record: Record) {
@@ -561,11 +583,16 @@ fn write_loop(
         header_due: Some("start"),
         ..FileState::default()
     };
+    let mut finishing = false;
     while let Some(first) = rx.blocking_recv() {
         // Everything queued now goes in one write: group commit.
         let mut next = Some(first);
         while let Some(message) = next.take().or_else(|| rx.try_recv().ok()) {
             match message {
+                Message::Finish => {
+                    finishing = true;
+                    break;
+                }
                 Message::Tick => {
                     file.retry_due(&mut sink, target);
                 }
@@ -593,6 +620,9 @@ fn write_loop(
             &mut sink, target, &mut file, &mut batch, &mut acks, stats, sync,
         );
         stats.retrying.store(file.reopen_wanted, Ordering::Relaxed);
+        if finishing {
+            break;
+        }
     }
 }
 

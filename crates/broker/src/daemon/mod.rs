@@ -220,13 +220,17 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         tokio::spawn(reload::run(store, watch, reload_rx, report));
         signals::spawn_hangup_handler(reload_tx);
         let stats = shared.log.as_ref().map(|log| log.stats.clone());
+        let finisher = shared.log.as_ref().map(decision_log::DecisionLog::finisher);
         #[cfg(unix)]
         let code = listener::serve_on_socket(&settings, shared, &status, upgrade).await;
         #[cfg(not(unix))]
         let code = listener::serve_on_socket(&settings, shared, &status).await;
-        // Every connection has finished; the last senders are gone once `shared` is (unless a
-        // decision abandoned on a stalled mount still holds one). Write what is queued, within
-        // a bound, before exiting.
+        // Every connection has finished. Write what is queued, within a bound, before exiting;
+        // the writer is told to stop after it, since a decision abandoned on a stalled mount
+        // may still hold a sender.
+        if let Some(finisher) = finisher {
+            finisher.finish().await;
+        }
         if let Some(writer) = writer
             && tokio::time::timeout(LOG_FLUSH_TIMEOUT, writer)
                 .await

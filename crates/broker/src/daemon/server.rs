@@ -59,6 +59,9 @@ pub struct BlockingPool {
     per_uid: usize,
     /// Lookups running, in the pool or in place.
     running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Each uid's lookups in flight, at most `per_uid` at once: a burst of lookups that will
+    /// never return (one per connection, all sent at once) holds that many, not every slot.
+    in_flight: Arc<Mutex<HashMap<u32, Arc<Semaphore>>>>,
     /// Rescues decisions made in place on a connection thread that outlive the deadline.
     pub watchdog: Arc<super::serving::Watchdog>,
 }
@@ -68,6 +71,10 @@ pub struct BlockingPool {
 pub struct BlockingSlot {
     /// `None` for a decision made in place on a connection thread.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The place among its uid's lookups in flight (`None` without a uid).
+    uid_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    in_flight: Arc<Mutex<HashMap<u32, Arc<Semaphore>>>>,
+    per_uid: usize,
     uid: Option<u32>,
     abandoned: Arc<std::sync::atomic::AtomicU8>,
     stuck: Arc<Mutex<HashMap<u32, usize>>>,
@@ -93,8 +100,19 @@ impl BlockingPool {
             stuck: Arc::default(),
             per_uid: (size / 4).max(1),
             running: Arc::default(),
+            in_flight: Arc::default(),
             watchdog: super::serving::Watchdog::start(deadline),
         }
+    }
+
+    /// `uid`'s semaphore of lookups in flight.
+    fn uid_semaphore(&self, uid: u32) -> Arc<Semaphore> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(uid)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_uid)))
+            .clone()
     }
 
     /// Whether `uid` has its share of abandoned lookups still running.
@@ -117,7 +135,11 @@ impl BlockingPool {
         if self.over_share(uid) {
             return None;
         }
-        Some(self.new_slot(None, uid))
+        let uid_permit = match uid {
+            Some(uid) => Some(self.uid_semaphore(uid).try_acquire_owned().ok()?),
+            None => None,
+        };
+        Some(self.new_slot(None, uid_permit, uid))
     }
 
     /// Lookups running now, in the pool or in place, abandoned ones included. Once every
@@ -139,11 +161,15 @@ impl BlockingPool {
     fn new_slot(
         &self,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        uid_permit: Option<tokio::sync::OwnedSemaphorePermit>,
         uid: Option<u32>,
     ) -> BlockingSlot {
         self.running.fetch_add(1, Ordering::SeqCst);
         BlockingSlot {
             _permit: permit,
+            uid_permit,
+            in_flight: self.in_flight.clone(),
+            per_uid: self.per_uid,
             uid,
             abandoned: Arc::default(),
             stuck: self.stuck.clone(),
@@ -160,6 +186,23 @@ impl BlockingPool {
         if self.over_share(uid) {
             return Err(NoSlot::Share(self.per_uid));
         }
+        // Its uid's share of lookups in flight first: while they all wait on a mount that does
+        // not answer, this one waits until its deadline and is denied, holding no slot.
+        let uid_permit = match uid {
+            None => None,
+            Some(uid) => {
+                let semaphore = self.uid_semaphore(uid);
+                let permit = match semaphore.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => match tokio::time::timeout_at(until, semaphore.acquire_owned()).await
+                    {
+                        Ok(Ok(permit)) => permit,
+                        _ => return Err(NoSlot::Share(self.per_uid)),
+                    },
+                };
+                Some(permit)
+            }
+        };
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -169,7 +212,7 @@ impl BlockingPool {
                 }
             }
         };
-        Ok(self.new_slot(Some(permit), uid))
+        Ok(self.new_slot(Some(permit), uid_permit, uid))
     }
 }
 
@@ -216,6 +259,20 @@ impl Drop for BlockingSlot {
     fn drop(&mut self) {
         self.running.fetch_sub(1, Ordering::SeqCst);
         let Some(uid) = self.uid else { return };
+        if self.uid_permit.take().is_some() {
+            // The uid's entry goes once nothing of it is in flight or waiting (each waiter holds
+            // a copy of the semaphore).
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if in_flight
+                .get(&uid)
+                .is_some_and(|s| Arc::strong_count(s) == 1 && s.available_permits() == self.per_uid)
+            {
+                in_flight.remove(&uid);
+            }
+        }
         let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
         if self.abandoned.swap(FINISHED, Ordering::SeqCst) == ABANDONED
             && let Some(count) = stuck.get_mut(&uid)
