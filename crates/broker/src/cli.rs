@@ -167,9 +167,11 @@ pub struct ServeArgs {
     /// so, and the lookup is abandoned.
     #[arg(long)]
     pub request_deadline: Option<f64>,
-    /// Decisions that may wait on a file system or account database at once, 1 to 4096
-    /// [default: 64]. A request waits for one at most until its deadline; a uid whose abandoned
-    /// lookups hold a quarter of them is denied at once.
+    /// Decisions that may wait on a file system or account database at once on the blocking
+    /// pool, 1 to 4096 [default: 64]; busy connections are served by threads of their own, up
+    /// to four per worker, which decide in place. A uid may have a quarter of this many lookups
+    /// in flight (the rest wait until their deadline); one whose abandoned lookups hold a
+    /// quarter is denied at once.
     #[arg(long)]
     pub blocking_threads: Option<usize>,
     /// Connections one uid may hold at once, 1 to max_connections [default: a quarter of

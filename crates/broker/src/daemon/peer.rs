@@ -583,10 +583,12 @@ mod tests {
             ProcDir::open(&peer).cwd().unwrap(),
             std::env::current_dir().unwrap().to_str().unwrap()
         );
-        let (link, _) = ProcDir::open(&peer)
+        // `/proc/self` names whoever reads it: never followed for a peer, not even for one
+        // that is the daemon itself.
+        let refused = ProcDir::open(&peer)
             .resolve_with_kind("/proc/self")
-            .unwrap();
-        assert_eq!(link, format!("/proc/{}", std::process::id()));
+            .unwrap_err();
+        assert!(refused.contains("procfs link"), "{refused}");
     }
 
     #[test]
