@@ -80,16 +80,19 @@ fn probe(pid: i32) {
         Ok(()) => println!("{name}: ok"),
         Err(e) => println!("{name}: {}", e.desc()),
     };
-    // A writable address of the target's: its first read-write mapping in /proc/<pid>/maps.
+    // A writable address of the target's: its stack, which stays writable. (Its first
+    // read-write mapping, taken before, may be one the loader is about to make read-only:
+    // RELRO, while a just-started target is still being linked. The write then failed.)
     let base = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .ok()
         .and_then(|m| {
             let line = m
                 .lines()
                 .find(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .is_some_and(|p| p.starts_with("rw"))
+                    l.ends_with("[stack]")
+                        && l.split_whitespace()
+                            .nth(1)
+                            .is_some_and(|p| p.starts_with("rw"))
                 })?
                 .to_owned();
             usize::from_str_radix(line.split('-').next()?, 16).ok()
