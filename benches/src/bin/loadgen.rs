@@ -796,7 +796,13 @@ async fn scale(dir: &Path, idle_connections: usize, total: u64) {
     }
     let policy = write_policy(dir, 1000, 0);
     let socket = dir.join("scale.sock");
-    let d = daemon(&socket, &policy, &[], "warn");
+    // Every connection is this process's uid: its share must hold them all.
+    let d = daemon(
+        &socket,
+        &policy,
+        &["--max-connections-per-uid", "16384"],
+        "warn",
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = d.rss_kib();
     let mut held = Vec::with_capacity(idle_connections);

@@ -169,9 +169,9 @@ pub struct ServeArgs {
     pub request_deadline: Option<f64>,
     /// Decisions that may wait on a file system or account database at once on the blocking
     /// pool, 1 to 4096 [default: 64]; busy connections are served by threads of their own, up
-    /// to four per worker, which decide in place. A uid may have a quarter of this many lookups
-    /// in flight (the rest wait until their deadline); one whose abandoned lookups hold a
-    /// quarter is denied at once.
+    /// to four per worker, which decide in place. A uid may have a quarter of the workers and of the
+    /// connection threads in lookups at once (the rest wait until their deadline); one whose
+    /// abandoned lookups hold a quarter of the workers is denied at once.
     #[arg(long)]
     pub blocking_threads: Option<usize>,
     /// Connections one uid may hold at once, 1 to max_connections [default: a quarter of

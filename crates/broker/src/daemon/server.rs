@@ -59,11 +59,21 @@ pub struct BlockingPool {
     per_uid: usize,
     /// Lookups running, in the pool or in place.
     running: Arc<std::sync::atomic::AtomicUsize>,
-    /// Each uid's lookups in flight, at most `per_uid` at once: a burst of lookups that will
-    /// never return (one per connection, all sent at once) holds that many, not every slot.
-    in_flight: Arc<Mutex<HashMap<u32, Arc<Semaphore>>>>,
+    /// Each uid's lookups in flight: a burst of lookups that will never return (one per
+    /// connection, all sent at once) holds that many, not every slot and every thread.
+    in_flight: Arc<Mutex<HashMap<u32, Arc<UidLookups>>>>,
     /// Rescues decisions made in place on a connection thread that outlive the deadline.
     pub watchdog: Arc<super::serving::Watchdog>,
+}
+
+/// One uid's lookups in flight: on the pool, at most a quarter of its slots; in place on
+/// connection threads, at most a quarter of those (as many as the pool has slots), so that
+/// healthy requests of one busy uid (every Deno of a laptop) rarely wait, and a burst that
+/// never returns leaves three quarters of both to everyone else.
+#[derive(Debug)]
+struct UidLookups {
+    pool: Arc<Semaphore>,
+    in_place: Arc<Semaphore>,
 }
 
 /// A slot of the pool, held by one decision (and by its thread, if abandoned, until it ends).
@@ -73,8 +83,7 @@ pub struct BlockingSlot {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The place among its uid's lookups in flight (`None` without a uid).
     uid_permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    in_flight: Arc<Mutex<HashMap<u32, Arc<Semaphore>>>>,
-    per_uid: usize,
+    in_flight: Arc<Mutex<HashMap<u32, Arc<UidLookups>>>>,
     uid: Option<u32>,
     abandoned: Arc<std::sync::atomic::AtomicU8>,
     stuck: Arc<Mutex<HashMap<u32, usize>>>,
@@ -105,13 +114,18 @@ impl BlockingPool {
         }
     }
 
-    /// `uid`'s semaphore of lookups in flight.
-    fn uid_semaphore(&self, uid: u32) -> Arc<Semaphore> {
+    /// `uid`'s lookups in flight.
+    fn uid_lookups(&self, uid: u32) -> Arc<UidLookups> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(uid)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_uid)))
+            .or_insert_with(|| {
+                Arc::new(UidLookups {
+                    pool: Arc::new(Semaphore::new(self.per_uid)),
+                    in_place: Arc::new(Semaphore::new(self.size)),
+                })
+            })
             .clone()
     }
 
@@ -136,7 +150,13 @@ impl BlockingPool {
             return None;
         }
         let uid_permit = match uid {
-            Some(uid) => Some(self.uid_semaphore(uid).try_acquire_owned().ok()?),
+            Some(uid) => Some(
+                self.uid_lookups(uid)
+                    .in_place
+                    .clone()
+                    .try_acquire_owned()
+                    .ok()?,
+            ),
             None => None,
         };
         Some(self.new_slot(None, uid_permit, uid))
@@ -169,7 +189,6 @@ impl BlockingPool {
             _permit: permit,
             uid_permit,
             in_flight: self.in_flight.clone(),
-            per_uid: self.per_uid,
             uid,
             abandoned: Arc::default(),
             stuck: self.stuck.clone(),
@@ -191,7 +210,7 @@ impl BlockingPool {
         let uid_permit = match uid {
             None => None,
             Some(uid) => {
-                let semaphore = self.uid_semaphore(uid);
+                let semaphore = self.uid_lookups(uid).pool.clone();
                 let permit = match semaphore.clone().try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => match tokio::time::timeout_at(until, semaphore.acquire_owned()).await
@@ -260,16 +279,17 @@ impl Drop for BlockingSlot {
         self.running.fetch_sub(1, Ordering::SeqCst);
         let Some(uid) = self.uid else { return };
         if self.uid_permit.take().is_some() {
-            // The uid's entry goes once nothing of it is in flight or waiting (each waiter holds
-            // a copy of the semaphore).
+            // The uid's entry goes once nothing of it is in flight or waiting (each waiter
+            // holds a copy of a semaphore).
             let mut in_flight = self
                 .in_flight
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if in_flight
-                .get(&uid)
-                .is_some_and(|s| Arc::strong_count(s) == 1 && s.available_permits() == self.per_uid)
-            {
+            if in_flight.get(&uid).is_some_and(|l| {
+                Arc::strong_count(l) == 1
+                    && Arc::strong_count(&l.pool) == 1
+                    && Arc::strong_count(&l.in_place) == 1
+            }) {
                 in_flight.remove(&uid);
             }
         }
