@@ -59,12 +59,17 @@ pub struct BlockingPool {
     per_uid: usize,
     /// Lookups running, in the pool or in place.
     running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Abandoned lookups still running, of every uid (the sum of `stuck`).
+    stuck_total: Arc<std::sync::atomic::AtomicUsize>,
     /// Each uid's lookups in flight: a burst of lookups that will never return (one per
     /// connection, all sent at once) holds that many, not every slot and every thread.
-    in_flight: Arc<Mutex<HashMap<u32, Arc<UidLookups>>>>,
+    in_flight: Mutex<HashMap<u32, Arc<UidLookups>>>,
     /// Rescues decisions made in place on a connection thread that outlive the deadline.
     pub watchdog: Arc<super::serving::Watchdog>,
 }
+
+/// Uids kept in `BlockingPool::in_flight` before the idle ones are dropped.
+const UID_ENTRIES: usize = 1024;
 
 /// One uid's lookups in flight: on the pool, at most a quarter of its slots; in place on
 /// connection threads, at most a quarter of those (as many as the pool has slots), so that
@@ -83,10 +88,10 @@ pub struct BlockingSlot {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The place among its uid's lookups in flight (`None` without a uid).
     uid_permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    in_flight: Arc<Mutex<HashMap<u32, Arc<UidLookups>>>>,
     uid: Option<u32>,
     abandoned: Arc<std::sync::atomic::AtomicU8>,
     stuck: Arc<Mutex<HashMap<u32, usize>>>,
+    stuck_total: Arc<std::sync::atomic::AtomicUsize>,
     running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -109,16 +114,27 @@ impl BlockingPool {
             stuck: Arc::default(),
             per_uid: (size / 4).max(1),
             running: Arc::default(),
-            in_flight: Arc::default(),
+            stuck_total: Arc::default(),
+            in_flight: Mutex::default(),
             watchdog: super::serving::Watchdog::start(deadline),
         }
     }
 
     /// `uid`'s lookups in flight.
     fn uid_lookups(&self, uid: u32) -> Arc<UidLookups> {
-        self.in_flight
+        let mut in_flight = self
+            .in_flight
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded by the uids with lookups in flight or waiting: the rest go as it grows.
+        if in_flight.len() >= UID_ENTRIES && !in_flight.contains_key(&uid) {
+            in_flight.retain(|_, l| {
+                Arc::strong_count(l) > 1
+                    || Arc::strong_count(&l.pool) > 1
+                    || Arc::strong_count(&l.in_place) > 1
+            });
+        }
+        in_flight
             .entry(uid)
             .or_insert_with(|| {
                 Arc::new(UidLookups {
@@ -131,6 +147,10 @@ impl BlockingPool {
 
     /// Whether `uid` has its share of abandoned lookups still running.
     fn over_share(&self, uid: Option<u32>) -> bool {
+        // Almost always nothing is abandoned: no lock shared by every connection then.
+        if self.stuck_total.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
         uid.is_some_and(|uid| {
             self.stuck
                 .lock()
@@ -188,10 +208,10 @@ impl BlockingPool {
         BlockingSlot {
             _permit: permit,
             uid_permit,
-            in_flight: self.in_flight.clone(),
             uid,
             abandoned: Arc::default(),
             stuck: self.stuck.clone(),
+            stuck_total: self.stuck_total.clone(),
             running: self.running.clone(),
         }
     }
@@ -242,6 +262,7 @@ impl BlockingSlot {
             uid: self.uid,
             abandoned: self.abandoned.clone(),
             stuck: self.stuck.clone(),
+            stuck_total: self.stuck_total.clone(),
         }
     }
 }
@@ -252,6 +273,7 @@ pub struct SlotAbandon {
     uid: Option<u32>,
     abandoned: Arc<std::sync::atomic::AtomicU8>,
     stuck: Arc<Mutex<HashMap<u32, usize>>>,
+    stuck_total: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A slot's lookup: running, abandoned by its request, or finished.
@@ -270,6 +292,7 @@ impl SlotAbandon {
             .is_ok()
         {
             *stuck.entry(uid).or_default() += 1;
+            self.stuck_total.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -277,29 +300,20 @@ impl SlotAbandon {
 impl Drop for BlockingSlot {
     fn drop(&mut self) {
         self.running.fetch_sub(1, Ordering::SeqCst);
+        // The uid's place in flight is given back with the permit; its entry in `in_flight`
+        // is left for the uid's next lookup (the map is pruned as it grows: `uid_lookups`).
+        drop(self.uid_permit.take());
         let Some(uid) = self.uid else { return };
-        if self.uid_permit.take().is_some() {
-            // The uid's entry goes once nothing of it is in flight or waiting (each waiter
-            // holds a copy of a semaphore).
-            let mut in_flight = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if in_flight.get(&uid).is_some_and(|l| {
-                Arc::strong_count(l) == 1
-                    && Arc::strong_count(&l.pool) == 1
-                    && Arc::strong_count(&l.in_place) == 1
-            }) {
-                in_flight.remove(&uid);
-            }
-        }
-        let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.abandoned.swap(FINISHED, Ordering::SeqCst) == ABANDONED
-            && let Some(count) = stuck.get_mut(&uid)
-        {
-            *count -= 1;
-            if *count == 0 {
-                stuck.remove(&uid);
+        // Only an abandoned lookup was counted (`abandon` counts it under the lock, once, and
+        // only while it is running); a finished one touches no lock shared by all connections.
+        if self.abandoned.swap(FINISHED, Ordering::SeqCst) == ABANDONED {
+            let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = stuck.get_mut(&uid) {
+                *count -= 1;
+                self.stuck_total.fetch_sub(1, Ordering::SeqCst);
+                if *count == 0 {
+                    stuck.remove(&uid);
+                }
             }
         }
     }
