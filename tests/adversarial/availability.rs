@@ -45,6 +45,52 @@ impl StalledMount {
     }
 }
 
+impl StalledMount {
+    /// A stalled mount in a directory of its own that every user may enter.
+    fn open_to_everyone() -> (tempfile::TempDir, StalledMount) {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            root.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mount = StalledMount::new(&root.path().join("stalled"));
+        (root, mount)
+    }
+}
+
+/// A bystander (root, on a connection of its own) reads `/etc/hostname` again and again for
+/// `period`: every read is allowed, each in under a second. Returns how many were answered.
+fn bystander_is_answered(bystander: &mut Asker, period: Duration) -> usize {
+    let mut slowest = Duration::ZERO;
+    let until = Instant::now() + period;
+    let mut answered = 0;
+    while Instant::now() < until {
+        let start = Instant::now();
+        assert!(
+            bystander.allowed("/etc/hostname"),
+            "the bystander is still allowed"
+        );
+        slowest = slowest.max(start.elapsed());
+        answered += 1;
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a bystander waited {slowest:?} behind a stalled mount"
+    );
+    answered
+}
+
+/// The ids of the decision records in `log`, in order.
+fn decision_ids(log: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(log).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect()
+}
+
 impl Drop for StalledMount {
     fn drop(&mut self) {
         let _ = self.holder.kill();
@@ -90,13 +136,7 @@ fn open_to_everyone(daemon: &Daemon) {
 /// each answer in well under a second.
 #[test]
 fn a_stalled_mount_costs_only_the_requests_that_touch_it() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let mount = StalledMount::new(&root.path().join("stalled"));
+    let (_root, mount) = StalledMount::open_to_everyone();
     let daemon = Daemon::start(
         ALLOW_ALL_READS,
         &[
@@ -122,22 +162,7 @@ fn a_stalled_mount_costs_only_the_requests_that_touch_it() {
     std::thread::sleep(Duration::from_millis(300));
     // Meanwhile a bystander (root) reads, resolves symlinks and asks env, again and again.
     let mut bystander = Asker::open(&daemon);
-    let mut slowest = Duration::ZERO;
-    let until = Instant::now() + Duration::from_millis(1500);
-    let mut answered = 0;
-    while Instant::now() < until {
-        let start = Instant::now();
-        assert!(
-            bystander.allowed("/etc/hostname"),
-            "the bystander is still allowed"
-        );
-        slowest = slowest.max(start.elapsed());
-        answered += 1;
-    }
-    assert!(
-        slowest < Duration::from_secs(1),
-        "a bystander waited {slowest:?} behind a stalled mount"
-    );
+    let answered = bystander_is_answered(&mut bystander, Duration::from_millis(1500));
     assert!(answered > 10, "only {answered} bystander answers");
     let answers: Vec<String> = stalled
         .into_iter()
@@ -551,14 +576,7 @@ fn a_connection_stuck_in_a_lookup_is_answered_at_the_deadline_and_served_on() {
     send(&mut conn, &[(24, "/etc/hostname")]);
     conn.assert_closed_unanswered("an id that does not increase");
     // One record per answer, none for the abandoned lookups.
-    let text = std::fs::read_to_string(&log).unwrap();
-    let ids: Vec<u64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["kind"] == "decision")
-        .map(|r| r["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, (1..=25).collect::<Vec<u64>>(), "{text}");
+    assert_eq!(decision_ids(&log), (1..=25).collect::<Vec<u64>>());
 }
 
 /// Red team (issue 17): one user sent a lookup that never returns on each of 64 connections at
@@ -568,13 +586,7 @@ fn a_connection_stuck_in_a_lookup_is_answered_at_the_deadline_and_served_on() {
 /// denied at the deadline holding nothing, and another user's reads are answered meanwhile.
 #[test]
 fn a_burst_of_stuck_lookups_from_one_user_holds_only_its_share() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let mount = StalledMount::new(&root.path().join("stalled"));
+    let (_root, mount) = StalledMount::open_to_everyone();
     let daemon = Daemon::start(
         ALLOW_ALL_READS,
         &[
@@ -630,20 +642,7 @@ print("\n".join(out))
     std::thread::sleep(Duration::from_millis(300));
     // Root's reads go on, each answered at once, while the burst is stuck.
     let mut bystander = Asker::open(&daemon);
-    let until = Instant::now() + Duration::from_millis(1500);
-    let mut slowest = Duration::ZERO;
-    while Instant::now() < until {
-        let start = Instant::now();
-        assert!(
-            bystander.allowed("/etc/hostname"),
-            "the bystander is denied"
-        );
-        slowest = slowest.max(start.elapsed());
-    }
-    assert!(
-        slowest < Duration::from_secs(1),
-        "a bystander waited {slowest:?}"
-    );
+    bystander_is_answered(&mut bystander, Duration::from_millis(1500));
     let out = burst.wait_with_output().unwrap();
     let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -713,13 +712,6 @@ fn a_stop_answers_every_frame_received_even_behind_a_stuck_lookup() {
     assert!(daemon.child.wait().unwrap().success());
     let took = stopping.elapsed();
     assert!(took < Duration::from_secs(4), "the stop took {took:?}");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let ids: Vec<u64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["kind"] == "decision")
-        .map(|r| r["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, vec![1, 2, 3], "{text}");
+    assert_eq!(decision_ids(&log), vec![1, 2, 3]);
     drop(mount);
 }
