@@ -93,7 +93,10 @@ impl PolicyStore {
     /// Blocking: run it off the async threads.
     pub fn reload(&self, why: &str) -> ReloadRecord {
         let from = self.current.load().revision.clone();
-        let (outcome, errors, error) = match policy_files::load_strict(&self.path, self.strict) {
+        let compiling = super::serving::StepAside::begin();
+        let loaded = policy_files::load_strict(&self.path, self.strict);
+        drop(compiling);
+        let (outcome, errors, error) = match loaded {
             Ok(loaded) => {
                 for warning in loaded.warnings.warnings() {
                     tracing::warn!("{warning}");

@@ -62,6 +62,36 @@ pub fn request_move() {
     MOVE.with(|m| m.set(true));
 }
 
+/// How many policy compiles are running. While one is, connections are served from the event
+/// loop and not from connection threads: a compile of a large policy is one thread at normal
+/// priority, and under saturation hundreds of runnable connection threads would leave it a
+/// sliver of the cores, so that a reload never took effect. The loop's few workers leave it
+/// its share, as they did before there were connection threads.
+static COMPILING: AtomicUsize = AtomicUsize::new(0);
+
+/// Held while a policy compiles: connection threads give their connections back to the event
+/// loop at their next read, and the loop hands none out, until it is dropped.
+#[derive(Debug)]
+pub struct StepAside(());
+
+impl StepAside {
+    pub fn begin() -> StepAside {
+        COMPILING.fetch_add(1, Ordering::SeqCst);
+        StepAside(())
+    }
+}
+
+impl Drop for StepAside {
+    fn drop(&mut self) {
+        COMPILING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether connection threads step aside now (a policy is compiling).
+fn stepping_aside() -> bool {
+    COMPILING.load(Ordering::Relaxed) > 0
+}
+
 /// The connection threads: how many may serve at once. A thread stuck in a lookup that does not
 /// return keeps its place until the kernel lets it go.
 #[derive(Debug)]
@@ -123,7 +153,7 @@ impl<T> Future for OnSide<'_, T> {
         let side = match self.thread {
             true => Side::Thread,
             false => Side::Loop {
-                may_move: self.threads.available(),
+                may_move: self.threads.available() && !stepping_aside(),
             },
         };
         let Some(fut) = self.fut.as_mut() else {
@@ -411,7 +441,7 @@ impl Watchdog {
 /// Unix sockets that block on a connection thread and register with the event loop otherwise.
 #[cfg(unix)]
 pub mod unix {
-    use super::{Side, request_move, side};
+    use super::{Side, request_move, side, stepping_aside};
     use nix::sys::socket::{MsgFlags, recv, send};
     use std::io;
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -580,6 +610,11 @@ pub mod unix {
             let socket = &self.0;
             let may_move = match side() {
                 Side::Thread => {
+                    if stepping_aside() {
+                        // A policy is compiling: leave it the cores (the loop polls at once).
+                        request_move();
+                        return Poll::Pending;
+                    }
                     socket.for_thread()?;
                     loop {
                         // The descriptor blocks now, for at most the linger.
@@ -668,5 +703,67 @@ pub mod unix {
                 nix::sys::socket::Shutdown::Write,
             )))
         }
+    }
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use super::{Side, StepAside, Threads, drive, side};
+    use std::io::Write;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// Reads one byte per `step`, saying after each on which side it was read; the peer sends a
+    /// byte when told to, and the reader holds a [`StepAside`] from the `aside`th byte on.
+    fn sides(aside: Option<usize>) -> Vec<Side> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (send, recv) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            while recv.recv().is_ok() {
+                theirs.write_all(b"x").unwrap();
+            }
+        });
+        let sides = runtime.block_on(async move {
+            let (mut read, _write) = super::unix::split(ours, Duration::from_secs(5)).unwrap();
+            let frame_loop = Box::pin(async move {
+                let mut sides = Vec::new();
+                let mut held = None;
+                for n in 0..4 {
+                    if Some(n) == aside {
+                        held = Some(StepAside::begin());
+                    }
+                    send.send(()).unwrap();
+                    let mut byte = [0u8; 1];
+                    assert_eq!(read.read(&mut byte).await.unwrap(), 1);
+                    sides.push(side());
+                }
+                drop(held);
+                sides
+            });
+            drive(frame_loop, &Threads::new(1)).await
+        });
+        writer.join().unwrap();
+        sides
+    }
+
+    #[test]
+    fn a_compiling_policy_takes_the_connections_off_their_threads() {
+        // Without a compile, a busy connection is read on a connection thread.
+        assert_eq!(sides(None), vec![Side::Thread; 4]);
+        // A compile that starts while the connection is on its thread sends it back to the
+        // event loop at its next read, and the loop hands it to no thread until it ends.
+        let loop_side = Side::Loop { may_move: false };
+        assert_eq!(
+            sides(Some(2)),
+            vec![Side::Thread, Side::Thread, loop_side, loop_side]
+        );
+        // One that was running before the frame arrived keeps it on the loop from the start.
+        assert_eq!(sides(Some(0)), vec![loop_side; 4]);
     }
 }
