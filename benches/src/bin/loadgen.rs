@@ -362,6 +362,19 @@ struct Daemon {
 }
 
 /// Starts the daemon on `policy`; returns once it has printed its ready line.
+/// The environment the shipped systemd unit gives the daemon (`Environment=` lines but
+/// `FDSTORE`, which only a service manager's store gives meaning), so that what is measured is
+/// the daemon as a fleet runs it.
+fn unit_environment() -> Vec<(String, String)> {
+    include_str!("../../../systemd/permission-broker.service")
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(name, _)| *name != "FDSTORE")
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
 fn daemon(socket: &Path, policy: &Path, extra: &[&str], log: &str) -> Daemon {
     let binary = std::env::current_exe()
         .unwrap()
@@ -376,6 +389,7 @@ fn daemon(socket: &Path, policy: &Path, extra: &[&str], log: &str) -> Daemon {
         .arg(policy)
         .args(extra)
         .env("RUST_LOG", log)
+        .envs(unit_environment())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -1032,6 +1046,9 @@ fn main() {
         .iter()
         .position(|a| a == "--svg")
         .map(|i| PathBuf::from(&args[i + 1]));
+    for (name, value) in unit_environment() {
+        println!("daemon environment (systemd/permission-broker.service): {name}={value}");
+    }
     runtime.block_on(async {
         if let Some(i) = args.iter().position(|a| a == "--deno") {
             let deno = PathBuf::from(&args[i + 1])
