@@ -235,3 +235,175 @@ fn explain_escapes_what_it_prints_and_survives_a_closed_pipe() {
         text(&out.stderr)
     );
 }
+
+/// The README's exit code table, as `(command, code)` rows.
+fn readme_exit_codes() -> Vec<(String, i32)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let table = readme
+        .split("### Exit codes")
+        .nth(1)
+        .expect("README has an exit code table");
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with("| command | code |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cells[1].trim_matches('`').to_owned(),
+                cells[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Runs the broker with `args` and returns its exit code.
+fn code_of(args: &[&str]) -> Option<i32> {
+    Command::new(&*BROKER)
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .code()
+}
+
+#[test]
+fn every_exit_code_in_the_readme_table_is_what_the_command_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let laptop = config("laptop.toml").display().to_string();
+    std::fs::write(
+        path("policy.toml"),
+        "version = 1\n[[rule]]\nid = \"tmp\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"/tmp/**\"]\n",
+    )
+    .unwrap();
+    std::fs::write(path("broken.toml"), "version = 1\n[[rule]]\nid = 3\n").unwrap();
+    let case = |allowed: &str| {
+        format!(
+            "[[case]]\nname = \"tmp\"\npermission = \"read\"\nvalue = \"/tmp/x\"\nexpect = \"{allowed}\"\n"
+        )
+    };
+    std::fs::write(path("pass.cases.toml"), case("allow")).unwrap();
+    std::fs::write(path("fail.cases.toml"), case("deny")).unwrap();
+    std::fs::write(
+        path("decisions.jsonl"),
+        r#"{"kind":"decision","time":"2026-12-01T10:00:00Z","conn":1,"pid":9,"uid":0,"gid":0,"id":1,"permission":"read","value":"/tmp/x","decision":"allow","answered":"allow","mode":"audit","rule":"tmp","revision":"r"}"#.to_owned() + "\n",
+    )
+    .unwrap();
+    let status = path("status.json");
+    let daemon = common::Daemon::start_in(
+        tempfile::tempdir().unwrap(),
+        Path::new(&path("policy.toml")),
+        &["--status-file", &status],
+    );
+    let socket = daemon.socket.display().to_string();
+    let (policy, broken) = (path("policy.toml"), path("broken.toml"));
+    let explain = |value: &'static str| {
+        let policy = policy.clone();
+        move |extra: &[&str]| {
+            let mut args = vec!["explain", "--policy", &policy, "--permission", "read"];
+            args.extend(["--value", value]);
+            args.extend(extra);
+            code_of(&args)
+        }
+    };
+    let (explain_tmp, explain_etc) = (explain("/tmp/x"), explain("/etc/passwd"));
+    let stopped_by_sigterm = || {
+        let mut d = common::Daemon::start_in(tempfile::tempdir().unwrap(), Path::new(&policy), &[]);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        d.child.wait().unwrap().code()
+    };
+    // Each row of the table, and what makes the command exit with it.
+    let cases: Vec<((&str, i32), Option<i32>)> = vec![
+        (
+            ("any", 0),
+            code_of(&["--version"]).max(code_of(&["check", "--help"])),
+        ),
+        (("any", 64), code_of(&["serve", "--socket-mode", "abc"])),
+        (("serve", 0), stopped_by_sigterm()),
+        (
+            ("serve", 64),
+            code_of(&["serve", "--socket", &path("a.sock"), "--policy", &broken]),
+        ),
+        (
+            ("serve", 69),
+            code_of(&["serve", "--socket", &policy, "--policy", &policy]),
+        ),
+        (("check", 0), code_of(&["check", &laptop])),
+        (("check", 1), code_of(&["check", &broken])),
+        (
+            ("test", 0),
+            code_of(&["test", &policy, &path("pass.cases.toml")]),
+        ),
+        (
+            ("test", 1),
+            code_of(&["test", &policy, &path("fail.cases.toml")]),
+        ),
+        (
+            ("test", 64),
+            code_of(&["test", &policy, &path("missing.cases.toml")]),
+        ),
+        (("explain", 0), explain_tmp(&[])),
+        (("explain", 1), explain_etc(&[])),
+        (
+            ("explain", 64),
+            explain_tmp(&["--user", "no-such-user-here"]),
+        ),
+        (
+            ("suggest", 0),
+            code_of(&["suggest", &path("decisions.jsonl")]),
+        ),
+        (
+            ("suggest", 64),
+            code_of(&["suggest", &path("missing.jsonl")]),
+        ),
+        (
+            ("reload", 64),
+            code_of(&[
+                "reload",
+                "--status-file",
+                &status,
+                "--policy",
+                &broken,
+            ]),
+        ),
+        (
+            ("ask", 0),
+            code_of(&["ask", "--socket", &socket, "read", "/tmp/x"]),
+        ),
+        (
+            ("ask", 1),
+            code_of(&["ask", "--socket", &socket, "read", "/etc/passwd"]),
+        ),
+        (
+            ("ask", 87),
+            code_of(&["ask", "--socket", &path("none.sock"), "read", "/tmp/x"]),
+        ),
+    ];
+    // Held by `systemctl_reload_succeeds_only_when_the_checked_revision_serves` and
+    // `reload_believes_only_the_running_daemons_own_status_file` (tests/suites/systemd.rs),
+    // which play a running daemon's status file through each outcome.
+    let elsewhere = [("reload", 0), ("reload", 1), ("reload", 69), ("reload", 75)];
+    for ((command, expected), got) in &cases {
+        assert_eq!(got, &Some(*expected), "{command} exiting {expected}");
+    }
+    let mut tested: Vec<(String, i32)> = cases
+        .iter()
+        .map(|((c, n), _)| ((*c).to_owned(), *n))
+        .chain(elsewhere.iter().map(|(c, n)| ((*c).to_owned(), *n)))
+        .collect();
+    let mut documented = readme_exit_codes();
+    tested.sort();
+    documented.sort();
+    assert_eq!(
+        documented, tested,
+        "the README's table and this test list different rows"
+    );
+}

@@ -14,7 +14,21 @@ use cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    // clap's own exit code for a bad command line is 2; ours is 64 (sysexits EX_USAGE), the
+    // same as for a bad value in the configuration file.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(exit::EXIT_CONFIG),
+            };
+        }
+    };
+    match cli.command {
         Command::Serve(args) => daemon::serve(args),
         Command::Check { policy, accounts } => tools::check::run(&policy, &accounts),
         Command::Explain(args) => tools::explain::run(args),

@@ -52,7 +52,20 @@ pub fn run(args: ExplainArgs) -> ExitCode {
     // name the accounts give it. Groups likewise.
     let (uid, user) = match &args.user {
         None => (args.uid, args.uid.and_then(|uid| directory.user_name(uid))),
-        Some(name) => (directory.user(name), Some(name.clone())),
+        Some(name) => match directory.user(name) {
+            Some(uid) => (Some(uid), Some(name.clone())),
+            // Deciding as if for nobody in particular would answer a question not asked.
+            None => {
+                let place = match &args.accounts.passwd {
+                    Some(passwd) => passwd.display().to_string(),
+                    None => "this host's accounts".to_owned(),
+                };
+                eprintln!(
+                    "explain: no user `{name}` in {place}: give --uid, or the passwd file that names it (--passwd)"
+                );
+                return ExitCode::from(crate::exit::EXIT_CONFIG);
+            }
+        },
     };
     let group = args
         .gid
