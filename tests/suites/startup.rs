@@ -456,3 +456,61 @@ fn every_documented_signal_is_handled_with_and_without_a_decision_log() {
         assert!(status.success(), "{status:?} with {extra:?}");
     }
 }
+
+/// `serve` under an open-file limit of 1,024 (a laptop's usual one) until it is ready, then
+/// stopped: what it wrote to stderr.
+fn serve_under_a_low_file_limit(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/laptop.toml");
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=1024:1024")
+        .arg(&*BROKER)
+        .arg("serve")
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--policy")
+        .arg(&laptop)
+        .args(extra)
+        .env("RUST_LOG", "permission_broker=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert!(ready.contains("ready"), "{ready}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    stderr(&output)
+}
+
+#[test]
+fn the_first_command_warns_about_the_file_limit_only_when_a_limit_was_asked_for() {
+    // The README's first command on an ordinary machine: no warning, the default fitted.
+    let quiet = serve_under_a_low_file_limit(&[]);
+    assert!(!quiet.contains("WARN"), "{quiet}");
+    assert!(
+        quiet.contains("max_connections fitted to the open-file limit")
+            && quiet.contains("max_connections=480"),
+        "{quiet}"
+    );
+    // Asked for explicitly, and more than the limit holds: said, and kept.
+    let asked = serve_under_a_low_file_limit(&["--max-connections", "16384"]);
+    assert!(
+        asked.contains("WARN") && asked.contains("the open-file limit holds only about 480"),
+        "{asked}"
+    );
+    // Asked for, and within what it holds: nothing to say.
+    let fits = serve_under_a_low_file_limit(&["--max-connections", "400"]);
+    assert!(!fits.contains("WARN") && !fits.contains("fitted"), "{fits}");
+}

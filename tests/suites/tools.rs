@@ -366,13 +366,7 @@ fn every_exit_code_in_the_readme_table_is_what_the_command_does() {
         ),
         (
             ("reload", 64),
-            code_of(&[
-                "reload",
-                "--status-file",
-                &status,
-                "--policy",
-                &broken,
-            ]),
+            code_of(&["reload", "--status-file", &status, "--policy", &broken]),
         ),
         (
             ("ask", 0),

@@ -58,6 +58,41 @@ pub struct Settings {
     pub allowed_uids: Option<Vec<u32>>,
     pub request_deadline: Duration,
     pub blocking_threads: usize,
+    /// `max_connections` was given (a flag or the file), not the default.
+    pub connections_asked: bool,
+    /// `max_connections_per_uid` was given, not derived from `max_connections`.
+    pub per_uid_asked: bool,
+}
+
+impl Settings {
+    /// Fits the connection limits to `holds`, the connections the open-file limit leaves room
+    /// for. Limits someone asked for are kept (and warned about); defaults are lowered quietly.
+    pub fn fit_connections(&mut self, holds: usize) {
+        let limits = &mut self.limits;
+        if holds >= limits.max_connections {
+            return;
+        }
+        if self.connections_asked {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                holds,
+                "the open-file limit holds only about {holds} connections (each needs a socket and a /proc handle); raise LimitNOFILE / ulimit -n or lower max_connections"
+            );
+            return;
+        }
+        let holds = holds.max(1);
+        tracing::debug!(
+            max_connections = holds,
+            default = limits.max_connections,
+            "max_connections fitted to the open-file limit"
+        );
+        limits.max_connections = holds;
+        limits.max_connections_per_uid = if self.per_uid_asked {
+            limits.max_connections_per_uid.min(holds)
+        } else {
+            (holds / 4).max(1)
+        };
+    }
 }
 
 /// Merges flags, the configuration file and defaults, validating every value; the error is
@@ -165,6 +200,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         ));
     }
     let (max_connections, origin) = pick_usize(args.max_connections, &file.max_connections, 16_384);
+    let connections_asked = !matches!(origin, Origin::Default);
     if !MAX_CONNECTIONS.contains(&max_connections) {
         return Err(out_of_range(
             "max_connections",
@@ -235,6 +271,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         &file.max_connections_per_uid,
         (max_connections / 4).max(1),
     );
+    let per_uid_asked = !matches!(origin, Origin::Default);
     if !(1..=max_connections).contains(&max_connections_per_uid) {
         return Err(out_of_range(
             "max_connections_per_uid",
@@ -305,6 +342,8 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         // In range (checked above).
         request_deadline: Duration::from_secs_f64(request_deadline),
         blocking_threads,
+        connections_asked,
+        per_uid_asked,
     })
 }
 

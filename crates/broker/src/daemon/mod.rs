@@ -48,7 +48,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     #[cfg(unix)]
     let upgrade = handover::Target::of_this_process();
     // Everything is validated before anything is bound.
-    let settings = match settings::merge(args) {
+    let mut settings = match settings::merge(args) {
         Ok(settings) => settings,
         Err(message) => {
             tracing::error!("invalid configuration; not starting");
@@ -131,7 +131,9 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    descriptors::raise_limit(settings.limits.max_connections);
+    if let Some(holds) = descriptors::raise_limit() {
+        settings.fit_connections(holds);
+    }
     warn_if_log_beside_policy(&settings);
     let store = Arc::new(reload::PolicyStore::new(
         settings.policy.clone(),
