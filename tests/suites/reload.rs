@@ -271,3 +271,70 @@ fn a_swapped_policy_directory_is_watched_where_it_resolves_now() {
     asker.wait_until("/v2b/x", true, SECOND);
     assert!(!asker.allowed("/v1/x"));
 }
+
+/// A broken policy that stays broken is reported when it breaks, not at every poll; a new
+/// breakage is reported again; the fix says the policy is restored; a SIGHUP's outcome is logged
+/// under its trigger; a policy in audit mode says so when it starts serving.
+#[test]
+fn a_broken_policy_is_reported_once_and_its_repair_is_said() {
+    let (dir, policy_dir) = setup(&[("p.toml", policy(&["/a"]))]);
+    let file = policy_dir.join("p.toml");
+    let daemon = daemon_on(dir, &file, &["--no-watch", "--poll-interval", "0.1"]);
+    let mut asker = Asker::open(&daemon);
+    let broken = "version = 1\n[[rule]]\nid = \"r\"\neffect = \"allow\"\npermissions = [\"reed\"]\npaths = [\"/b\"]\n";
+    std::fs::write(&file, broken).unwrap();
+    daemon.wait_for_log(&["policy reload failed; still serving the last good policy"]);
+    // Twenty polls later: still one report of it.
+    std::thread::sleep(Duration::from_secs(2));
+    let count = |needle: &str| daemon.log().iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("unknown permission `reed`"), 1, "{:#?}", daemon.log());
+    assert_eq!(count("reload failed"), 1, "{:#?}", daemon.log());
+    // A SIGHUP on the same files: its outcome, said once, without the errors again.
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+    };
+    hup();
+    daemon.wait_for_log(&[
+        "reload failed again, the files unchanged",
+        "trigger=\"SIGHUP\"",
+    ]);
+    assert_eq!(count("unknown permission `reed`"), 1, "{:#?}", daemon.log());
+    // Broken differently: reported again.
+    std::fs::write(&file, broken.replace("reed", "wrte")).unwrap();
+    daemon.wait_for_log(&["unknown permission `wrte`"]);
+    daemon.wait_for_logs(
+        &["policy reload failed; still serving the last good policy"],
+        2,
+    );
+    assert!(asker.allowed("/a/x"));
+    // Repaired: said in words, and served.
+    std::fs::write(&file, policy(&["/b"])).unwrap();
+    asker.wait_until("/b/x", true, SECOND);
+    daemon.wait_for_log(&["policy restored: the files load again, and the new revision serves"]);
+    // Back to the revision that was serving all along: restored too.
+    std::fs::write(&file, broken).unwrap();
+    daemon.wait_for_logs(
+        &["policy reload failed; still serving the last good policy"],
+        3,
+    );
+    std::fs::write(&file, policy(&["/b"])).unwrap();
+    daemon
+        .wait_for_log(&["policy restored: the files load again, as the revision already serving"]);
+    // Into audit mode: a warning that nothing is denied any more.
+    std::fs::write(
+        &file,
+        format!(
+            "version = 1\n[defaults]\nmode = \"audit\"\n{}",
+            policy(&["/b"]).replace("version = 1\n", "")
+        ),
+    )
+    .unwrap();
+    let audit = daemon.wait_for_log(&["the policy is in AUDIT mode"]);
+    assert!(audit.contains("WARN"), "{audit}");
+    hup();
+    daemon.wait_for_log(&["policy unchanged", "trigger=\"SIGHUP\""]);
+}

@@ -185,6 +185,48 @@ fn notify_ready_status_and_reloading_around_a_reload() {
         "{messages:?}"
     );
     assert!(messages[2].contains("READY=1"), "{messages:?}");
+    assert!(!messages[1].contains("AUDIT"), "{messages:?}");
+    // A reload into audit mode says so in STATUS=, where `systemctl status` shows it.
+    std::fs::write(
+        &policy,
+        "version = 1\n[defaults]\nmode = \"audit\"\n[[rule]]\nid = \"x\"\neffect = \"allow\"\npermissions = [\"env\"]\n",
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let messages: Vec<String> = (0..3).map(|_| next()).collect();
+    assert!(
+        messages[1].contains("STATUS=policy ")
+            && messages[1].contains("in AUDIT mode: denies are logged and answered allow"),
+        "{messages:?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(next().contains("STOPPING=1"));
+    assert!(daemon.wait().unwrap().success());
+
+    // Started in audit mode: the ready STATUS= says so from the start.
+    let mut daemon = Command::new(&*BROKER)
+        .args(["serve", "--no-watch", "--socket"])
+        .arg(dir.path().join("c.sock"))
+        .arg("--policy")
+        .arg(&policy)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = next();
+    assert!(
+        ready.contains("READY=1") && ready.contains("in AUDIT mode"),
+        "{ready}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

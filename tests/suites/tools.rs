@@ -401,3 +401,19 @@ fn every_exit_code_in_the_readme_table_is_what_the_command_does() {
         "the README's table and this test list different rows"
     );
 }
+
+#[test]
+fn check_says_when_a_policy_is_in_audit_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, "version = 1\n[defaults]\nmode = \"audit\"\n").unwrap();
+    let output = run(&["check".as_ref(), policy.as_os_str()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stderr).contains("this policy is in AUDIT mode"),
+        "{}",
+        text(&output.stderr)
+    );
+    let enforcing = run(&["check".as_ref(), config("laptop.toml").as_os_str()]);
+    assert!(!text(&enforcing.stderr).contains("AUDIT"));
+}

@@ -111,10 +111,11 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         "policy loaded"
     );
-    let status = format!(
-        "policy {} ({} rules)",
-        loaded.revision,
-        loaded.policy.rules().len()
+    reload::warn_if_audit(&loaded.policy, &loaded.revision);
+    let status = reload::status_line(
+        &loaded.revision,
+        loaded.policy.rules().len(),
+        loaded.policy.mode() == permission_broker_policy::Mode::Audit,
     );
     #[cfg(unix)]
     if let Some(status_file) = &settings.status_file

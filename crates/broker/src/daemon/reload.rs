@@ -31,19 +31,39 @@ pub struct Status {
     pub rules: usize,
     /// The last failed reload's first error, until a reload succeeds.
     pub last_error: Option<String>,
+    /// The serving policy is in audit mode: would-be denies are answered allow.
+    pub audit: bool,
     /// Reloads tried since the daemon started.
     pub reloads: u64,
 }
 
 impl Status {
     pub fn line(&self) -> String {
+        let serving = status_line(&self.revision, self.rules, self.audit);
         match &self.last_error {
-            None => format!("policy {} ({} rules)", self.revision, self.rules),
-            Some(e) => format!(
-                "policy {} ({} rules); last reload FAILED, still serving it: {e}",
-                self.revision, self.rules
-            ),
+            None => serving,
+            Some(e) => format!("{serving}; last reload FAILED, still serving it: {e}"),
         }
+    }
+}
+
+/// What is serving, as `STATUS=` and the logs say it: audit mode is said in words.
+pub fn status_line(revision: &str, rules: usize, audit: bool) -> String {
+    match audit {
+        false => format!("policy {revision} ({rules} rules)"),
+        true => format!(
+            "policy {revision} ({rules} rules) in AUDIT mode: denies are logged and answered allow"
+        ),
+    }
+}
+
+/// Says, as a warning, that the policy now serving is in audit mode: nothing it denies is denied.
+pub fn warn_if_audit(policy: &Policy, revision: &str) {
+    if policy.mode() == permission_broker_policy::Mode::Audit {
+        tracing::warn!(
+            revision = %revision,
+            "the policy is in AUDIT mode: every request it would deny is answered allow and only recorded"
+        );
     }
 }
 
@@ -54,6 +74,9 @@ pub struct PolicyStore {
     strict: bool,
     current: ArcSwap<Snapshot>,
     status: Mutex<Status>,
+    /// The revision of the files whose failure to load was last reported: the same broken
+    /// files are reported once, not at every poll or signal.
+    broken: Mutex<Option<String>>,
 }
 
 impl PolicyStore {
@@ -62,6 +85,7 @@ impl PolicyStore {
             revision: loaded.revision.clone(),
             rules: loaded.policy.rules().len(),
             last_error: None,
+            audit: loaded.policy.mode() == permission_broker_policy::Mode::Audit,
             reloads: 0,
         };
         PolicyStore {
@@ -73,7 +97,13 @@ impl PolicyStore {
                 revision: loaded.revision,
             }),
             status: Mutex::new(status),
+            broken: Mutex::new(None),
         }
+    }
+
+    /// The revision of the broken files last reported, if the last reload failed.
+    pub fn broken_revision(&self) -> Option<String> {
+        self.broken.lock().ok().and_then(|b| b.clone())
     }
 
     /// The snapshot to decide with. Cheap; hold it for one decision, not longer.
@@ -102,8 +132,22 @@ impl PolicyStore {
                     tracing::warn!("{warning}");
                 }
                 let rules = loaded.policy.rules().len();
+                let audit = loaded.policy.mode() == permission_broker_policy::Mode::Audit;
+                let was_broken = self.status().last_error.is_some();
+                if let Ok(mut broken) = self.broken.lock() {
+                    *broken = None;
+                }
                 let outcome = if loaded.revision == from {
-                    tracing::info!(revision = %from, trigger = why, "policy unchanged");
+                    match was_broken {
+                        true => tracing::info!(
+                            revision = %from,
+                            trigger = why,
+                            "policy restored: the files load again, as the revision already serving"
+                        ),
+                        false => {
+                            tracing::info!(revision = %from, trigger = why, "policy unchanged")
+                        }
+                    }
                     "unchanged"
                 } else {
                     let to = loaded.revision.clone();
@@ -112,7 +156,19 @@ impl PolicyStore {
                         policy: loaded.policy,
                         revision: loaded.revision,
                     }));
-                    tracing::info!(from = %from, to = %to, rules, trigger = why, "policy reloaded");
+                    match was_broken {
+                        true => tracing::info!(
+                            from = %from,
+                            to = %to,
+                            rules,
+                            trigger = why,
+                            "policy restored: the files load again, and the new revision serves"
+                        ),
+                        false => {
+                            tracing::info!(from = %from, to = %to, rules, trigger = why, "policy reloaded")
+                        }
+                    }
+                    warn_if_audit(&self.current.load().policy, &to);
                     "swapped"
                 };
                 let revision = self.current.load().revision.clone();
@@ -120,6 +176,7 @@ impl PolicyStore {
                     s.revision = revision;
                     s.rules = rules;
                     s.last_error = None;
+                    s.audit = audit;
                 });
                 (outcome, 0, None)
             }
@@ -131,20 +188,37 @@ impl PolicyStore {
                         d.errors().next().map(|e| e.to_string()).unwrap_or_default(),
                     ),
                 };
-                match &e {
-                    LoadError::Read(message) => tracing::error!("{message}"),
-                    LoadError::Invalid(d) => {
-                        for diagnostic in &d.0 {
-                            tracing::error!("{diagnostic}");
+                // The same broken files are reported once: again only when they change.
+                let on_disk = policy_files::current_revision(&self.path).ok();
+                let reported = self.broken.lock().ok().and_then(|mut broken| {
+                    let same = on_disk.is_some() && *broken == on_disk;
+                    *broken = on_disk;
+                    same.then_some(())
+                });
+                match reported {
+                    Some(()) => tracing::info!(
+                        errors = count,
+                        serving = %from,
+                        trigger = why,
+                        "policy reload failed again, the files unchanged since the errors above; still serving the last good policy"
+                    ),
+                    None => {
+                        match &e {
+                            LoadError::Read(message) => tracing::error!("{message}"),
+                            LoadError::Invalid(d) => {
+                                for diagnostic in &d.0 {
+                                    tracing::error!("{diagnostic}");
+                                }
+                            }
                         }
+                        tracing::error!(
+                            errors = count,
+                            serving = %from,
+                            trigger = why,
+                            "policy reload failed; still serving the last good policy"
+                        );
                     }
                 }
-                tracing::error!(
-                    errors = count,
-                    serving = %from,
-                    trigger = why,
-                    "policy reload failed; still serving the last good policy"
-                );
                 self.set_status(|s| s.last_error = Some(first.clone()));
                 ("failed", count, Some(first))
             }
@@ -411,7 +485,14 @@ pub async fn run(
                 } else {
                     let on_disk = tokio::task::spawn_blocking(move || policy_files::current_revision(&path)).await;
                     match on_disk {
-                        Ok(Ok(revision)) if revision != store.current().revision => "poll",
+                        // Files that changed from what serves, or back to it after a failed
+                        // reload (the failure is then over, and said to be); never the same
+                        // broken files again.
+                        Ok(Ok(revision)) if {
+                            let broken = store.broken_revision();
+                            (revision != store.current().revision || broken.is_some())
+                                && Some(&revision) != broken.as_ref()
+                        } => "poll",
                         _ => continue,
                     }
                 }

@@ -12,8 +12,14 @@ pub fn spawn_hangup_handler(reload: tokio::sync::mpsc::Sender<&'static str>) {
         };
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP received: reloading the policy");
-                let _ = reload.try_send("SIGHUP");
+                // The outcome is the reload's own line ("policy reloaded", "unchanged",
+                // "restored", "reload failed"), each with `trigger=SIGHUP`.
+                match reload.try_send("SIGHUP") {
+                    Ok(()) => tracing::info!("SIGHUP received: reloading the policy"),
+                    Err(_) => tracing::info!(
+                        "SIGHUP received while a reload is pending: that reload reads the files as they are now, and its outcome answers this one too"
+                    ),
+                }
             }
         });
     }

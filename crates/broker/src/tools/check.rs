@@ -34,6 +34,11 @@ pub fn run(path: &Path, accounts: &Accounts) -> ExitCode {
                 loaded.policy.mode().as_str(),
                 env!("CARGO_PKG_VERSION")
             );
+            if loaded.policy.mode() == permission_broker_policy::Mode::Audit {
+                eprintln!(
+                    "note: this policy is in AUDIT mode: served, every request it would deny is answered allow and only recorded in the decision log"
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
