@@ -131,11 +131,17 @@ attempt("broker", () => {{ Deno.env.set("DENO_PERMISSION_BROKER_PATH", "/tmp/evi
     assert_eq!(
         stdout_lines(&output),
         [
-            "project ok project",
-            "key refused credentials stay out of scripts",
-            "history refused not permitted by the laptop policy (config/laptop.toml)",
-            "token refused Deno's own settings are not for scripts",
-            "broker refused Deno's own settings are not for scripts",
+            "project ok project".to_owned(),
+            format!(
+                "key refused read {}/.ssh/id_ed25519: credentials stay out of scripts (rule no-secrets)",
+                home.0.display()
+            ),
+            format!(
+                "history refused read {}/.bash_history: not permitted by the laptop policy (config/laptop.toml) (rule default)",
+                home.0.display()
+            ),
+            "token refused env DENO_AUTH_TOKENS: Deno's own settings are not for scripts (rule no-deno-settings)".to_owned(),
+            "broker refused env DENO_PERMISSION_BROKER_PATH: Deno's own settings are not for scripts (rule no-deno-settings)".to_owned(),
         ]
     );
 }

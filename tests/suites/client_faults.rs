@@ -180,7 +180,10 @@ fn asks_the_real_daemon() {
     assert_eq!(deny.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&deny.stdout),
-        format!("deny: {}\n", permission_broker_policy::DEFAULT_REASON)
+        format!(
+            "deny: read (all): {} (rule default)\n",
+            permission_broker_policy::DEFAULT_REASON
+        )
     );
 }
 

@@ -36,10 +36,19 @@ attempt("write", () => {{ Deno.writeTextFileSync("./data/out.txt", "w"); return 
         let lines = stdout_lines(&output);
         let expected = [
             "relative-inside ok inside".to_owned(),
-            format!("relative-outside NotCapable: {DENY_REASON}"),
+            // A deny names the permission and the value as resolved, then the reason and rule.
+            format!(
+                "relative-outside NotCapable: read {}/outside.txt: {DENY_REASON} (rule default)",
+                world.root.display()
+            ),
             "absolute-inside ok inside".to_owned(),
-            format!("absolute-outside NotCapable: {DENY_REASON}"),
-            format!("secret NotCapable: {SECRET_REASON}"),
+            format!(
+                "absolute-outside NotCapable: read /etc/hostname: {DENY_REASON} (rule default)"
+            ),
+            format!(
+                "secret NotCapable: read {}/secret.txt: {SECRET_REASON} (rule secret)",
+                world.app.display()
+            ),
             "write ok written".to_owned(),
         ];
         assert_eq!(lines, expected, "Deno {version}");
@@ -66,7 +75,10 @@ fn a_denied_read_fails_the_script_with_our_reason() {
         );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains(&format!("NotCapable: {DENY_REASON}")),
+            stderr.contains(&format!(
+                "NotCapable: read {}/outside.txt: {DENY_REASON} (rule default)",
+                world.root.display()
+            )),
             "Deno {version} stderr:\n{stderr}"
         );
     }
@@ -86,9 +98,9 @@ try { Deno.env.get("HOME"); console.log("HOME allowed"); } catch (e) { console.l
         assert_eq!(
             stdout_lines(&output),
             [
-                format!("toObject NotCapable: {DENY_REASON}"),
+                format!("toObject NotCapable: env (all): {DENY_REASON} (rule default)"),
                 "APP_MODE=production".to_owned(),
-                format!("HOME NotCapable: {DENY_REASON}"),
+                format!("HOME NotCapable: env HOME: {DENY_REASON} (rule default)"),
             ],
             "Deno {version}"
         );
@@ -113,7 +125,7 @@ try {
             stdout_lines(&output),
             [
                 "ls: x.txt".to_owned(),
-                format!("cat NotCapable: {DENY_REASON}")
+                format!("cat NotCapable: run cat: {DENY_REASON} (rule default)")
             ],
             "Deno {version}"
         );
@@ -214,7 +226,10 @@ fn a_users_rule_allows_root_and_not_nobody() {
         assert_success(&as_nobody, version);
         assert_eq!(
             stdout_lines(&as_nobody),
-            [format!("NotCapable: {DENY_REASON}")],
+            [format!(
+                "NotCapable: read {}/data/x.txt: {DENY_REASON} (rule default)",
+                world.app.display()
+            )],
             "Deno {version} as nobody"
         );
     }
@@ -244,19 +259,26 @@ attempt("through-link", () => Deno.readTextFileSync("./outlink/outside.txt").tri
 attempt("link-to-file", () => Deno.readTextFileSync("./filelink").trim());
 attempt("plain", () => Deno.readTextFileSync("./data/x.txt").trim());
 "#;
-    for (symlinks, through, to_file) in [
-        (
-            "resolve",
-            format!("through-link NotCapable: {DENY_REASON}"),
-            format!("link-to-file NotCapable: {DENY_REASON}"),
-        ),
-        (
-            "lexical",
-            "through-link ok outside".to_owned(),
-            "link-to-file ok outside".to_owned(),
-        ),
-    ] {
+    // Denied, the message names the path asked for and where its link leads.
+    let denied = |world: &World, label: &str, asked: &str| {
+        format!(
+            "{label} NotCapable: read {}/{asked} (a link to {}/outside.txt): {DENY_REASON} (rule default)",
+            world.app.display(),
+            world.root.display()
+        )
+    };
+    for symlinks in ["resolve", "lexical"] {
         let world = World::with_policy(policy(symlinks), &[]);
+        let (through, to_file) = match symlinks {
+            "resolve" => (
+                denied(&world, "through-link", "outlink/outside.txt"),
+                denied(&world, "link-to-file", "filelink"),
+            ),
+            _ => (
+                "through-link ok outside".to_owned(),
+                "link-to-file ok outside".to_owned(),
+            ),
+        };
         std::os::unix::fs::symlink(&world.root, world.app.join("outlink")).unwrap();
         std::os::unix::fs::symlink("../outside.txt", world.app.join("filelink")).unwrap();
         for version in DENO_VERSIONS {
@@ -422,8 +444,47 @@ console.log(outside);
         stdout_lines(&output),
         [
             "inside inside! production out.txt,x.txt".to_owned(),
-            "NotCapable: not observed during the audit; not permitted".to_owned()
+            format!(
+                "NotCapable: read {}/outside.txt: not observed during the audit; not permitted (rule default)",
+                world.root.display()
+            )
         ],
         "{policy_text}"
     );
+}
+
+/// What a user reads when a fetch, a listen or a directory listing is denied: the permission and
+/// what was asked, then the reason, in the shape the policy gives it.
+#[test]
+fn a_deny_says_what_was_asked_in_the_policys_shape() {
+    let world = World::with_policy(
+        |app| {
+            format!(
+                "version = 1\n[defaults]\nreason = \"{DENY_REASON}\"\ndeny_message = \"{{permission}} access to {{value}} refused: {{reason}}\"\n[[rule]]\nid = \"app\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{}/**\"]\n",
+                app.display()
+            )
+        },
+        &[],
+    );
+    let script = r#"
+const attempt = async (label, f) => {
+  try { await f(); console.log(label + " ok"); } catch (e) { console.log(label + " " + e); }
+};
+await attempt("fetch", () => fetch("http://127.0.0.1:4508/x"));
+await attempt("listen", () => Deno.listen({ hostname: "127.0.0.1", port: 4507 }).close());
+await attempt("readDir", () => Array.from(Deno.readDirSync("/etc")));
+"#;
+    for version in DENO_VERSIONS {
+        let output = world.run(version, "asked.ts", script);
+        assert_success(&output, version);
+        assert_eq!(
+            stdout_lines(&output),
+            [
+                format!("fetch NotCapable: net access to 127.0.0.1:4508 refused: {DENY_REASON}"),
+                format!("listen NotCapable: net access to 127.0.0.1:4507 refused: {DENY_REASON}"),
+                format!("readDir NotCapable: read access to /etc refused: {DENY_REASON}"),
+            ],
+            "Deno {version}"
+        );
+    }
 }

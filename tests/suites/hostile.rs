@@ -455,7 +455,9 @@ fn cases() -> Vec<Case> {
         case(
             "path escaping /tmp with ..",
             Bytes(frame_with("1", "\"/tmp/../etc/shadow\"", &[])),
-            Answered(vec!["\"result\":\"deny\",\"reason\":\"not in policy\""]),
+            Answered(vec![
+                "\"result\":\"deny\",\"reason\":\"read /etc/shadow: not in policy (rule default)\"",
+            ]),
         ),
         case(
             "ten thousand .. components",
@@ -474,7 +476,10 @@ fn cases() -> Vec<Case> {
         case(
             "ANSI escapes and newlines in a path",
             Bytes(frame_with("1", "\"/etc/\\u001b[2J\\n\\u202epasswd\"", &[])),
-            Answered(vec!["\"result\":\"deny\",\"reason\":\"not in policy\""]),
+            // The path is shown in the message, without what would draw on the terminal.
+            Answered(vec![
+                "\"result\":\"deny\",\"reason\":\"read /etc/ passwd: not in policy (rule default)\"",
+            ]),
         ),
         case(
             "env name with a glob",

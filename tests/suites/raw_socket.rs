@@ -44,11 +44,11 @@ fn answers_in_order_with_reasons() {
     );
     assert_eq!(
         ask(&mut conn, 2, "/etc/passwd"),
-        "{\"id\":2,\"result\":\"deny\",\"reason\":\"nope\"}\n"
+        "{\"id\":2,\"result\":\"deny\",\"reason\":\"read /etc/passwd: nope (rule default)\"}\n"
     );
     assert_eq!(
         ask(&mut conn, 7, "/tmp/../etc"),
-        "{\"id\":7,\"result\":\"deny\",\"reason\":\"nope\"}\n"
+        "{\"id\":7,\"result\":\"deny\",\"reason\":\"read /etc: nope (rule default)\"}\n"
     );
     // A frame without pid (Deno 2.5.3/2.5.4) is answered.
     conn.send(read_frame(8, None, "/tmp").as_bytes());
@@ -66,7 +66,7 @@ fn answers_in_order_with_reasons() {
     assert_eq!(conn.answer(), "{\"id\":9,\"result\":\"allow\"}\n");
     assert_eq!(
         conn.answer(),
-        "{\"id\":10,\"result\":\"deny\",\"reason\":\"nope\"}\n"
+        "{\"id\":10,\"result\":\"deny\",\"reason\":\"read /etc: nope (rule default)\"}\n"
     );
     // A frame split across writes is one frame.
     let f = read_frame(11, pid, "/tmp/b");
@@ -87,9 +87,17 @@ fn answers_in_order_with_reasons() {
         let expected = if long.len() < 4096 {
             format!("{{\"id\":{id},\"result\":\"allow\"}}\n")
         } else {
-            format!(
-                "{{\"id\":{id},\"result\":\"deny\",\"reason\":\"denied: a path of {} bytes is longer than the system allows (4095 bytes)\"}}\n",
+            // The value shortened in its middle, so that the reason fits the 512 characters.
+            let reason = format!(
+                ": denied: a path of {} bytes is longer than the system allows (4095 bytes) (rule unresolvable)",
                 long.len()
+            );
+            let room = 512 - "read ".len() - reason.len();
+            let (head, tail) = (room - (room - 1) / 2 - 1, (room - 1) / 2);
+            format!(
+                "{{\"id\":{id},\"result\":\"deny\",\"reason\":\"read {}…{}{reason}\"}}\n",
+                &long[..head],
+                &long[long.len() - tail..]
             )
         };
         if pieces {

@@ -95,7 +95,10 @@ try {
         stdout_lines(&output),
         [
             "inside".to_owned(),
-            format!("secret NotCapable: {SECRET_REASON}")
+            format!(
+                "secret NotCapable: read {}/secret.txt: {SECRET_REASON} (rule secret)",
+                world.app.display()
+            )
         ]
     );
     world

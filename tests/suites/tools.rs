@@ -417,3 +417,25 @@ fn check_says_when_a_policy_is_in_audit_mode() {
     let enforcing = run(&["check".as_ref(), config("laptop.toml").as_os_str()]);
     assert!(!text(&enforcing.stderr).contains("AUDIT"));
 }
+
+#[test]
+fn a_bad_deny_message_is_an_error_at_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[defaults]\ndeny_message = \"{permission} {who}: {reason}\"\n",
+    )
+    .unwrap();
+    let output = run(&["check".as_ref(), policy.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1));
+    let expected = format!(
+        "{}:3:16: deny_message: unknown placeholder `{{who}}`",
+        policy.display()
+    );
+    assert!(
+        text(&output.stderr).contains(&expected),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -4,6 +4,7 @@
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity, Source};
 use crate::host::{HostIndex, HostPattern, parse_host_pattern};
 use crate::lint;
+use crate::message::DenyMessage;
 use crate::model::{self, DefaultsSpec, RuleSpec, Text, TextList, WhenSpec};
 use crate::name::{NameIndex, parse_name};
 use crate::path::{PathIndex, classes_without_separator, compile_glob, components, is_glob, join};
@@ -116,6 +117,8 @@ pub struct Policy {
     pub(crate) rules: Vec<Rule>,
     pub(crate) default_effect: Effect,
     pub(crate) default_reason: String,
+    /// What a deny says (`defaults.deny_message`).
+    pub(crate) deny_message: DenyMessage,
     pub(crate) mode: Mode,
     pub(crate) symlinks: Symlinks,
     pub(crate) tables: [Table; 8],
@@ -137,6 +140,7 @@ impl Policy {
             rules: Vec::new(),
             default_effect: Effect::Deny,
             default_reason: sanitize_reason(reason).into_owned(),
+            deny_message: DenyMessage::default(),
             mode: Mode::Enforce,
             symlinks: Symlinks::Lexical,
             tables: Default::default(),
@@ -183,6 +187,12 @@ impl Policy {
 
     pub fn default_reason(&self) -> &str {
         &self.default_reason
+    }
+
+    /// What a deny says: the permission, the value, the reason and the rule, in the policy's
+    /// shape.
+    pub fn deny_message(&self) -> &DenyMessage {
+        &self.deny_message
     }
 
     pub fn mode(&self) -> Mode {
@@ -237,12 +247,23 @@ pub(crate) struct RuleSite {
     pub entries: Vec<(Range<usize>, Entry)>,
 }
 
+/// A `[defaults]` table as compiled: where it was written, then decision, reason, mode,
+/// symlinks and deny message.
+type Defaults = (
+    String,
+    Effect,
+    Option<String>,
+    Mode,
+    Symlinks,
+    Option<DenyMessage>,
+);
+
 struct Compiler<'d> {
     directory: &'d dyn Directory,
     sources: &'d [Source],
     diagnostics: Diagnostics,
     /// The first `[defaults]`, with where it was written.
-    defaults: Option<(String, Effect, Option<String>, Mode, Symlinks)>,
+    defaults: Option<Defaults>,
     /// Each rule id with where it was first defined: (source index, byte offset).
     ids: HashMap<String, (usize, usize)>,
     rules: Vec<Rule>,
@@ -378,7 +399,12 @@ impl Compiler<'_> {
             .reason
             .as_ref()
             .map(|text| self.reason(source, text));
-        self.defaults = Some((here, effect, reason, mode, symlinks));
+        let deny_message = defaults.deny_message.as_ref().and_then(|text| {
+            DenyMessage::parse(text.get_ref())
+                .map_err(|e| self.error(source, &text.span(), format!("deny_message: {e}")))
+                .ok()
+        });
+        self.defaults = Some((here, effect, reason, mode, symlinks, deny_message));
     }
 
     /// One of a fixed set of words; the first is the default when the key is absent.
@@ -869,9 +895,11 @@ impl Compiler<'_> {
             diagnostics.sort();
             return Err(diagnostics);
         }
-        let (default_effect, default_reason, mode, symlinks) = match self.defaults {
-            Some((_, effect, reason, mode, symlinks)) => (effect, reason, mode, symlinks),
-            None => (Effect::Deny, None, Mode::Enforce, Symlinks::Resolve),
+        let (default_effect, default_reason, mode, symlinks, deny_message) = match self.defaults {
+            Some((_, effect, reason, mode, symlinks, message)) => {
+                (effect, reason, mode, symlinks, message)
+            }
+            None => (Effect::Deny, None, Mode::Enforce, Symlinks::Resolve, None),
         };
         let mut tables: [Table; 8] = Default::default();
         for (i, (rule, site)) in self.rules.iter().zip(&self.sites).enumerate() {
@@ -958,6 +986,7 @@ impl Compiler<'_> {
             rules,
             default_effect,
             default_reason: default_reason.unwrap_or_else(|| crate::DEFAULT_REASON.to_owned()),
+            deny_message: deny_message.unwrap_or_default(),
             mode,
             symlinks,
             tables,

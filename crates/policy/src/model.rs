@@ -20,6 +20,7 @@ pub(crate) struct DefaultsSpec {
     pub reason: Option<Text>,
     pub mode: Option<Text>,
     pub symlinks: Option<Text>,
+    pub deny_message: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

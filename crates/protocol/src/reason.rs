@@ -41,6 +41,29 @@ fn is_line_separator(c: char) -> bool {
     matches!(c, '\u{2028}' | '\u{2029}')
 }
 
+/// `text` as one printable line, cleaned as [`sanitize_reason`] cleans (escapes removed, line
+/// breaks made spaces, controls and bidirectional overrides dropped) but not bounded or trimmed:
+/// for a requested value that is shown inside a reason and shortened there.
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    let odd = |c: char| c.is_control() || is_bidi_control(c) || is_line_separator(c);
+    if !text.chars().any(odd) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => skip_escape(&mut chars),
+            '\u{9b}' => skip_csi(&mut chars),
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if is_line_separator(c) => out.push(' '),
+            c if c.is_control() || is_bidi_control(c) => {}
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn rewrite(reason: &str) -> String {
     let mut out = String::with_capacity(reason.len().min(MAX_REASON_CHARS));
     let mut chars = reason.chars().peekable();

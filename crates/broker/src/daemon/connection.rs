@@ -770,6 +770,23 @@ where
             (_, DecidedBy::Unresolvable) => "unresolvable",
         };
         let micros = started.elapsed().as_micros() as u64;
+        // What the user reads (Deno prints it instead of its own message): what was asked, as
+        // resolved, and where a link led, then the policy's reason and rule.
+        let message = (answered == Effect::Deny).then(|| {
+            let shown = ruling.resolved.as_deref().or(value);
+            let shown = match (shown, ruling.target.as_deref()) {
+                (Some(shown), Some(target)) if target != shown => {
+                    Some(Cow::Owned(format!("{shown} (a link to {target})")))
+                }
+                (shown, _) => shown.map(Cow::Borrowed),
+            };
+            policy.deny_message().render(
+                permission.as_str(),
+                shown.as_deref(),
+                decision.reason.as_deref().unwrap_or(""),
+                rule,
+            )
+        });
         // The record is queued before the answer leaves: no decision without a record.
         if let Some(log) = &self.shared.log {
             // Each shown only where it differs from what came before it.
@@ -806,7 +823,7 @@ where
             &mut self.out,
             id,
             answered,
-            decision.reason.as_deref().unwrap_or(""),
+            message.as_deref().unwrap_or(""),
         );
         // A peer that does not take its answer within frame_timeout (it writes and never reads,
         // so its socket buffer is full) is disconnected: it must not pin the daemon.
