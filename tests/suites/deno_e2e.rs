@@ -375,7 +375,8 @@ Deno.writeTextFileSync("./data/out.txt", text + "!");
 const again = Deno.readTextFileSync("./data/out.txt");
 const mode = Deno.env.get("APP_MODE");
 const ls = new TextDecoder().decode(new Deno.Command("ls", { args: ["data"] }).outputSync().stdout).trim();
-console.log([text, again, mode, ls.replace(/\n/g, ",")].join(" "));
+const shared = Deno.readTextFileSync("./shared-link").trim();
+console.log([text, again, mode, ls.replace(/\n/g, ","), shared].join(" "));
 let outside;
 try { Deno.readTextFileSync("../outside.txt"); outside = "outside read"; } catch (e) { outside = String(e); }
 console.log(outside);
@@ -387,6 +388,10 @@ console.log(outside);
         |_| "version = 1\n[defaults]\nmode = \"audit\"\nreason = \"would be denied\"\n".to_owned(),
         &["--decision-log", &log_arg],
     );
+    // Read through a link to a file outside the app: the suggestion must allow where it leads,
+    // not only the link, or the enforced run is refused the file it read under audit.
+    std::fs::write(world.root.join("shared.txt"), "shared\n").unwrap();
+    std::os::unix::fs::symlink("../shared.txt", world.app.join("shared-link")).unwrap();
     // Audit: everything is answered allow, and recorded.
     let observed = world.run(
         "2.9.6",
@@ -396,7 +401,7 @@ console.log(outside);
     assert_success(&observed, "audit run");
     assert_eq!(
         stdout_lines(&observed)[0],
-        "inside inside! production out.txt,x.txt"
+        "inside inside! production out.txt,x.txt shared"
     );
     assert!(common::sigterm_and_wait(&mut world.daemon).success());
 
@@ -443,7 +448,7 @@ console.log(outside);
     assert_eq!(
         stdout_lines(&output),
         [
-            "inside inside! production out.txt,x.txt".to_owned(),
+            "inside inside! production out.txt,x.txt shared".to_owned(),
             format!(
                 "NotCapable: read {}/outside.txt: not observed during the audit; not permitted (rule default)",
                 world.root.display()

@@ -142,7 +142,13 @@ fn explain_shows_the_decision_its_rule_and_the_resolved_path() {
         "decided by: the default decision (no rule applied)".to_owned(),
         format!("normalized: {root}/app/link/x"),
         format!("resolved:   {root}/secret/x (symlinks followed; both paths must pass)"),
-        format!("applicable:\n  allow `app` ({}:2)", policy.display()),
+        // The link's target decided, and the rules are listed per path (issue 18: "decided by
+        // the default" beside an applicable allow rule, without a word of why, misled).
+        format!(
+            "applicable to the path as written:\n  allow `app` ({}:2)",
+            policy.display()
+        ),
+        "applicable to where the link leads: none".to_owned(),
     ] {
         assert!(stdout.contains(&line), "{line:?} not in:\n{stdout}");
     }
@@ -437,5 +443,66 @@ fn a_bad_deny_message_is_an_error_at_its_place() {
         text(&output.stderr).contains(&expected),
         "{}",
         text(&output.stderr)
+    );
+}
+
+/// A link allowed where it is written and denied where it leads: explain says in words that the
+/// link's target decided, and which rules apply to which path.
+#[test]
+fn explain_says_when_a_links_target_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::create_dir_all(root.join("other")).unwrap();
+    std::fs::write(root.join("other/real.txt"), "x").unwrap();
+    std::os::unix::fs::symlink("../other/real.txt", root.join("app/link")).unwrap();
+    let policy = root.join("p.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[[rule]]\nid = \"app\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{}/app/**\"]\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let link = root.join("app/link");
+    let output = run(&[
+        "explain".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--permission".as_ref(),
+        "read".as_ref(),
+        "--value".as_ref(),
+        link.as_os_str(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = text(&output.stdout);
+    for line in [
+        format!(
+            "decided by: the default decision (no rule applied), for where the link leads ({}/other/real.txt)",
+            root.display()
+        ),
+        "because:    the path as written is a link; it alone would be allowed by rule `app`"
+            .to_owned(),
+        "applicable to the path as written:\n  allow `app`".to_owned(),
+        "applicable to where the link leads: none".to_owned(),
+    ] {
+        assert!(said.contains(&line), "{line:?} in:\n{said}");
+    }
+    // A plain path in the tree: no word about links.
+    let plain = run(&[
+        "explain".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--permission".as_ref(),
+        "read".as_ref(),
+        "--value".as_ref(),
+        root.join("app/x").as_os_str(),
+    ]);
+    assert_eq!(plain.status.code(), Some(0));
+    assert!(
+        !text(&plain.stdout).contains("link"),
+        "{}",
+        text(&plain.stdout)
     );
 }

@@ -96,6 +96,25 @@ pub fn run(args: ExplainArgs) -> ExitCode {
         &mut on_disk
     };
     let e = policy.explain(args.permission, args.value.as_deref(), &subject, resolve);
+    // A link whose path as written would be allowed, denied for where it leads: the link's
+    // target decided, and that is said in words (the rules that apply to each path, apart).
+    let by_target = match (&e.resolved, e.decision.effect) {
+        (Some(target), Effect::Deny) => {
+            let mut lexical = lexical_only;
+            let as_written = policy.explain(
+                args.permission,
+                args.value.as_deref(),
+                &subject,
+                &mut lexical,
+            );
+            (as_written.decision.effect == Effect::Allow).then(|| {
+                let mut lexical = lexical_only;
+                let there = policy.explain(args.permission, Some(target), &subject, &mut lexical);
+                (target.clone(), as_written, there)
+            })
+        }
+        _ => None,
+    };
     let answer = policy.answer(args.permission, args.value.as_deref(), &e.decision);
     let answered = match (policy.mode(), e.decision.effect, answer) {
         (Mode::Audit, Effect::Deny, Effect::Allow) => {
@@ -111,11 +130,28 @@ pub fn run(args: ExplainArgs) -> ExitCode {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "decision:   {answered}");
-    let _ = writeln!(
-        out,
-        "decided by: {}",
-        shown(&rule_label(policy, e.decision.decided_by))
-    );
+    match &by_target {
+        None => {
+            let _ = writeln!(
+                out,
+                "decided by: {}",
+                shown(&rule_label(policy, e.decision.decided_by))
+            );
+        }
+        Some((target, as_written, _)) => {
+            let _ = writeln!(
+                out,
+                "decided by: {}, for where the link leads ({})",
+                shown(&rule_label(policy, e.decision.decided_by)),
+                shown(target)
+            );
+            let _ = writeln!(
+                out,
+                "because:    the path as written is a link; it alone would be allowed by {}, but where it leads is not, and with symlinks = \"resolve\" both must pass",
+                shown(&rule_label(policy, as_written.decision.decided_by))
+            );
+        }
+    }
     if let Some(reason) = &e.decision.reason {
         let _ = writeln!(out, "reason:     {}", shown(reason));
     }
@@ -139,11 +175,20 @@ pub fn run(args: ExplainArgs) -> ExitCode {
             shown(resolved)
         );
     }
-    if e.applicable.is_empty() {
-        let _ = writeln!(out, "applicable: none");
-    } else {
-        let _ = writeln!(out, "applicable:");
-        for i in &e.applicable {
+    let lists: Vec<(&str, &[permission_broker_policy::RuleIndex])> = match &by_target {
+        None => vec![("applicable:", &e.applicable)],
+        Some((_, as_written, there)) => vec![
+            ("applicable to the path as written:", &as_written.applicable),
+            ("applicable to where the link leads:", &there.applicable),
+        ],
+    };
+    for (heading, applicable) in lists {
+        if applicable.is_empty() {
+            let _ = writeln!(out, "{heading} none");
+            continue;
+        }
+        let _ = writeln!(out, "{heading}");
+        for i in applicable {
             let rule = policy.rule(*i);
             let _ = writeln!(
                 out,
