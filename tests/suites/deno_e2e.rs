@@ -493,3 +493,101 @@ await attempt("readDir", () => Array.from(Deno.readDirSync("/etc")));
         );
     }
 }
+
+/// A log recorded from real Deno (relative paths, a link, env, run) replayed: under the policy
+/// it was recorded with, nothing changes; under a tighter candidate, each flip is listed with
+/// its rules before and after and counted.
+#[test]
+fn replay_re_decides_a_real_log_under_a_candidate() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("decisions.jsonl");
+    let log_arg = log.to_str().unwrap().to_owned();
+    let recorded = |app: &Path| {
+        format!(
+            "version = 1\n[defaults]\nreason = \"{DENY_REASON}\"\n[[rule]]\nid = \"app\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{app}/**\"]\n[[rule]]\nid = \"mode\"\neffect = \"allow\"\npermissions = [\"env\"]\nnames = [\"APP_MODE\"]\n",
+            app = app.display()
+        )
+    };
+    let mut world = World::with_policy(recorded, &["--decision-log", &log_arg]);
+    std::fs::create_dir_all(world.root.join("shared")).unwrap();
+    std::fs::write(world.root.join("shared/s.txt"), "s\n").unwrap();
+    std::os::unix::fs::symlink("../shared", world.app.join("shared-link")).unwrap();
+    let script = r#"
+const attempt = (label, f) => { try { f(); console.log(label + " ok"); } catch (e) { console.log(label + " denied"); } };
+attempt("relative", () => Deno.readTextFileSync("./data/x.txt"));
+attempt("again", () => Deno.readTextFileSync("./data/x.txt"));
+attempt("link", () => Deno.readTextFileSync("./shared-link/s.txt"));
+attempt("env", () => Deno.env.get("APP_MODE"));
+attempt("home", () => Deno.env.get("HOME"));
+"#;
+    let output = world.run("2.9.6", "replayed.ts", script);
+    assert_success(&output, "recorded run");
+    assert_eq!(
+        stdout_lines(&output),
+        [
+            "relative ok",
+            "again ok",
+            "link denied",
+            "env ok",
+            "home denied"
+        ]
+    );
+    assert!(common::sigterm_and_wait(&mut world.daemon).success());
+    let replay = |policy: &Path| {
+        Command::new(&*common::BROKER)
+            .arg("replay")
+            .arg("--policy")
+            .arg(policy)
+            .arg(&log)
+            .output()
+            .unwrap()
+    };
+    // The policy it was recorded under: every decision is what the daemon made.
+    let same = logs.path().join("same.toml");
+    std::fs::write(&same, recorded(&world.app)).unwrap();
+    let output = replay(&same);
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(said.contains(": 0 would change"), "{said}");
+    // A candidate that denies the data directory and allows the shared tree: the two relative
+    // reads flip to deny, the read through the link (decided where it led) flips to allow.
+    let candidate = logs.path().join("candidate.toml");
+    std::fs::write(
+        &candidate,
+        recorded(&world.app)
+            + &format!(
+                "[[rule]]\nid = \"no-data\"\neffect = \"deny\"\npermissions = [\"read\"]\npaths = [\"{app}/data/**\"]\n[[rule]]\nid = \"shared\"\neffect = \"allow\"\npermissions = [\"read\"]\npaths = [\"{root}/shared/**\"]\n",
+                app = world.app.display(),
+                root = world.root.display()
+            ),
+    )
+    .unwrap();
+    let output = replay(&candidate);
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    let deno = common::deno("2.9.6").canonicalize().unwrap();
+    for line in [
+        ": 3 would change".to_owned(),
+        format!(
+            "         2  allow → deny  read {}/data/x.txt  (rule app → no-data)",
+            world.app.display()
+        ),
+        format!(
+            "         1  deny → allow  read {app}/shared-link/s.txt (a link to {root}/shared/s.txt)  (rule default → app)",
+            app = world.app.display(),
+            root = world.root.display()
+        ),
+        "by rule (before → after):\n         2  app → no-data (allow → deny)\n         1  default → app (deny → allow)".to_owned(),
+        format!("by executable:\n         3  {}", deno.display()),
+    ] {
+        assert!(said.contains(&line), "{line:?} in:\n{said}");
+    }
+    // A log that is not there: 64, nothing decided.
+    let output = Command::new(&*common::BROKER)
+        .args(["replay", "--policy"])
+        .arg(&candidate)
+        .arg(logs.path().join("missing.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+}

@@ -287,6 +287,7 @@ fn every_exit_code_in_the_readme_table_is_what_the_command_does() {
     )
     .unwrap();
     std::fs::write(path("broken.toml"), "version = 1\n[[rule]]\nid = 3\n").unwrap();
+    std::fs::write(path("deny-all.toml"), "version = 1\n").unwrap();
     let case = |allowed: &str| {
         format!(
             "[[case]]\nname = \"tmp\"\npermission = \"read\"\nvalue = \"/tmp/x\"\nexpect = \"{allowed}\"\n"
@@ -373,6 +374,23 @@ fn every_exit_code_in_the_readme_table_is_what_the_command_does() {
         (
             ("reload", 64),
             code_of(&["reload", "--status-file", &status, "--policy", &broken]),
+        ),
+        (
+            ("replay", 0),
+            code_of(&["replay", "--policy", &policy, &path("decisions.jsonl")]),
+        ),
+        (
+            ("replay", 1),
+            code_of(&[
+                "replay",
+                "--policy",
+                &path("deny-all.toml"),
+                &path("decisions.jsonl"),
+            ]),
+        ),
+        (
+            ("replay", 64),
+            code_of(&["replay", "--policy", &policy, &path("missing.jsonl")]),
         ),
         (
             ("ask", 0),

@@ -877,6 +877,155 @@ async fn scale(dir: &Path, idle_connections: usize, total: u64) {
     }
 }
 
+/// `permission-broker replay` over a generated log of `records` decision records: the 642
+/// captured requests, from 50 processes of 5 uids and 3 executables, each record written the
+/// way the daemon writes it (about 450 bytes). Prints records per second, on one core (replay
+/// is single-threaded).
+fn replay(dir: &Path, records: usize) {
+    use std::io::Write as _;
+    let policy = write_policy(dir, 1000, 0);
+    let log = dir.join("replay.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+    // Each record says what the policy decided (the daemon's record would), so that a replay
+    // under the same policy changes nothing and measures the common case: reading.
+    let (compiled, _) = permission_broker_policy::Policy::compile(
+        &[permission_broker_policy::Source::new(
+            "policy.toml",
+            std::fs::read_to_string(&policy).unwrap(),
+        )],
+        &permission_broker_policy::NoDirectory,
+    )
+    .unwrap();
+    let requests = workload();
+    let exes = [
+        "/usr/bin/deno",
+        "/opt/deno/2.9.6/deno",
+        "/home/ci/.deno/bin/deno",
+    ];
+    for n in 0..records {
+        let (permission, value) = &requests[n % requests.len()];
+        let process = (n / requests.len()) % 50;
+        // A relative path is recorded as the daemon resolved it, from the app's directory.
+        let resolved = value
+            .as_str()
+            .filter(|v| {
+                !v.starts_with('/') && matches!(permission.as_str(), "read" | "write" | "ffi")
+            })
+            .map(|v| format!("/srv/app/{v}"));
+        let decided = resolved
+            .clone()
+            .or_else(|| value.as_str().map(str::to_owned));
+        let subject = permission_broker_policy::Subject {
+            pid: 0,
+            uid: Some(1000 + (process % 5) as u32),
+            gid: Some(1000),
+            groups: None,
+            user: Some(""),
+            group: None,
+            group_names: None,
+            exe: Some(exes[process % 3]),
+            unit: None,
+            cwd: None,
+        };
+        let unit = format!("app{}.service", process % 4);
+        let subject = permission_broker_policy::Subject {
+            unit: Some(&unit),
+            ..subject
+        };
+        let decision = compiled.decide(
+            permission.parse().unwrap(),
+            decided.as_deref(),
+            &subject,
+            &mut permission_broker_policy::lexical_only,
+        );
+        let rule = match decision.decided_by {
+            permission_broker_policy::DecidedBy::Rule(i) => compiled.rule(i).id.clone(),
+            permission_broker_policy::DecidedBy::Default => "default".to_owned(),
+            permission_broker_policy::DecidedBy::Unresolvable => "unresolvable".to_owned(),
+        };
+        let resolved = resolved
+            .map(|r| format!(",\"resolved\":{}", serde_json::to_string(&r).unwrap()))
+            .unwrap_or_default();
+        // In the daemon's field order (`DecisionRecord`), which replay's fast path relies on.
+        writeln!(
+            out,
+            r#"{{"kind":"decision","time":"2026-12-01T10:00:{:02}.123456Z","conn":{process},"pid":{},"start_time":123456,"uid":{},"gid":1000,"exe":{},"unit":"app{}.service","id":{n},"permission":{},"value":{value}{resolved},"decision":"{decision}","answered":"{decision}","mode":"enforce","rule":{},"reason":null,"revision":"0123456789abcdef","micros":{}}}"#,
+            n % 60,
+            4000 + process,
+            1000 + process % 5,
+            serde_json::to_string(exes[process % 3]).unwrap(),
+            process % 4,
+            serde_json::to_string(permission).unwrap(),
+            serde_json::to_string(&rule).unwrap(),
+            10 + n % 7,
+            decision = decision.effect,
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    let bytes = std::fs::metadata(&log).unwrap().len();
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("permission-broker");
+    // CPU time as well as wall time: on a shared machine the wall time says how busy it is.
+    let children_cpu = || {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let usage = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap();
+        let (user, system) = (usage.user_time(), usage.system_time());
+        user.tv_sec() as f64
+            + user.tv_usec() as f64 / 1e6
+            + system.tv_sec() as f64
+            + system.tv_usec() as f64 / 1e6
+    };
+    let mut times = Vec::new();
+    let mut cpus = Vec::new();
+    for _ in 0..3 {
+        let cpu_before = children_cpu();
+        let started = Instant::now();
+        let output = Command::new(&binary)
+            .arg("replay")
+            .arg("--policy")
+            .arg(&policy)
+            .arg(&log)
+            .output()
+            .unwrap();
+        times.push(started.elapsed());
+        cpus.push(children_cpu() - cpu_before);
+        assert!(
+            matches!(output.status.code(), Some(0 | 1)),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // What replay said, first line: how many of the generated records it would change.
+    let said = Command::new(&binary)
+        .arg("replay")
+        .arg("--policy")
+        .arg(&policy)
+        .arg(&log)
+        .output()
+        .unwrap();
+    if let Some(first) = String::from_utf8_lossy(&said.stdout).lines().next() {
+        println!("{first}");
+    }
+    times.sort();
+    cpus.sort_by(f64::total_cmp);
+    let (median, cpu) = (times[1].as_secs_f64(), cpus[1]);
+    println!(
+        "| records | log size | wall (median of 3) | CPU (median of 3) | records per CPU second | MB per CPU second |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {records} | {:.1} MB | {median:.2} s | {cpu:.2} s | {:.0} | {:.0} |",
+        bytes as f64 / 1e6,
+        records as f64 / cpu,
+        bytes as f64 / 1e6 / cpu
+    );
+}
+
 /// Sends `SIGHUP` to a process.
 fn hup(pid: u32) {
     nix::sys::signal::kill(
@@ -1059,6 +1208,8 @@ fn main() {
             let idle = value("--idle-connections", "10000").parse().unwrap();
             let total = value("--requests", "10000000").parse().unwrap();
             scale(&dir, idle, total).await;
+        } else if let Some(i) = args.iter().position(|a| a == "--replay") {
+            replay(&dir, args[i + 1].parse().unwrap());
         } else if flag("--reload") {
             let rules = value("--rules", "100000").parse().unwrap();
             reload(&dir, rules, seconds).await;

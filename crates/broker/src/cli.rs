@@ -64,6 +64,20 @@ pub enum Command {
         #[arg(long)]
         collapse: bool,
     },
+    /// Decide every request recorded in decision logs again under a candidate policy, and report
+    /// what would change: each flipped request (allow to deny, deny to allow) with its rule
+    /// before and after, counted by rule, unit and executable. Exit 0: nothing changes; 1:
+    /// something does; 64: the policy or a log does not load.
+    Replay {
+        /// The candidate policy (a file or a directory).
+        #[arg(long, value_name = "CANDIDATE")]
+        policy: PathBuf,
+        /// Decision logs (`serve --decision-log`), rotated copies included.
+        #[arg(required = true, value_name = "LOG")]
+        logs: Vec<PathBuf>,
+        #[command(flatten)]
+        accounts: Accounts,
+    },
     /// Reload a running broker and say whether the new revision serves (what `ExecReload=` runs):
     /// check the policy (64 and no signal if it does not load), SIGHUP the daemon, wait for its
     /// outcome in its status file. Exit 0: the checked revision serves; 1: the daemon refused it

@@ -42,6 +42,11 @@ fn main() -> ExitCode {
             policy,
             collapse,
         } => tools::suggest::run(&decision_log, policy.as_deref(), collapse),
+        Command::Replay {
+            policy,
+            logs,
+            accounts,
+        } => tools::replay::run(&policy, &logs, &accounts),
         Command::Reload(args) => tools::reload::run(&args),
         Command::Ask {
             socket,

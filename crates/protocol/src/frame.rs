@@ -73,7 +73,7 @@ impl FromStr for Permission {
 pub struct UnknownPermission(pub String);
 
 /// A decision as it travels on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     Allow,

@@ -801,6 +801,7 @@ where
                 start_time: facts.and_then(|f| f.start_time),
                 uid: self.peer.uid,
                 gid: self.peer.gid,
+                groups: facts.and_then(|f| f.groups.clone()),
                 exe: exe.map(str::to_owned),
                 unit: unit.map(str::to_owned),
                 id,

@@ -113,6 +113,9 @@ pub struct DecisionRecord {
     pub start_time: Option<u64>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Supplementary group ids (for `groups` rules, and for `replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<u32>>,
     pub exe: Option<String>,
     pub unit: Option<String>,
     pub id: u32,

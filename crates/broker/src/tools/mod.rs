@@ -8,6 +8,7 @@ pub mod check;
 pub mod explain;
 pub mod policy_test;
 pub mod reload;
+pub mod replay;
 pub mod suggest;
 
 use crate::exit::EXIT_CONFIG;
