@@ -114,6 +114,12 @@ if [ "$install_only" -eq 1 ]; then
   exit 0
 fi
 
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deno-matrix: run it as root: the suites run Deno as another user (setpriv) and in its own" \
+    "pid namespace (unshare), and fail without it" >&2
+  exit 1
+fi
+
 # The e2e tests that name 2.9.6 run on the pinned install.
 scripts/install-deno.sh
 
