@@ -4,9 +4,9 @@
 # formatting and lints, runs every test (unit, integration, and end-to-end with real Deno), and
 # fuzzes each parser for a few seconds.
 #
-# Tools it installs itself go under the target directory, not into the user's setup: Deno in
-# tools/deno/node_modules (scripts/install-deno.sh), hadolint in
-# ${CARGO_TARGET_DIR:-target}/tools/hadolint/bin and cargo-fuzz in
+# Tools it installs itself stay out of the user's setup: Deno in tools/deno/node_modules
+# (scripts/install-deno.sh; npm's cache in ${CARGO_TARGET_DIR:-target}/tools/npm-cache), hadolint
+# in ${CARGO_TARGET_DIR:-target}/tools/hadolint/bin and cargo-fuzz in
 # ${CARGO_TARGET_DIR:-target}/tools/bin (scripts/fuzz.sh); an installed hadolint or cargo-fuzz on
 # PATH is used as is. Only the apt packages are installed system-wide (and only if missing).
 set -euo pipefail
@@ -17,6 +17,10 @@ mkdir -p "$target_dir/tools"
 tools="$(cd "$target_dir/tools" && pwd)"
 # The tests run `hadolint` from PATH (tests/suites/systemd.rs).
 export PATH="$tools/hadolint/bin:$tools/bin:$PATH"
+
+# The suites run against the pinned Deno releases here; PB_DENO_VERSIONS and PB_DENO_DIR are
+# scripts/deno-matrix.sh's, not the test command's.
+unset PB_DENO_VERSIONS PB_DENO_DIR
 
 phase() {
   echo
