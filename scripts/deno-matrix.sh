@@ -93,8 +93,8 @@ install_release() {
   fi
   mkdir "$work/package"
   tar -xzf "$work"/deno-linux-x64-glibc-*.tgz -C "$work/package" --strip-components=1
-  # @deno/linux-x64-glibc 2.7.3 and 2.7.4 ship the binary without its executable bit (npm's own
-  # install of its bin entry chmods it, tar does not): set it on our copy.
+  # @deno/linux-x64-glibc 2.7.3 and 2.7.4 ship the binary without its executable bit (mode 0644 in
+  # the tarball, and the package has no `bin` entry that npm would chmod): set it on our copy.
   chmod 0755 "$work/package/deno"
   rm -rf "$cache/deno-$v"
   mv "$work/package" "$cache/deno-$v"
