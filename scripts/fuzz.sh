@@ -17,9 +17,17 @@ if [ "${#targets[@]}" -eq 0 ]; then
   targets=(frame policy path host)
 fi
 
+# cargo-fuzz, if not installed already, goes under the target directory (not ~/.cargo/bin):
+# cargo finds `cargo fuzz` as cargo-fuzz on PATH.
+tools="$(mkdir -p "${CARGO_TARGET_DIR:-target}/tools" && cd "${CARGO_TARGET_DIR:-target}/tools" && pwd)"
+export PATH="$tools/bin:$PATH"
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "installing cargo-fuzz from crates.io"
-  cargo install cargo-fuzz --locked
+  echo "installing cargo-fuzz 0.13.2 from crates.io into $tools/bin"
+  cargo install cargo-fuzz --version 0.13.2 --locked --root "$tools"
+fi
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "fuzz.sh: cargo-fuzz needs a nightly toolchain (rustup toolchain install nightly)" >&2
+  exit 1
 fi
 
 work="$(mktemp -d)"

@@ -3,7 +3,11 @@
 # @deno/linux-x64-glibc@2.9.6 and @2.5.3, pinned with their integrity hashes in
 # tools/deno/package-lock.json (npm ci verifies them). Nothing else is downloaded.
 set -euo pipefail
-cd "$(dirname "$0")/../tools/deno"
+cd "$(dirname "$0")/.."
+# npm's download cache goes under the target directory, not the user's ~/.npm.
+mkdir -p "${CARGO_TARGET_DIR:-target}/tools"
+npm_cache="$(cd "${CARGO_TARGET_DIR:-target}/tools" && pwd)/npm-cache"
+cd tools/deno
 
 versions=(2.9.6 2.5.3)
 
@@ -25,7 +29,7 @@ if ! command -v npm >/dev/null; then
   echo "install-deno: npm is needed to install Deno from the npm registry (apt-get install npm)" >&2
   exit 1
 fi
-npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+npm ci --ignore-scripts --no-audit --no-fund --loglevel=error --cache "$npm_cache"
 if ! installed; then
   echo "install-deno: Deno ${versions[*]} did not install correctly" >&2
   exit 1

@@ -318,22 +318,88 @@ pub fn nobody_uid() -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// The Deno releases the end-to-end tests run against.
-pub const DENO_VERSIONS: &[&str] = &["2.9.6", "2.5.3"];
+/// The Deno releases the end-to-end tests run against: [`PINNED_DENO_VERSIONS`], or the
+/// releases listed in `PB_DENO_VERSIONS` (comma- or space-separated), which is how
+/// `scripts/deno-matrix.sh` points the same suites at any release. It reads as a slice
+/// (`for v in DENO_VERSIONS`, `DENO_VERSIONS[0]`, `.iter()`); the list is read once per process.
+pub const DENO_VERSIONS: DenoVersions = DenoVersions;
 
-/// The pinned Deno binary. A missing binary fails the test: the test command installs it, and a
-/// suite that quietly skipped its real client would prove nothing.
+/// The releases `scripts/install-deno.sh` installs and the tests run against by default: the
+/// current one first, then 2.5.3 (the first with a broker; its frames carry no `pid`).
+pub const PINNED_DENO_VERSIONS: &[&str] = &["2.9.6", "2.5.3"];
+
+/// Where `scripts/install-deno.sh` installs the pinned releases, as `deno-<version>/deno`.
+fn pinned_deno_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/deno/node_modules")
+}
+
+/// See [`DENO_VERSIONS`].
+#[derive(Clone, Copy, Debug)]
+pub struct DenoVersions;
+
+static SELECTED_DENO_VERSIONS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| match std::env::var("PB_DENO_VERSIONS") {
+        Ok(list) => {
+            let versions: Vec<&'static str> = list
+                .split([',', ' '])
+                .filter(|v| !v.is_empty())
+                .map(|v| &*Box::leak(v.to_owned().into_boxed_str()))
+                .collect();
+            assert!(
+                !versions.is_empty(),
+                "PB_DENO_VERSIONS is set but names no Deno release: {list:?}"
+            );
+            versions
+        }
+        Err(std::env::VarError::NotPresent) => PINNED_DENO_VERSIONS.to_vec(),
+        Err(std::env::VarError::NotUnicode(list)) => {
+            panic!("PB_DENO_VERSIONS is not UTF-8: {list:?}")
+        }
+    });
+
+impl std::ops::Deref for DenoVersions {
+    type Target = [&'static str];
+    fn deref(&self) -> &[&'static str] {
+        &SELECTED_DENO_VERSIONS
+    }
+}
+
+impl IntoIterator for DenoVersions {
+    type Item = &'static &'static str;
+    type IntoIter = std::slice::Iter<'static, &'static str>;
+    fn into_iter(self) -> Self::IntoIter {
+        SELECTED_DENO_VERSIONS.iter()
+    }
+}
+
+/// The Deno binary of `version`: `$PB_DENO_DIR/deno-<version>/deno` when `PB_DENO_DIR` is set
+/// and has it (scripts/deno-matrix.sh's cache), else the pinned install in
+/// `tools/deno/node_modules/deno-<version>/deno`. A missing binary fails the test: the test
+/// command installs it, and a suite that quietly skipped its real client would prove nothing.
 pub fn deno(version: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tools/deno/node_modules")
+    let pinned = pinned_deno_dir()
         .join(format!("deno-{version}"))
         .join("deno");
+    let Some(dir) = std::env::var_os("PB_DENO_DIR") else {
+        assert!(
+            pinned.is_file(),
+            "Deno {version} is not installed at {}: run scripts/install-deno.sh (scripts/test.sh does)",
+            pinned.display()
+        );
+        return pinned;
+    };
+    let chosen = Path::new(&dir).join(format!("deno-{version}")).join("deno");
+    if chosen.is_file() {
+        return chosen;
+    }
     assert!(
-        path.is_file(),
-        "Deno {version} is not installed at {}: run scripts/install-deno.sh (scripts/test.sh does)",
-        path.display()
+        pinned.is_file(),
+        "Deno {version} is installed neither at {} (PB_DENO_DIR) nor at {}: run \
+         scripts/deno-matrix.sh {version}, or scripts/install-deno.sh for a pinned release",
+        chosen.display(),
+        pinned.display()
     );
-    path
+    pinned
 }
 
 /// A v1 `read` request for `value` (written into the JSON as is), newline-terminated. Deno
