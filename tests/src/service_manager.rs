@@ -140,7 +140,9 @@ impl ServiceManager {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        child.wait().unwrap()
+        let status = child.wait().unwrap();
+        self.settle();
+        status
     }
 
     /// SIGKILL: a crash.
@@ -148,7 +150,21 @@ impl ServiceManager {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.settle();
         }
+    }
+
+    /// Waits until every message the service sent before it exited has been handled: a marker
+    /// sent now is queued behind them on the notify socket, and handled after them. Without it
+    /// a test that looks at the store right after the exit could miss the last thing stored.
+    fn settle(&self) {
+        const MARKER: &str = "X_PERMISSION_BROKER_TEST_SETTLED=1";
+        let before = self.count(MARKER);
+        std::os::unix::net::UnixDatagram::unbound()
+            .unwrap()
+            .send_to(MARKER.as_bytes(), &self.notify)
+            .unwrap();
+        self.wait_for_message(MARKER, before + 1);
     }
 
     pub fn pid(&self) -> u32 {

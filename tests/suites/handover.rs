@@ -69,8 +69,10 @@ console.log(`done ${rounds} ${denied}`);
 
 /// The decisions and faults in a decision log (not its `log` headers).
 fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // A line the daemon is still writing is not a record yet: only whole lines are read.
+    let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+    whole
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .filter(|r| r["kind"] == "decision" || r["kind"] == "fault")
