@@ -524,3 +524,30 @@ fn explain_says_when_a_links_target_decided() {
         text(&plain.stdout)
     );
 }
+
+#[test]
+fn every_mistake_in_a_case_file_is_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("bad.cases.toml");
+    std::fs::write(
+        &cases,
+        "[[case]]\nname = \"a\"\npermission = \"reed\"\nexpect = \"allow\"\n\n[[case]]\nname = \"b\"\npermission = \"read\"\nexpect = \"maybe\"\n\n[[case]]\nname = \"c\"\npermision = \"read\"\nexpect = \"deny\"\n",
+    )
+    .unwrap();
+    let output = run(&[
+        "test".as_ref(),
+        config("laptop.toml").as_os_str(),
+        cases.as_os_str(),
+    ]);
+    assert_eq!(output.status.code(), Some(64));
+    let said = text(&output.stderr);
+    let at = cases.display();
+    for line in [
+        format!("{at}:3:14: unknown variant `reed`"),
+        format!("{at}:9:10: unknown variant `maybe`"),
+        format!("{at}:13:1: unknown field `permision`"),
+    ] {
+        assert!(said.contains(&line), "{line:?} in:\n{said}");
+    }
+    assert!(!said.contains("passed"), "no case runs: {said}");
+}

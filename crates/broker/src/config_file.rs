@@ -47,14 +47,52 @@ pub fn error_at(source: &Source, span: &std::ops::Range<usize>, message: String)
     Diagnostic::at(source, span, Severity::Error, message).to_string()
 }
 
-/// Reads and parses `path`. Returns the parsed file and its source (for locating later checks).
-pub fn read(path: &Path) -> Result<(ConfigFile, Source), String> {
+/// Reads and parses `path`. Returns the keys that read well, the source (for locating later
+/// checks) and a `file:line:column: message` for every key that did not: each key is read on its
+/// own, so an unknown key or a wrong type hides none of the others, nor the checks of the values
+/// that did read.
+pub fn read(path: &Path) -> Result<(ConfigFile, Source, Vec<String>), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read configuration: {e}", path.display()))?;
     let source = Source::new(path.display().to_string(), text);
-    let file: ConfigFile = toml::from_str(&source.text).map_err(|e| {
+    let (file, errors) = parse(&source)?;
+    Ok((file, source, errors))
+}
+
+/// [`read`]'s parse, each key on its own: the keys that read well, and a located error for each
+/// one that did not. `Err` only for a document that is not TOML.
+fn parse(source: &Source) -> Result<(ConfigFile, Vec<String>), String> {
+    use toml::de::{DeTable, DeValue};
+    let located = |e: toml::de::Error| {
         let span = e.span().unwrap_or(0..0);
-        error_at(&source, &span, e.message().trim_end().to_owned())
-    })?;
-    Ok((file, source))
+        error_at(source, &span, e.message().trim_end().to_owned())
+    };
+    let (root, syntax) = DeTable::parse_recoverable(&source.text);
+    if !syntax.is_empty() {
+        // A broken document cannot be trusted to mean anything past its first break.
+        return Err(syntax
+            .into_iter()
+            .map(located)
+            .collect::<Vec<_>>()
+            .join("\n"));
+    }
+    let whole = root.span();
+    let table = |entries: DeTable<'_>| {
+        let value = Spanned::new(whole.clone(), DeValue::Table(entries));
+        ConfigFile::deserialize(serde::de::IntoDeserializer::into_deserializer(value))
+    };
+    let mut good = DeTable::new();
+    let mut errors = Vec::new();
+    for (key, value) in root.into_inner() {
+        let mut one = DeTable::new();
+        one.insert(key.clone(), value.clone());
+        match table(one) {
+            Ok(_) => {
+                good.insert(key, value);
+            }
+            Err(e) => errors.push(located(e)),
+        }
+    }
+    let file = table(good).map_err(located)?;
+    Ok((file, errors))
 }

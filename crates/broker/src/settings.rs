@@ -98,12 +98,15 @@ impl Settings {
 /// Merges flags, the configuration file and defaults, validating every value; the error is
 /// ready to print (`file:line:column: message` for a value from the file).
 pub fn merge(args: ServeArgs) -> Result<Settings, String> {
-    let (file, source) = match &args.config {
+    // Every mistake is reported, not only the first: a key that does not read is left out and
+    // reported, and a value that fails a check is kept (never used: merge fails) so that the
+    // checks after it still run.
+    let (file, source, mut errors) = match &args.config {
         Some(path) => {
-            let (file, source) = config_file::read(path)?;
-            (file, Some(source))
+            let (file, source, errors) = config_file::read(path)?;
+            (file, Some(source), errors)
         }
-        None => (config_file::ConfigFile::default(), None),
+        None => (config_file::ConfigFile::default(), None, Vec::new()),
     };
     // A value from the file that fails a check is reported at its place in the file.
     let at = |span: Option<std::ops::Range<usize>>, message: String| match (&source, span) {
@@ -143,7 +146,10 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         .unwrap_or_else(|| PathBuf::from("/etc/permission-broker/policy.toml"));
     let socket_mode = match (args.socket_mode, &file.socket_mode) {
         (Some(mode), _) => mode,
-        (None, Some(text)) => parse_mode(text.get_ref()).map_err(|e| at(Some(text.span()), e))?,
+        (None, Some(text)) => parse_mode(text.get_ref()).unwrap_or_else(|e| {
+            errors.push(at(Some(text.span()), e));
+            0o600
+        }),
         (None, None) => 0o600,
     };
     let socket_group = match string(args.socket_group, &file.socket_group) {
@@ -151,10 +157,11 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         Some(name) => match group_id(&name) {
             Some(gid) => Some((name, gid)),
             None => {
-                return Err(at(
+                errors.push(at(
                     file.socket_group.as_ref().map(|g| g.span()),
                     format!("unknown group `{name}`"),
                 ));
+                None
             }
         },
     };
@@ -163,10 +170,11 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         Some(name) => match group_id(&name) {
             Some(gid) => Some((name, gid)),
             None => {
-                return Err(at(
+                errors.push(at(
                     file.decision_log_group.as_ref().map(|g| g.span()),
                     format!("unknown group `{name}` (decision_log_group)"),
                 ));
+                None
             }
         },
     };
@@ -176,7 +184,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         DEFAULT_MAX_FRAME_BYTES,
     );
     if !MAX_FRAME_BYTES.contains(&max_frame_bytes) {
-        return Err(out_of_range(
+        errors.push(out_of_range(
             "max_frame_bytes",
             origin,
             format!(
@@ -188,7 +196,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
     }
     let (frame_timeout, origin) = pick_f64(args.frame_timeout, &file.frame_timeout, 10.0);
     if !FRAME_TIMEOUT.contains(&frame_timeout) {
-        return Err(out_of_range(
+        errors.push(out_of_range(
             "frame_timeout",
             origin,
             format!(
@@ -202,7 +210,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
     let (max_connections, origin) = pick_usize(args.max_connections, &file.max_connections, 16_384);
     let connections_asked = !matches!(origin, Origin::Default);
     if !MAX_CONNECTIONS.contains(&max_connections) {
-        return Err(out_of_range(
+        errors.push(out_of_range(
             "max_connections",
             origin,
             format!(
@@ -214,7 +222,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
     }
     let (poll_interval, origin) = pick_f64(args.poll_interval, &file.poll_interval, 5.0);
     if !POLL_INTERVAL.contains(&poll_interval) {
-        return Err(out_of_range(
+        errors.push(out_of_range(
             "poll_interval",
             origin,
             format!(
@@ -228,7 +236,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
     let (decision_log_max_wait, origin) =
         pick_f64(args.decision_log_max_wait, &file.decision_log_max_wait, 2.0);
     if !DECISION_LOG_MAX_WAIT.contains(&decision_log_max_wait) {
-        return Err(out_of_range(
+        errors.push(out_of_range(
             "decision_log_max_wait",
             origin,
             format!(
@@ -241,7 +249,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
     }
     let (request_deadline, origin) = pick_f64(args.request_deadline, &file.request_deadline, 5.0);
     if !REQUEST_DEADLINE.contains(&request_deadline) {
-        return Err(out_of_range(
+        errors.push(out_of_range(
             "request_deadline",
             origin,
             format!(
@@ -254,7 +262,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
     }
     let (blocking_threads, origin) = pick_usize(args.blocking_threads, &file.blocking_threads, 64);
     if !BLOCKING_THREADS.contains(&blocking_threads) {
-        return Err(out_of_range(
+        errors.push(out_of_range(
             "blocking_threads",
             origin,
             format!(
@@ -273,7 +281,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
     );
     let per_uid_asked = !matches!(origin, Origin::Default);
     if !(1..=max_connections).contains(&max_connections_per_uid) {
-        return Err(out_of_range(
+        errors.push(out_of_range(
             "max_connections_per_uid",
             origin,
             format!(
@@ -291,7 +299,7 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         )
         && config.starts_with(&dir)
     {
-        return Err(format!(
+        errors.push(format!(
             "the configuration file `{}` is inside the policy directory `{}`, where every `*.toml` is read as policy; keep it outside (such as /etc/permission-broker.toml)",
             config.display(),
             dir.display()
@@ -304,13 +312,17 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             "watch" => crate::cli::ReloadMode::Watch,
             "signal" => crate::cli::ReloadMode::Signal,
             other => {
-                return Err(at(
+                errors.push(at(
                     Some(text.span()),
                     format!("reload `{other}` is not \"watch\" or \"signal\""),
                 ));
+                crate::cli::ReloadMode::Watch
             }
         },
     };
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
     Ok(Settings {
         socket,
         policy,

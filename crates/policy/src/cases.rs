@@ -8,10 +8,62 @@ use crate::{Effect, Permission, Policy};
 use serde::Deserialize;
 use toml::Spanned;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CaseFile {
     case: Vec<Spanned<CaseSpec>>,
+}
+
+/// Reads a case file, each case on its own: every mistake in it is reported at its place, not
+/// only the first.
+fn read_cases(cases: &Source) -> Result<CaseFile, Diagnostics> {
+    use toml::de::{DeTable, DeValue};
+    let error = |span: std::ops::Range<usize>, message: String| {
+        Diagnostic::at(cases, &span, Severity::Error, message)
+    };
+    let located = |e: toml::de::Error, fallback: std::ops::Range<usize>| {
+        error(
+            e.span().unwrap_or(fallback),
+            e.message().trim_end().to_owned(),
+        )
+    };
+    let (root, syntax) = DeTable::parse_recoverable(&cases.text);
+    if !syntax.is_empty() {
+        return Err(Diagnostics(
+            syntax.into_iter().map(|e| located(e, 0..0)).collect(),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut file = CaseFile { case: Vec::new() };
+    let mut seen = false;
+    for (key, value) in root.into_inner() {
+        match (key.get_ref().as_ref(), value.into_inner()) {
+            ("case", DeValue::Array(list)) => {
+                seen = true;
+                for one in list {
+                    let span = one.span();
+                    match CaseSpec::deserialize(serde::de::IntoDeserializer::into_deserializer(one))
+                    {
+                        Ok(case) => file.case.push(Spanned::new(span, case)),
+                        Err(e) => errors.push(located(e, span)),
+                    }
+                }
+            }
+            ("case", _) => errors.push(error(
+                key.span(),
+                "`case` must be an array of tables (`[[case]]`)".to_owned(),
+            )),
+            (other, _) => errors.push(error(
+                key.span(),
+                format!("unknown key `{other}` (a case file has only `[[case]]` tables)"),
+            )),
+        }
+    }
+    if !seen && errors.is_empty() {
+        errors.push(error(0..0, "no `[[case]]` in the file".to_owned()));
+    }
+    match errors.is_empty() {
+        true => Ok(file),
+        false => Err(Diagnostics(errors)),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,15 +124,7 @@ pub fn run_cases(
     cases: &Source,
     directory: &dyn Directory,
 ) -> Result<CaseReport, Diagnostics> {
-    let file: CaseFile = toml::from_str(&cases.text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        Diagnostics(vec![Diagnostic::at(
-            cases,
-            &span,
-            Severity::Error,
-            e.message().trim_end().to_owned(),
-        )])
-    })?;
+    let file = read_cases(cases)?;
     let mut report = CaseReport::default();
     for spanned in &file.case {
         let case = spanned.get_ref();
