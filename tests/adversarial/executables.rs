@@ -161,7 +161,10 @@ fn a_binary_bind_mounted_over_an_allowed_executable_is_not_that_executable() {
     let record = record_of(&tool.log, pid);
     assert_eq!(
         printed,
-        format!("refused {REASON}"),
+        format!(
+            "refused read {}/data/x.txt: {REASON} (rule default)",
+            world.app.display()
+        ),
         "Deno bind-mounted over {allowed} passed as it\nrecord: {record}\nstderr: {stderr}"
     );
     assert_eq!(record["exe"], serde_json::Value::Null, "{record}");

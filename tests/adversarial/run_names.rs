@@ -90,7 +90,7 @@ fn dot_dot_and_symlinks_in_a_command_path_do_not_escape_its_directory() {
         "relative path to the tool: {lines:?}"
     );
     assert!(
-        lines[5].starts_with("refused denied: relative command"),
+        lines[5].starts_with("refused run ../evil.sh: denied: relative command"),
         "relative command from a chosen cwd: {lines:?}"
     );
 }

@@ -200,7 +200,11 @@ fn a_user_manager_unit_named_like_a_system_unit_is_refused() {
         format!("0::/user.slice/user-1000.slice/user@1000.service/app.slice/{unit}")
     );
     assert_eq!(
-        printed, "refused not for this unit",
+        printed,
+        format!(
+            "refused read {}/data/x.txt: not for this unit (rule default)",
+            world.0.app.display()
+        ),
         "a unit of user 1000's own manager is not the system's `{unit}`\n{lines}"
     );
     assert_eq!(recorded, "user@1000.service");
@@ -220,7 +224,11 @@ fn a_sub_cgroup_of_a_delegated_service_is_not_a_unit() {
         format!("0::/system.slice/{delegated}/{unit}")
     );
     assert_eq!(
-        printed, "refused not for this unit",
+        printed,
+        format!(
+            "refused read {}/data/x.txt: not for this unit (rule default)",
+            world.0.app.display()
+        ),
         "a process of `{delegated}` is not in `{unit}`\n{lines}"
     );
     assert_eq!(recorded, delegated.as_str());
@@ -253,7 +261,11 @@ fn on_a_hybrid_host_the_name_systemd_line_names_the_unit() {
     );
     let (printed, lines, recorded) = deno_in(&world, &user);
     assert_eq!(
-        printed, "refused not for this unit",
+        printed,
+        format!(
+            "refused read {}/data/x.txt: not for this unit (rule default)",
+            world.0.app.display()
+        ),
         "a user manager's unit, from name=systemd\n{lines}"
     );
     assert_eq!(recorded, "user@1000.service");

@@ -299,9 +299,14 @@ fn every_request_is_answered_by_its_revision_and_on_record_through_reloads_and_r
                 "{}: the client was told what is on record",
                 record.value
             );
+            // What the client read names the request and the rule around the policy's reason.
             assert_eq!(
                 answer.reason,
-                record.reason.filter(|_| !allowed),
+                record
+                    .reason
+                    .as_ref()
+                    .filter(|_| !allowed)
+                    .map(|r| format!("read {}: {r} (rule {})", record.value, record.rule)),
                 "{}",
                 record.value
             );
