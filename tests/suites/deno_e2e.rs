@@ -548,7 +548,7 @@ attempt("home", () => Deno.env.get("HOME"));
     let output = replay(&same);
     let said = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(0), "{said}");
-    assert!(said.contains(": 0 would change"), "{said}");
+    assert!(said.contains(": 0 answer(s) would change"), "{said}");
     // A candidate that denies the data directory and allows the shared tree: the two relative
     // reads flip to deny, the read through the link (decided where it led) flips to allow.
     let candidate = logs.path().join("candidate.toml");
@@ -567,7 +567,7 @@ attempt("home", () => Deno.env.get("HOME"));
     assert_eq!(output.status.code(), Some(1), "{said}");
     let deno = common::deno("2.9.6").canonicalize().unwrap();
     for line in [
-        ": 3 would change".to_owned(),
+        ": 3 answer(s) would change".to_owned(),
         format!(
             "         2  allow → deny  read {}/data/x.txt  (rule app → no-data)",
             world.app.display()
@@ -582,6 +582,29 @@ attempt("home", () => Deno.env.get("HOME"));
     ] {
         assert!(said.contains(&line), "{line:?} in:\n{said}");
     }
+    // The same candidate in audit mode answers allow to what it would deny: the two data reads
+    // stay allowed; the read through the link and the denied `HOME` become allowed; and replay
+    // says the candidate audits.
+    let auditing = logs.path().join("auditing.toml");
+    std::fs::write(
+        &auditing,
+        std::fs::read_to_string(&candidate).unwrap().replacen(
+            "[defaults]\n",
+            "[defaults]\nmode = \"audit\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let output = replay(&auditing);
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("audit mode): 2 answer(s) would change")
+            && said.contains("deny → allow  env HOME")
+            && said.contains("note: the candidate is in AUDIT mode")
+            && said.contains("deny → allow"),
+        "{said}"
+    );
     // A log that is not there: 64, nothing decided.
     let output = Command::new(&*common::BROKER)
         .args(["replay", "--policy"])

@@ -476,9 +476,10 @@ fn cases() -> Vec<Case> {
         case(
             "ANSI escapes and newlines in a path",
             Bytes(frame_with("1", "\"/etc/\\u001b[2J\\n\\u202epasswd\"", &[])),
-            // The path is shown in the message, without what would draw on the terminal.
+            // The path is shown in the message with what would draw on the terminal escaped
+            // (in the JSON, each `\u{..}` escape's backslash is doubled).
             Answered(vec![
-                "\"result\":\"deny\",\"reason\":\"read /etc/ passwd: not in policy (rule default)\"",
+                r#""result":"deny","reason":"read /etc/\\u{1b}[2J\\u{a}\\u{202e}passwd: not in policy (rule default)""#,
             ]),
         ),
         case(

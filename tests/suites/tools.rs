@@ -551,3 +551,25 @@ fn every_mistake_in_a_case_file_is_reported_in_one_run() {
     }
     assert!(!said.contains("passed"), "no case runs: {said}");
 }
+
+/// A policy file's bytes quoted in an error cannot forge a line (of the log, of `STATUS=`) or draw
+/// on the terminal of whoever runs `check`: they are shown escaped.
+#[test]
+fn an_error_quoting_a_hostile_file_is_one_escaped_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[[rule]]\nid = \"r\"\neffect = \"\\u001b[1A\\u001b[2K\\r\\nSTATUS=policy x (1 rules)\\nok\"\npermissions = [\"read\"]\n",
+    )
+    .unwrap();
+    let output = run(&["check".as_ref(), policy.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = text(&output.stderr);
+    assert!(!said.contains('\u{1b}') && !said.contains('\r'), "{said:?}");
+    assert_eq!(said.trim_end().lines().count(), 1, "{said:?}");
+    assert!(
+        said.contains("\\u{1b}[1A") && said.contains("\\u{a}STATUS="),
+        "{said:?}"
+    );
+}

@@ -76,12 +76,18 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub fn at(source: &Source, span: &Range<usize>, severity: Severity, message: String) -> Self {
         let (line, column) = source.line_column(span.start);
+        // A message quotes what a file holds: escaped, it cannot forge a line of the log or of
+        // `STATUS=`, or draw on the terminal of whoever runs `check`.
+        let escaped = |text: String| match permission_broker_protocol::escape_unprintable(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
         Diagnostic {
             severity,
-            file: source.name.clone(),
+            file: escaped(source.name.clone()),
             line,
             column,
-            message,
+            message: escaped(message),
         }
     }
 }

@@ -4,7 +4,10 @@
 //! a shape the policy may change (`defaults.deny_message`), within the reason's one-line,
 //! [`MAX_REASON_CHARS`] bound: the value is shortened to fit, never the reason's start.
 
-use permission_broker_protocol::{MAX_REASON_CHARS, one_line, sanitize_reason};
+use permission_broker_protocol::{MAX_REASON_CHARS, escape_unprintable, one_line, sanitize_reason};
+
+/// The most a template's own text may take of the message, so that the reason always fits.
+const MAX_TEMPLATE_TEXT: usize = 200;
 
 /// The shape of a deny when the policy does not set `defaults.deny_message`.
 pub const DEFAULT_DENY_MESSAGE: &str = "{permission} {value}: {reason} (rule {rule})";
@@ -111,6 +114,27 @@ impl DenyMessage {
                 "the message must be one line of printable text, not {t:?}"
             ));
         }
+        if let Some(Piece::Text(t)) = pieces.iter().find(|p| match p {
+            Piece::Text(t) => t.chars().any(permission_broker_protocol::is_unprintable),
+            _ => false,
+        }) {
+            return Err(format!(
+                "the message must be printable text, not {}",
+                escape_unprintable(t)
+            ));
+        }
+        let text: usize = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.chars().count(),
+                _ => 0,
+            })
+            .sum();
+        if text > MAX_TEMPLATE_TEXT {
+            return Err(format!(
+                "the message's own text is {text} characters; at most {MAX_TEMPLATE_TEXT}, so that the reason fits the {MAX_REASON_CHARS} characters sent"
+            ));
+        }
         Ok(DenyMessage { pieces })
     }
 
@@ -124,7 +148,8 @@ impl DenyMessage {
         reason: &str,
         rule: &str,
     ) -> String {
-        let value = value.map_or(WHOLE_PERMISSION.into(), one_line);
+        // Escaped, not stripped: a value that hides characters must not read as another value.
+        let value = value.map_or(WHOLE_PERMISSION.into(), escape_unprintable);
         let reason = one_line(reason);
         let rule = one_line(rule);
         let values = self.pieces.iter().filter(|p| **p == Piece::Value).count();
@@ -200,12 +225,16 @@ mod tests {
             message.render("net", Some("example.com:443"), "no egress", "r"),
             "{net} example.com:443 -- no egress"
         );
+        let wordy = format!("{}{{reason}}", "a".repeat(600));
+        let error = DenyMessage::parse(&wordy).unwrap_err();
+        assert!(error.contains("own text is 600 characters"), "{error}");
         for (bad, said) in [
             ("{permission} {value}", "must show `{reason}`"),
             ("{reason} {who}", "unknown placeholder `{who}`"),
             ("{reason", "not closed"),
             ("{reason} }", "no `{` before it"),
             ("{reason}\n{value}", "one line"),
+            ("{reason}\u{200b}", "printable"),
         ] {
             let error = DenyMessage::parse(bad).unwrap_err();
             assert!(error.contains(said), "{bad:?}: {error}");
@@ -241,6 +270,20 @@ mod tests {
             "no",
             "r",
         );
-        assert_eq!(shown, "read /tmp/x NotCapable: allowed: no (rule r)");
+        assert_eq!(
+            shown,
+            "read /tmp/\\u{1b}[2J\\u{1b}]0;owned\\u{7}x\\u{a}NotCapable: allowed\\u{202e}: no (rule r)"
+        );
+        // Characters that draw nothing are shown, so that `HO<zero width>ME` is not `HOME`.
+        for hidden in [
+            "HO\u{200b}ME",
+            "HO\u{1b}[0mME",
+            "HO\u{61c}ME",
+            "HO\u{feff}ME",
+        ] {
+            let shown = message.render("env", Some(hidden), "no", "r");
+            assert!(!shown.starts_with("env HOME:"), "{shown}");
+            assert!(shown.contains("\\u{"), "{shown}");
+        }
     }
 }

@@ -23,7 +23,7 @@ pub use frame::{
     Effect, Permission, Request, RequestRef, Response, parse_request, parse_request_by_schema,
     parse_request_ref, parse_response, write_answer,
 };
-pub use reason::{MAX_REASON_CHARS, one_line, sanitize_reason};
+pub use reason::{MAX_REASON_CHARS, escape_unprintable, is_unprintable, one_line, sanitize_reason};
 pub use schema::{REQUEST_SCHEMA, RESPONSE_SCHEMA, Schema, request_schema, response_schema};
 pub use sequence::{IdSequence, OutOfOrder};
 

@@ -64,6 +64,52 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Whether `c` is invisible or changes how the text around it is shown: a control character, a
+/// line or paragraph separator, a bidirectional control, or a format character that draws
+/// nothing (zero-width spaces and joiners, the word joiner and invisible operators, the byte
+/// order mark, the soft hyphen, the Mongolian vowel separator, interlinear annotation marks,
+/// tags) or a filler that looks like a space (Hangul fillers, the combining grapheme joiner).
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || is_bidi_control(c)
+        || is_line_separator(c)
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200d}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{3164}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
+}
+
+/// `text` with every [`is_unprintable`] character written as an escape (`\u{1b}`), and
+/// everything else as it is: for text a person reads that came from someone else (a requested
+/// value, a file's bytes quoted in an error), so that it can neither draw on a terminal, forge a
+/// line, nor pass for other text by hiding characters.
+pub fn escape_unprintable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unprintable) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_unprintable(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn rewrite(reason: &str) -> String {
     let mut out = String::with_capacity(reason.len().min(MAX_REASON_CHARS));
     let mut chars = reason.chars().peekable();

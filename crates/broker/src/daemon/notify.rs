@@ -69,7 +69,11 @@ pub fn ready_with_status(line: &str) {
 
 /// STATUS= (with the decision log's problem, if it has one).
 pub fn status(line: &str) {
-    imp::status(&composed(line));
+    // One line whatever it quotes: a newline would be a second assignment (`STATUS=` again, or
+    // `MAINPID=`) to the service manager.
+    imp::status(&permission_broker_protocol::escape_unprintable(&composed(
+        line,
+    )));
 }
 
 /// Sets or clears the decision log's problem, and sends the status line again with it.
@@ -78,7 +82,9 @@ pub fn log_problem(problem: Option<String>) {
         *slot = problem;
     }
     let last = LAST_STATUS.lock().map(|l| l.clone()).unwrap_or_default();
-    imp::status(&composed(&last));
+    imp::status(&permission_broker_protocol::escape_unprintable(&composed(
+        &last,
+    )));
 }
 
 /// READY=1 after a reload.

@@ -54,6 +54,9 @@ struct Line<'a> {
     unit: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     decision: Option<Cow<'a, str>>,
+    /// What Deno was told: the verdict, but in audit mode a would-deny was answered allow.
+    #[serde(borrow, default)]
+    answered: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     rule: Option<Cow<'a, str>>,
 }
@@ -111,7 +114,8 @@ impl Names<'_> {
     }
 }
 
-/// What the candidate decides for `request`: the verdict and the deciding rule's id.
+/// What the candidate would answer for `request` (its verdict, under its mode: audit answers a
+/// would-deny with allow) and the deciding rule's id.
 fn decide(policy: &Policy, names: &mut Names<'_>, request: &Request) -> (Effect, String) {
     let user = request.uid.map(|uid| names.user(uid).unwrap_or_default());
     let group = request.gid.and_then(|gid| names.group(gid));
@@ -151,7 +155,8 @@ fn decide(policy: &Policy, names: &mut Names<'_>, request: &Request) -> (Effect,
         permission_broker_policy::DecidedBy::Default => "default".to_owned(),
         permission_broker_policy::DecidedBy::Unresolvable => "unresolvable".to_owned(),
     };
-    (decision.effect, rule)
+    let answer = policy.answer(request.permission, request.value.as_deref(), &decision);
+    (answer, rule)
 }
 
 /// What was read, and what could not be replayed.
@@ -250,9 +255,11 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], accounts: &Accounts) -> ExitCod
                 continue;
             }
             totals.decisions += 1;
+            // What changes for Deno is its answer: an audit log's would-denies were answered
+            // allow, and an enforcing candidate would deny them.
             let (Some(permission), Some(before), Some(rule_before)) = (
                 record.permission.as_deref(),
-                record.decision.as_deref(),
+                record.answered.as_deref().or(record.decision.as_deref()),
                 record.rule.as_deref(),
             ) else {
                 eprintln!(
@@ -277,7 +284,7 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], accounts: &Accounts) -> ExitCod
             let (Ok(permission), Some(before)) = (permission.parse::<Permission>(), effect(before))
             else {
                 eprintln!(
-                    "{}:{number}: unknown permission `{permission}` or decision `{before}`",
+                    "{}:{number}: unknown permission `{permission}` or answer `{before}`",
                     log.display()
                 );
                 return ExitCode::from(EXIT_CONFIG);
@@ -344,7 +351,14 @@ pub fn run(policy_path: &Path, logs: &[PathBuf], accounts: &Accounts) -> ExitCod
             }
         }
     }
-    let out = report(policy_path, &loaded.revision, logs.len(), &totals, flips);
+    let out = report(
+        policy_path,
+        &loaded.revision,
+        policy.mode(),
+        logs.len(),
+        &totals,
+        flips,
+    );
     // A reader that went away (`| head`) is not an error worth a panic.
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     if totals.flipped == 0 {
@@ -477,6 +491,7 @@ fn shown(text: &str) -> String {
 fn report(
     policy: &Path,
     revision: &str,
+    mode: permission_broker_policy::Mode,
     logs: usize,
     totals: &Totals,
     flips: HashMap<Flip, u64>,
@@ -486,10 +501,17 @@ fn report(
     let replayed = totals.decisions - totals.broker_files - totals.unresolvable;
     let _ = writeln!(
         out,
-        "replay: {replayed} recorded decision(s) from {logs} log(s) decided again under {} (revision {revision}): {} would change",
+        "replay: {replayed} recorded decision(s) from {logs} log(s) decided again under {} (revision {revision}, {} mode): {} answer(s) would change",
         policy.display(),
+        mode.as_str(),
         totals.flipped
     );
+    if mode == permission_broker_policy::Mode::Audit {
+        let _ = writeln!(
+            out,
+            "note: the candidate is in AUDIT mode: it answers allow to everything it would deny, and that is what is compared"
+        );
+    }
     if totals.broker_files + totals.unresolvable > 0 {
         let _ = writeln!(
             out,
@@ -504,7 +526,7 @@ fn report(
     listed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     let _ = writeln!(
         out,
-        "\nchanged requests (count, change, request, rule before → after, unit, executable):"
+        "\nchanged answers (count, answer before → after, request, deciding rule before → after, unit, executable):"
     );
     for (flip, count) in listed.iter().take(LISTED) {
         let _ = writeln!(
