@@ -548,3 +548,25 @@ fn every_mistake_in_the_configuration_file_is_reported_in_one_run() {
     }
     assert!(!dir.path().join("s.sock").exists(), "nothing bound");
 }
+
+#[test]
+fn an_empty_status_file_and_a_signed_mode_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, GOOD).unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, "status_file = \"\"\nsocket_mode = \"+600\"\n").unwrap();
+    let socket = dir.path().join("s.sock");
+    let output = serve_fails(&socket, &policy, &["--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(64));
+    let said = stderr(&output);
+    let at = config.display();
+    for line in [
+        format!("{at}:1:15: status_file is empty"),
+        format!("{at}:2:15: `+600` is not an octal file mode"),
+    ] {
+        assert!(said.contains(&line), "{line:?} in:\n{said}");
+    }
+    let output = serve_fails(&socket, &policy, &["--socket-mode", "+600"]);
+    assert_eq!(output.status.code(), Some(64));
+}

@@ -367,6 +367,18 @@ fn every_exit_code_in_the_readme_table_is_what_the_command_does() {
             ("suggest", 0),
             code_of(&["suggest", &path("decisions.jsonl")]),
         ),
+        (("suggest", 74), {
+            let full = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap();
+            Command::new(&*BROKER)
+                .args(["suggest", &path("decisions.jsonl")])
+                .stdout(full)
+                .status()
+                .unwrap()
+                .code()
+        }),
         (
             ("suggest", 64),
             code_of(&["suggest", &path("missing.jsonl")]),
@@ -572,4 +584,29 @@ fn an_error_quoting_a_hostile_file_is_one_escaped_line() {
         said.contains("\\u{1b}[1A") && said.contains("\\u{a}STATUS="),
         "{said:?}"
     );
+}
+
+#[test]
+fn a_case_naming_an_unknown_user_or_another_uid_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("users.cases.toml");
+    std::fs::write(
+        &cases,
+        "[[case]]\nname = \"a\"\npermission = \"read\"\nvalue = \"/tmp/x\"\nuser = \"no-such-user-here\"\nexpect = \"deny\"\n\n[[case]]\nname = \"b\"\npermission = \"read\"\nvalue = \"/tmp/x\"\nuser = \"root\"\nuid = 65534\nexpect = \"deny\"\n",
+    )
+    .unwrap();
+    let output = run(&[
+        "test".as_ref(),
+        config("laptop.toml").as_os_str(),
+        cases.as_os_str(),
+    ]);
+    assert_eq!(output.status.code(), Some(64));
+    let said = text(&output.stderr);
+    let at = cases.display();
+    for line in [
+        format!("{at}:5:8: no user `no-such-user-here` in the accounts"),
+        format!("{at}:12:8: user `root` is uid 0 in the accounts, not uid 65534"),
+    ] {
+        assert!(said.contains(&line), "{line:?} in:\n{said}");
+    }
 }

@@ -255,8 +255,11 @@ pub enum ReloadMode {
 
 /// Parses an octal file mode (`600`, `0o660`).
 pub fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text.trim_start_matches("0o"), 8)
-        .ok()
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    // Octal digits only: `from_str_radix` would also take a sign (`+600`).
+    Some(digits)
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+        .and_then(|d| u32::from_str_radix(d, 8).ok())
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| format!("`{text}` is not an octal file mode such as 600 or 660"))
 }

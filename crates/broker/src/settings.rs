@@ -207,6 +207,24 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             ),
         ));
     }
+    // An empty path names no file: the daemon would serve with no status file, and `reload`
+    // could never learn an outcome.
+    if let Some(text) = &file.status_file
+        && args.status_file.is_none()
+        && text.get_ref().is_empty()
+    {
+        errors.push(at(
+            Some(text.span()),
+            "status_file is empty; give a path or leave it out".to_owned(),
+        ));
+    }
+    if args
+        .status_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        errors.push("--status-file is empty; give a path or leave it out".to_owned());
+    }
     let (max_connections, origin) = pick_usize(args.max_connections, &file.max_connections, 16_384);
     let connections_asked = !matches!(origin, Origin::Default);
     if !MAX_CONNECTIONS.contains(&max_connections) {

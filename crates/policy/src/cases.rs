@@ -125,6 +125,36 @@ pub fn run_cases(
     directory: &dyn Directory,
 ) -> Result<CaseReport, Diagnostics> {
     let file = read_cases(cases)?;
+    // A user name the accounts do not know, or that names another uid than the case's, would
+    // decide for a subject nobody meant: refused, every such case at its place.
+    let mut errors = Vec::new();
+    for spanned in &file.case {
+        let case = spanned.get_ref();
+        let Some(user) = &case.user else { continue };
+        let known = directory.user(user.get_ref());
+        let problem = match (known, case.uid) {
+            (None, None) => Some(format!(
+                "no user `{}` in the accounts (give `uid`, or the passwd file that names it with --passwd)",
+                user.get_ref()
+            )),
+            (Some(known), Some(uid)) if known != uid => Some(format!(
+                "user `{}` is uid {known} in the accounts, not uid {uid}",
+                user.get_ref()
+            )),
+            _ => None,
+        };
+        if let Some(message) = problem {
+            errors.push(Diagnostic::at(
+                cases,
+                &user.span(),
+                Severity::Error,
+                message,
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Diagnostics(errors));
+    }
     let mut report = CaseReport::default();
     for spanned in &file.case {
         let case = spanned.get_ref();

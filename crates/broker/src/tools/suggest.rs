@@ -1287,7 +1287,6 @@ fn toml_key(key: &str) -> String {
     }
 }
 
-#[allow(clippy::print_stdout)]
 pub fn run(log: &Path, audited: Option<&Path>, collapse: bool) -> ExitCode {
     let text = match std::fs::read_to_string(log) {
         Ok(text) => text,
@@ -1306,7 +1305,14 @@ pub fn run(log: &Path, audited: Option<&Path>, collapse: bool) -> ExitCode {
     let options = Options { audited, collapse };
     match suggest(&text, &log.display().to_string(), &options) {
         Ok(suggestion) => {
-            print!("{}", suggestion.text);
+            // A stdout that cannot take it (a full disk, `/dev/full`) is said, not a panic.
+            if let Err(e) =
+                std::io::Write::write_all(&mut std::io::stdout().lock(), suggestion.text.as_bytes())
+                    .and_then(|()| std::io::Write::flush(&mut std::io::stdout().lock()))
+            {
+                eprintln!("suggest: cannot write the suggestion: {e}");
+                return ExitCode::from(crate::exit::EXIT_IO);
+            }
             eprintln!(
                 "suggest: {} request(s) granted, {} observed but not granted, {} denied by a rule (each listed in the policy's comments)",
                 suggestion.granted.len(),
