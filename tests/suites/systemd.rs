@@ -148,16 +148,19 @@ fn notify_ready_status_and_reloading_around_a_reload() {
         .unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, "version = 1\n").unwrap();
-    let mut daemon = Command::new(&*BROKER)
-        .args(["serve", "--no-watch", "--socket"])
-        .arg(dir.path().join("b.sock"))
-        .arg("--policy")
-        .arg(&policy)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let serve = |socket: &str| {
+        Command::new(&*BROKER)
+            .args(["serve", "--no-watch", "--socket"])
+            .arg(dir.path().join(socket))
+            .arg("--policy")
+            .arg(&policy)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut daemon = serve("b.sock");
     let next = || {
         let mut buf = [0u8; 4096];
         let n = notify.recv(&mut buf).unwrap();
@@ -212,16 +215,7 @@ fn notify_ready_status_and_reloading_around_a_reload() {
     assert!(daemon.wait().unwrap().success());
 
     // Started in audit mode: the ready STATUS= says so from the start.
-    let mut daemon = Command::new(&*BROKER)
-        .args(["serve", "--no-watch", "--socket"])
-        .arg(dir.path().join("c.sock"))
-        .arg("--policy")
-        .arg(&policy)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = serve("c.sock");
     let ready = next();
     assert!(
         ready.contains("READY=1") && ready.contains("in AUDIT mode"),

@@ -537,15 +537,12 @@ fn explain_says_when_a_links_target_decided() {
     );
 }
 
-#[test]
-fn every_mistake_in_a_case_file_is_reported_in_one_run() {
+/// Runs `test` on the laptop policy with a case file of `file`, expecting it refused (64) with
+/// each of `located` (`line:column: message`, after the file's path) on stderr; returns stderr.
+fn refused_cases(file: &str, located: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cases = dir.path().join("bad.cases.toml");
-    std::fs::write(
-        &cases,
-        "[[case]]\nname = \"a\"\npermission = \"reed\"\nexpect = \"allow\"\n\n[[case]]\nname = \"b\"\npermission = \"read\"\nexpect = \"maybe\"\n\n[[case]]\nname = \"c\"\npermision = \"read\"\nexpect = \"deny\"\n",
-    )
-    .unwrap();
+    std::fs::write(&cases, file).unwrap();
     let output = run(&[
         "test".as_ref(),
         config("laptop.toml").as_os_str(),
@@ -553,14 +550,23 @@ fn every_mistake_in_a_case_file_is_reported_in_one_run() {
     ]);
     assert_eq!(output.status.code(), Some(64));
     let said = text(&output.stderr);
-    let at = cases.display();
-    for line in [
-        format!("{at}:3:14: unknown variant `reed`"),
-        format!("{at}:9:10: unknown variant `maybe`"),
-        format!("{at}:13:1: unknown field `permision`"),
-    ] {
+    for line in located {
+        let line = format!("{}:{line}", cases.display());
         assert!(said.contains(&line), "{line:?} in:\n{said}");
     }
+    said
+}
+
+#[test]
+fn every_mistake_in_a_case_file_is_reported_in_one_run() {
+    let said = refused_cases(
+        "[[case]]\nname = \"a\"\npermission = \"reed\"\nexpect = \"allow\"\n\n[[case]]\nname = \"b\"\npermission = \"read\"\nexpect = \"maybe\"\n\n[[case]]\nname = \"c\"\npermision = \"read\"\nexpect = \"deny\"\n",
+        &[
+            "3:14: unknown variant `reed`",
+            "9:10: unknown variant `maybe`",
+            "13:1: unknown field `permision`",
+        ],
+    );
     assert!(!said.contains("passed"), "no case runs: {said}");
 }
 
@@ -588,25 +594,11 @@ fn an_error_quoting_a_hostile_file_is_one_escaped_line() {
 
 #[test]
 fn a_case_naming_an_unknown_user_or_another_uid_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cases = dir.path().join("users.cases.toml");
-    std::fs::write(
-        &cases,
+    refused_cases(
         "[[case]]\nname = \"a\"\npermission = \"read\"\nvalue = \"/tmp/x\"\nuser = \"no-such-user-here\"\nexpect = \"deny\"\n\n[[case]]\nname = \"b\"\npermission = \"read\"\nvalue = \"/tmp/x\"\nuser = \"root\"\nuid = 65534\nexpect = \"deny\"\n",
-    )
-    .unwrap();
-    let output = run(&[
-        "test".as_ref(),
-        config("laptop.toml").as_os_str(),
-        cases.as_os_str(),
-    ]);
-    assert_eq!(output.status.code(), Some(64));
-    let said = text(&output.stderr);
-    let at = cases.display();
-    for line in [
-        format!("{at}:5:8: no user `no-such-user-here` in the accounts"),
-        format!("{at}:12:8: user `root` is uid 0 in the accounts, not uid 65534"),
-    ] {
-        assert!(said.contains(&line), "{line:?} in:\n{said}");
-    }
+        &[
+            "5:8: no user `no-such-user-here` in the accounts",
+            "12:8: user `root` is uid 0 in the accounts, not uid 65534",
+        ],
+    );
 }
