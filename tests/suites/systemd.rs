@@ -171,17 +171,20 @@ fn notify_ready_status_and_reloading_around_a_reload() {
         ready.contains("READY=1") && ready.contains("STATUS=policy "),
         "{ready}"
     );
-    std::fs::write(
-        &policy,
+    // Writes the policy, SIGHUPs the daemon, and returns the three messages a reload sends.
+    let reload_to = |daemon: &std::process::Child, text: &str| {
+        std::fs::write(&policy, text).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        (0..3).map(|_| next()).collect::<Vec<String>>()
+    };
+    let messages = reload_to(
+        &daemon,
         "version = 1\n[[rule]]\nid = \"x\"\neffect = \"allow\"\npermissions = [\"env\"]\n",
-    )
-    .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    let messages: Vec<String> = (0..3).map(|_| next()).collect();
+    );
     assert!(messages[0].contains("RELOADING=1"), "{messages:?}");
     assert!(
         messages[1].contains("STATUS=policy ") && messages[1].contains("(1 rules)"),
@@ -190,17 +193,10 @@ fn notify_ready_status_and_reloading_around_a_reload() {
     assert!(messages[2].contains("READY=1"), "{messages:?}");
     assert!(!messages[1].contains("AUDIT"), "{messages:?}");
     // A reload into audit mode says so in STATUS=, where `systemctl status` shows it.
-    std::fs::write(
-        &policy,
+    let messages = reload_to(
+        &daemon,
         "version = 1\n[defaults]\nmode = \"audit\"\n[[rule]]\nid = \"x\"\neffect = \"allow\"\npermissions = [\"env\"]\n",
-    )
-    .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    let messages: Vec<String> = (0..3).map(|_| next()).collect();
+    );
     assert!(
         messages[1].contains("STATUS=policy ")
             && messages[1].contains("in AUDIT mode: denies are logged and answered allow"),

@@ -438,12 +438,20 @@ fn every_exit_code_in_the_readme_table_is_what_the_command_does() {
     );
 }
 
+/// `check` on a policy file of `policy`: its output, and the file's path as messages name it.
+fn check_text(policy: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, policy).unwrap();
+    (
+        run(&["check".as_ref(), path.as_os_str()]),
+        path.display().to_string(),
+    )
+}
+
 #[test]
 fn check_says_when_a_policy_is_in_audit_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.toml");
-    std::fs::write(&policy, "version = 1\n[defaults]\nmode = \"audit\"\n").unwrap();
-    let output = run(&["check".as_ref(), policy.as_os_str()]);
+    let (output, _) = check_text("version = 1\n[defaults]\nmode = \"audit\"\n");
     assert_eq!(output.status.code(), Some(0));
     assert!(
         text(&output.stderr).contains("this policy is in AUDIT mode"),
@@ -456,19 +464,10 @@ fn check_says_when_a_policy_is_in_audit_mode() {
 
 #[test]
 fn a_bad_deny_message_is_an_error_at_its_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.toml");
-    std::fs::write(
-        &policy,
-        "version = 1\n[defaults]\ndeny_message = \"{permission} {who}: {reason}\"\n",
-    )
-    .unwrap();
-    let output = run(&["check".as_ref(), policy.as_os_str()]);
+    let (output, policy) =
+        check_text("version = 1\n[defaults]\ndeny_message = \"{permission} {who}: {reason}\"\n");
     assert_eq!(output.status.code(), Some(1));
-    let expected = format!(
-        "{}:3:16: deny_message: unknown placeholder `{{who}}`",
-        policy.display()
-    );
+    let expected = format!("{policy}:3:16: deny_message: unknown placeholder `{{who}}`");
     assert!(
         text(&output.stderr).contains(&expected),
         "{}",
@@ -574,14 +573,9 @@ fn every_mistake_in_a_case_file_is_reported_in_one_run() {
 /// on the terminal of whoever runs `check`: they are shown escaped.
 #[test]
 fn an_error_quoting_a_hostile_file_is_one_escaped_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("p.toml");
-    std::fs::write(
-        &policy,
+    let (output, _) = check_text(
         "version = 1\n[[rule]]\nid = \"r\"\neffect = \"\\u001b[1A\\u001b[2K\\r\\nSTATUS=policy x (1 rules)\\nok\"\npermissions = [\"read\"]\n",
-    )
-    .unwrap();
-    let output = run(&["check".as_ref(), policy.as_os_str()]);
+    );
     assert_eq!(output.status.code(), Some(1));
     let said = text(&output.stderr);
     assert!(!said.contains('\u{1b}') && !said.contains('\r'), "{said:?}");
