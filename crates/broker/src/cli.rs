@@ -236,6 +236,14 @@ pub struct ServeArgs {
     /// cut, such as audit evidence); commits are grouped across connections.
     #[arg(long)]
     pub decision_log_sync: bool,
+    /// Serve Prometheus metrics (`GET /metrics`) and a health check (`GET /healthz`) over HTTP
+    /// on this address, such as 127.0.0.1:9464; never on the broker's socket. Under systemd,
+    /// prefer a socket unit with `FileDescriptorName=metrics` (systemd/permission-broker-metrics.socket):
+    /// a socket passed that way is served instead. Anyone who can reach the address can read
+    /// the metrics (rule ids, the policy revision, rates): keep it on loopback or behind a
+    /// firewall. If it cannot be bound, the error is logged and decisions are served without it.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<String>,
     /// Only serve peers with these uids (comma-separated; from the kernel, never the request).
     #[arg(long, value_delimiter = ',')]
     pub allowed_uids: Option<Vec<u32>>,

@@ -38,6 +38,8 @@ pub struct ConfigFile {
     pub reload: Option<Spanned<String>>,
     /// `false` serves policy files others could change (see `serve --no-strict-modes`).
     pub strict_modes: Option<bool>,
+    /// See `serve --metrics-listen`: `"127.0.0.1:9464"`.
+    pub metrics_listen: Option<Spanned<String>>,
     /// Only peers with these uids (from the kernel) are served; others are disconnected.
     pub allowed_uids: Option<Vec<u32>>,
 }

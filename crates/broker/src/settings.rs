@@ -58,6 +58,8 @@ pub struct Settings {
     pub allowed_uids: Option<Vec<u32>>,
     pub request_deadline: Duration,
     pub blocking_threads: usize,
+    /// Where metrics are served over HTTP (unless the service manager passes a socket).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// `max_connections` was given (a flag or the file), not the default.
     pub connections_asked: bool,
     /// `max_connections_per_uid` was given, not derived from `max_connections`.
@@ -338,10 +340,22 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
             }
         },
     };
+    let metrics_listen = match (args.metrics_listen, &file.metrics_listen) {
+        (Some(text), _) => parse_listen(&text).unwrap_or_else(|e| {
+            errors.push(format!("--metrics-listen {e}"));
+            None
+        }),
+        (None, Some(text)) => parse_listen(text.get_ref()).unwrap_or_else(|e| {
+            errors.push(at(Some(text.span()), format!("metrics_listen {e}")));
+            None
+        }),
+        (None, None) => None,
+    };
     if !errors.is_empty() {
         return Err(errors.join("\n"));
     }
     Ok(Settings {
+        metrics_listen,
         socket,
         policy,
         socket_mode,
@@ -374,6 +388,17 @@ pub fn merge(args: ServeArgs) -> Result<Settings, String> {
         blocking_threads,
         connections_asked,
         per_uid_asked,
+    })
+}
+
+/// A metrics address: an IP address and a port (`127.0.0.1:9464`, `[::1]:9464`); no host names,
+/// which would be looked up before anything is validated.
+fn parse_listen(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    text.parse::<std::net::SocketAddr>().map(Some).map_err(|_| {
+        format!(
+            "`{}` is not an IP address and port such as 127.0.0.1:9464 or [::1]:9464",
+            text.escape_debug()
+        )
     })
 }
 

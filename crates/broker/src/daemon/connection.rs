@@ -2,6 +2,7 @@
 //! connection without an answer (Deno then exits 87: fail closed).
 
 use super::decision_log::{self, DecisionRecord, FaultRecord, Record};
+use super::metrics;
 use super::peer::{Facts, Peer, ProcDir};
 use super::protected::Protected;
 use super::reload::Snapshot;
@@ -53,6 +54,32 @@ pub enum Fault {
     /// thread, and the watchdog answered it and serves the connection now.
     #[error("taken over by the watchdog")]
     Rescued,
+}
+
+impl Fault {
+    /// The kind a protocol fault is counted as; `None` for what is not the peer's fault on an
+    /// open connection (a refusal at accept is counted as one; a rescue is no fault).
+    fn kind(&self) -> Option<metrics::FaultKind> {
+        use metrics::FaultKind as K;
+        Some(match self {
+            Fault::Frame(FrameError::NotUtf8 { .. }) => K::NotUtf8,
+            Fault::Frame(FrameError::Blank) => K::Blank,
+            Fault::Frame(FrameError::Json(_)) => K::Json,
+            Fault::Frame(FrameError::Schema { .. }) => K::Schema,
+            Fault::Oversize { .. } => K::Oversize,
+            Fault::Timeout(_) => K::FrameTimeout,
+            Fault::WriteTimeout(_) => K::WriteTimeout,
+            Fault::Truncated(_) => K::Truncated,
+            Fault::OutOfOrder(_) => K::IdOrder,
+            Fault::Pid(_) => K::PidMismatch,
+            Fault::Io(_) => K::Io,
+            Fault::LogOverloaded(_) => K::LogOverloaded,
+            Fault::NotAllowed(_)
+            | Fault::OverShare { .. }
+            | Fault::NotAdopted(_)
+            | Fault::Rescued => return None,
+        })
+    }
 }
 
 /// A half of a connection's socket that a second frame loop can use too: how a connection whose
@@ -413,6 +440,7 @@ where
                 && !self.peer.uid.is_some_and(|uid| allowed.contains(&uid))
             {
                 let fault = Fault::NotAllowed(self.peer.uid);
+                metrics::refused(metrics::Refusal::AllowedUids);
                 self.record_fault(&fault).await;
                 tracing::warn!(conn = self.id, peer = %self.peer, "{}; closing connection", fault.to_string().escape_debug());
                 return self.end(Stop::Close);
@@ -486,6 +514,9 @@ where
                 "stale frame loop of a rescued connection ended"
             );
             return self.end(Stop::Close);
+        }
+        if let Some(kind) = fault.kind() {
+            metrics::fault(kind);
         }
         self.record_fault(&fault).await;
         // Every fault is in the decision log; the daemon's own log takes a few per uid at a
@@ -838,6 +869,18 @@ where
             Ok(result) => result?,
             Err(_) => return Err(Fault::WriteTimeout(timeout)),
         }
+        let slot = match ruling.protected {
+            true => metrics::RuleSlot::BROKER_FILES,
+            false => metrics::RuleSlot::of(decision.decided_by, &snapshot.rule_slots),
+        };
+        metrics::decided(
+            permission,
+            decision.effect,
+            answered,
+            policy.mode(),
+            slot,
+            started.elapsed(),
+        );
         tracing::debug!(
             conn = self.id,
             pid = self.peer.pid,
@@ -891,6 +934,11 @@ async fn decide_off_loop(
     let slot = match pool.slot(peer.uid, until).await {
         Ok(slot) => slot,
         Err(why) => {
+            let counter = match why {
+                NoSlot::Share(_) => &pool.no_slot_denials[0],
+                NoSlot::Exhausted => &pool.no_slot_denials[1],
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(conn = conn, peer = %peer, permission = %permission, value = ?value, ?why, "no blocking slot for a decision that may block; denying");
             return Ruling::unresolvable(match why {
                 NoSlot::Share(share) => format!(

@@ -322,6 +322,16 @@ impl DecisionLog {
         }
     }
 
+    /// Records queued for the writer now.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity().saturating_sub(self.tx.capacity())
+    }
+
+    /// Records the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
     /// A handle for records no answer waits on (reloads): it never keeps the writer open.
     pub fn detached(&self) -> DetachedLog {
         DetachedLog(self.tx.downgrade())

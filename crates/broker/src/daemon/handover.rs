@@ -372,6 +372,7 @@ pub fn exec(
     state: &State,
     listener: BorrowedFd<'_>,
     connections: &[(u64, BorrowedFd<'_>)],
+    metrics: Option<BorrowedFd<'_>>,
 ) -> std::io::Error {
     let memfd = match to_memfd(state) {
         Ok(fd) => fd,
@@ -382,6 +383,10 @@ pub fn exec(
     for (conn, fd) in connections {
         names.push(fd_store::connection_name(*conn));
         fds.push(*fd);
+    }
+    if let Some(metrics) = metrics {
+        names.push(METRICS_NAME.to_owned());
+        fds.push(metrics);
     }
     names.push(fd_store::STATE_NAME.to_owned());
     fds.push(memfd.as_fd());
@@ -449,21 +454,85 @@ pub struct Inherited {
     pub sockets: Vec<(String, UnixListener)>,
 }
 
+/// The name the metrics socket is passed under: by the service manager (a socket unit with
+/// `FileDescriptorName=metrics`), and across an `execve`.
+pub const METRICS_NAME: &str = "metrics";
+
+/// What was passed in `LISTEN_FDS`, read once and early: `listenfd` takes the variables out of
+/// the environment, and the metrics socket is served before the policy loads.
+pub struct Passed {
+    names: Vec<String>,
+    first: RawFd,
+    fds: listenfd::ListenFd,
+}
+
+impl std::fmt::Debug for Passed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passed")
+            .field("names", &self.names)
+            .field("first", &self.first)
+            .field("count", &self.fds.len())
+            .finish()
+    }
+}
+
+impl Passed {
+    pub fn from_env() -> Passed {
+        let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+            .map(|n| n.split(':').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let first: RawFd = std::env::var("LISTEN_FDS_FIRST_FD")
+            .ok()
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(3);
+        Passed {
+            names,
+            first,
+            // Checks LISTEN_PID, and owns each descriptor once it is checked to be the right kind.
+            fds: listenfd::ListenFd::from_env(),
+        }
+    }
+
+    /// The first descriptor passed as `metrics`, if it is a listening TCP socket (closed with
+    /// the reason if it is not); the rest stay for [`take_passed`].
+    pub fn take_metrics(&mut self) -> Option<Result<std::net::TcpListener, String>> {
+        let idx = (0..self.fds.len())
+            .find(|i| self.names.get(*i).map(String::as_str) == Some(METRICS_NAME))?;
+        let fd = self.first + idx as RawFd;
+        Some(match self.fds.take_tcp_listener(idx) {
+            Ok(Some(listener)) => {
+                match nix::sys::socket::getsockopt(&listener, nix::sys::socket::sockopt::AcceptConn)
+                {
+                    Ok(true) => Ok(listener),
+                    _ => Err(format!(
+                        "the descriptor passed as `metrics` (fd {fd}) is a TCP socket that does not listen; closed"
+                    )),
+                }
+            }
+            Ok(None) => Err(format!(
+                "the descriptor passed as `metrics` (fd {fd}) is not there"
+            )),
+            Err(_) => {
+                close_passed(&mut self.fds, idx);
+                Err(format!(
+                    "the descriptor passed as `metrics` (fd {fd}) is not a TCP socket; closed"
+                ))
+            }
+        })
+    }
+}
+
 /// Takes what was passed in `LISTEN_FDS` (by the service manager, or by the previous image of
 /// this process): the service manager's sockets, and the connections and state of a handover.
 /// Connections with no state (the previous process did not stop gracefully) are closed here and
 /// removed from the store; a stored state is removed from the store before anything is served,
 /// so that a later crash cannot adopt it again.
-pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
-    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
-        .map(|n| n.split(':').map(str::to_owned).collect())
-        .unwrap_or_default();
-    let first: RawFd = std::env::var("LISTEN_FDS_FIRST_FD")
-        .ok()
-        .and_then(|f| f.parse().ok())
-        .unwrap_or(3);
-    // Checks LISTEN_PID, and owns each descriptor once it is checked to be the right kind.
-    let mut passed = listenfd::ListenFd::from_env();
+pub fn take_passed(passed: Passed, store: Option<&FdStore>) -> Result<Inherited, String> {
+    let Passed {
+        names,
+        first,
+        fds: mut passed,
+    } = passed;
     let mut inherited = Inherited::default();
     let mut state: Option<Result<State, String>> = None;
     let mut stored = Vec::new();
@@ -479,7 +548,13 @@ pub fn take_passed(store: Option<&FdStore>) -> Result<Inherited, String> {
                 first + idx as RawFd
             )
         };
-        if name == fd_store::STATE_NAME {
+        if name == METRICS_NAME {
+            // The first was taken before the policy loaded ([`Passed::take_metrics`]).
+            if let Ok(Some(fd)) = passed.take_raw_fd(idx) {
+                tracing::warn!("{} is a second metrics socket; closed", what());
+                let _ = nix::unistd::close(fd);
+            }
+        } else if name == fd_store::STATE_NAME {
             let fd = passed
                 .take_raw_fd(idx)
                 .ok()

@@ -42,6 +42,7 @@ pub async fn serve_on_socket(
     shared: Arc<Shared>,
     status: &str,
     upgrade: Result<handover::Target, String>,
+    passed: handover::Passed,
 ) -> ExitCode {
     use super::connection::Stop;
     use super::fd_store::FdStore;
@@ -66,7 +67,7 @@ pub async fn serve_on_socket(
     }
     // What the previous process handed over: through execve (SIGUSR2), or through the service
     // manager's descriptor store (a restart); and the service manager's own sockets.
-    let mut inherited = match handover::take_passed(store.as_ref()) {
+    let mut inherited = match handover::take_passed(passed, store.as_ref()) {
         Ok(inherited) => inherited,
         Err(e) => {
             tracing::error!("LISTEN_FDS is set but cannot be used: {e}");
@@ -298,7 +299,13 @@ fn exec_upgrade(
         closed = stopped.forced,
         "upgrading in place: handing the socket and every connection to the new binary"
     );
-    handover::exec(target, &state, acceptor.listener.as_fd(), &connections)
+    handover::exec(
+        target,
+        &state,
+        acceptor.listener.as_fd(),
+        &connections,
+        super::metrics_endpoint::handover_fd(),
+    )
 }
 
 #[cfg(unix)]

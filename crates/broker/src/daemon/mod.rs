@@ -2,7 +2,9 @@
 //! settings, load the policy, start the decision log and the reloader, install the signal
 //! handlers, take the socket, announce readiness, serve until stopped, flush the log.
 //!
-//! Invariants (see ARCHITECTURE.md): nothing is bound before everything is validated; a request
+//! Invariants (see ARCHITECTURE.md): nothing is bound before the settings are validated (the
+//! metrics endpoint, if any, is served from then on, so that `/healthz` says 503 while the policy
+//! loads; the broker's socket only once the policy loaded); a request
 //! that has been read is answered or its connection closed; no answer leaves before its record is
 //! queued; a policy that fails to load never replaces the running one.
 
@@ -15,6 +17,8 @@ pub mod forensics;
 #[cfg(unix)]
 pub mod handover;
 mod listener;
+pub mod metrics;
+mod metrics_endpoint;
 pub mod notify;
 pub mod peer;
 mod protected;
@@ -56,6 +60,18 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // What the service manager or the previous process passed, read once; the metrics socket
+    // among it is served now (never by a preflight, which binds nothing).
+    #[cfg(unix)]
+    let mut passed = handover::Passed::from_env();
+    let exporter = Arc::new(metrics::Exporter::default());
+    if !preflight {
+        #[cfg(unix)]
+        let metrics_socket = passed.take_metrics();
+        #[cfg(not(unix))]
+        let metrics_socket = None;
+        serve_metrics(&settings, metrics_socket, &exporter);
+    }
     let loaded = match policy_files::load_strict(&settings.policy, settings.strict_modes) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -208,6 +224,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
                     .map(std::path::Path::new),
             ),
         });
+        exporter.serving(&shared);
         if writer.is_none() {
             signals::ignore_reopen_without_a_log();
         }
@@ -225,7 +242,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         let stats = shared.log.as_ref().map(|log| log.stats.clone());
         let finisher = shared.log.as_ref().map(decision_log::DecisionLog::finisher);
         #[cfg(unix)]
-        let code = listener::serve_on_socket(&settings, shared, &status, upgrade).await;
+        let code = listener::serve_on_socket(&settings, shared, &status, upgrade, passed).await;
         #[cfg(not(unix))]
         let code = listener::serve_on_socket(&settings, shared, &status).await;
         // Every connection has finished. Write what is queued, within a bound, before exiting;
@@ -254,6 +271,25 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     // Threads stuck in a stalled lookup are not waited for.
     runtime.shutdown_background();
     code
+}
+
+/// Serves metrics on the socket the service manager passed, or at `metrics_listen`.
+fn serve_metrics(
+    settings: &Settings,
+    passed: Option<Result<std::net::TcpListener, String>>,
+    exporter: &Arc<metrics::Exporter>,
+) {
+    let Some(endpoint) = metrics_endpoint::open(settings.metrics_listen, passed) else {
+        return;
+    };
+    if let Some(addr) = endpoint.addr()
+        && !addr.ip().is_loopback()
+    {
+        tracing::warn!(
+            "metrics are served on {addr}, beyond this host's loopback: anyone who can reach it reads them without authentication (rule ids, the policy revision, rates); restrict it with a firewall or the socket unit's IPAddressAllow="
+        );
+    }
+    metrics_endpoint::start(endpoint, exporter.clone());
 }
 
 /// How long the exit waits for the decision log to write what is queued.

@@ -22,10 +22,31 @@ pub struct Snapshot {
     /// The real paths of the files this policy was read from: protected like the broker's own
     /// files while it serves (see `protected`).
     pub files: Vec<String>,
+    /// Each rule's label among the metrics, by rule index.
+    pub rule_slots: Box<[super::metrics::RuleSlot]>,
+}
+
+impl Snapshot {
+    fn new(loaded: LoadedPolicy) -> Snapshot {
+        Snapshot {
+            files: super::protected::Protected::policy_files(&loaded.files),
+            rule_slots: super::metrics::rule_slots(&loaded.policy),
+            policy: loaded.policy,
+            revision: loaded.revision,
+        }
+    }
+}
+
+/// Reloads so far, by outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcomes {
+    pub swapped: u64,
+    pub unchanged: u64,
+    pub failed: u64,
 }
 
 /// What operators see about the policy (systemd `STATUS=`, logs).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Status {
     pub revision: String,
     pub rules: usize,
@@ -35,6 +56,23 @@ pub struct Status {
     pub audit: bool,
     /// Reloads tried since the daemon started.
     pub reloads: u64,
+    pub outcomes: Outcomes,
+    /// When a policy last loaded: at start, or a reload that swapped it or found it unchanged.
+    pub last_good: std::time::SystemTime,
+}
+
+impl Default for Status {
+    fn default() -> Status {
+        Status {
+            revision: String::new(),
+            rules: 0,
+            last_error: None,
+            audit: false,
+            reloads: 0,
+            outcomes: Outcomes::default(),
+            last_good: std::time::SystemTime::UNIX_EPOCH,
+        }
+    }
 }
 
 impl Status {
@@ -87,15 +125,13 @@ impl PolicyStore {
             last_error: None,
             audit: loaded.policy.mode() == permission_broker_policy::Mode::Audit,
             reloads: 0,
+            outcomes: Outcomes::default(),
+            last_good: std::time::SystemTime::now(),
         };
         PolicyStore {
             path,
             strict,
-            current: ArcSwap::from_pointee(Snapshot {
-                files: super::protected::Protected::policy_files(&loaded.files),
-                policy: loaded.policy,
-                revision: loaded.revision,
-            }),
+            current: ArcSwap::from_pointee(Snapshot::new(loaded)),
             status: Mutex::new(status),
             broken: Mutex::new(None),
         }
@@ -151,11 +187,7 @@ impl PolicyStore {
                     "unchanged"
                 } else {
                     let to = loaded.revision.clone();
-                    self.current.store(Arc::new(Snapshot {
-                        files: super::protected::Protected::policy_files(&loaded.files),
-                        policy: loaded.policy,
-                        revision: loaded.revision,
-                    }));
+                    self.current.store(Arc::new(Snapshot::new(loaded)));
                     match was_broken {
                         true => tracing::info!(
                             from = %from,
@@ -177,6 +209,11 @@ impl PolicyStore {
                     s.rules = rules;
                     s.last_error = None;
                     s.audit = audit;
+                    s.last_good = std::time::SystemTime::now();
+                    match outcome {
+                        "unchanged" => s.outcomes.unchanged += 1,
+                        _ => s.outcomes.swapped += 1,
+                    }
                 });
                 (outcome, 0, None)
             }
@@ -219,7 +256,10 @@ impl PolicyStore {
                         );
                     }
                 }
-                self.set_status(|s| s.last_error = Some(first.clone()));
+                self.set_status(|s| {
+                    s.last_error = Some(first.clone());
+                    s.outcomes.failed += 1;
+                });
                 ("failed", count, Some(first))
             }
         };

@@ -2,6 +2,7 @@
 //! stop that lets every request already read be answered.
 
 use super::connection::{Carried, Connection, Duplicate, Ended, Fault, Shutdown, Stop};
+use super::metrics;
 use super::peer::Peer;
 use super::reload::PolicyStore;
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ pub struct BlockingPool {
     pub deadline: Duration,
     /// Requests denied because their decision outlived the deadline.
     pub deadline_denials: AtomicU64,
+    /// Requests denied without a slot: `[share, exhausted]` (see [`NoSlot`]).
+    pub no_slot_denials: [AtomicU64; 2],
     /// Abandoned lookups still running, by uid.
     stuck: Arc<Mutex<HashMap<u32, usize>>>,
     per_uid: usize,
@@ -111,6 +114,7 @@ impl BlockingPool {
             size,
             deadline,
             deadline_denials: AtomicU64::new(0),
+            no_slot_denials: Default::default(),
             stuck: Arc::default(),
             per_uid: (size / 4).max(1),
             running: Arc::default(),
@@ -503,12 +507,14 @@ pub async fn run<L: Accept>(
         let conn = resumed.carried.conn;
         next_conn = next_conn.max(conn + 1);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics::refused(metrics::Refusal::Limit);
             closed_early.push((conn, resumed, format!("max_connections ({max}) reached")));
             continue;
         };
         let share = match shares.take(resumed.peer.uid) {
             Ok(share) => share,
             Err(held) => {
+                metrics::refused(metrics::Refusal::PerUidShare);
                 let limit = shared.limits.max_connections_per_uid;
                 closed_early.push((
                     conn,
@@ -526,6 +532,7 @@ pub async fn run<L: Accept>(
         } = resumed;
         match Connection::resume(carried, peer, read, write, shared.clone()) {
             Ok(connection) => {
+                metrics::adopted();
                 spawn_connection::<L>(&mut tasks, &closers, connection, share, permit);
             }
             Err((why, read, write)) => {
@@ -567,12 +574,14 @@ pub async fn run<L: Accept>(
         };
         match accepted {
             Ok((peer, reader, writer)) => {
+                metrics::accepted();
                 let id = next_conn;
                 next_conn += 1;
                 let connection = Connection::new(id, peer, reader, writer, shared.clone());
                 let share = match shares.take(peer.uid) {
                     Ok(share) => share,
                     Err(held) => {
+                        metrics::refused(metrics::Refusal::PerUidShare);
                         let limit = shared.limits.max_connections_per_uid;
                         tasks.spawn(async move {
                             (
@@ -641,7 +650,9 @@ fn spawn_connection<L: Accept>(
     let shutdown = closers.register(id, L::handle(connection.reader()));
     let closers = closers.clone();
     let threads = connection.threads();
+    let open = metrics::Open::new();
     tasks.spawn(async move {
+        let _open = open;
         let ended = super::serving::drive(Box::pin(connection.run(shutdown)), &threads).await;
         closers.remove(id);
         drop(share);

@@ -97,6 +97,7 @@ fn stepping_aside() -> bool {
 #[derive(Debug)]
 pub struct Threads {
     free: AtomicUsize,
+    size: usize,
 }
 
 /// A place among the connection threads, given back when dropped.
@@ -107,7 +108,17 @@ impl Threads {
     pub fn new(size: usize) -> Arc<Threads> {
         Arc::new(Threads {
             free: AtomicUsize::new(size),
+            size,
         })
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Connections on a thread of their own now.
+    pub fn busy(&self) -> usize {
+        self.size.saturating_sub(self.free.load(Ordering::Relaxed))
     }
 
     fn available(&self) -> bool {

@@ -134,3 +134,22 @@ pub fn unblock_handled() {
         None,
     );
 }
+
+/// Runs `f` (which starts a thread) with the handled signals blocked, then restores this
+/// thread's mask: the thread inherits the block, so the handled signals never reach it -- and an
+/// upgrade's pending ones stay pending for the thread that will take them.
+pub fn with_handled_blocked<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+        let mut old = SigSet::empty();
+        let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled()), Some(&mut old));
+        let out = f();
+        if blocked.is_ok() {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    f()
+}
