@@ -45,18 +45,33 @@ else
   echo "hadolint: installed $("$tools/hadolint/bin/hadolint" --version) in $tools/hadolint/bin"
 fi
 
-phase "installing system packages (systemd, util-linux, strace, logrotate, libseccomp-dev, libcap2-bin)"
+phase "installing system packages (systemd, util-linux, strace, logrotate, libseccomp-dev, libcap2-bin, curl)"
 if ! command -v systemd-analyze >/dev/null || ! command -v systemd-socket-activate >/dev/null \
-  || ! command -v setpriv >/dev/null || ! command -v unshare >/dev/null \
+  || ! command -v setpriv >/dev/null || ! command -v unshare >/dev/null || ! command -v curl >/dev/null \
   || ! command -v prlimit >/dev/null || ! command -v strace >/dev/null \
   || ! command -v logrotate >/dev/null || ! command -v setcap >/dev/null \
   || ! [ -e /usr/include/seccomp.h ]; then
   # libseccomp-dev: the test suite loads the unit's system-call filter (tests/src/bin/seccomp-exec.rs);
   # libcap2-bin: the Docker image's file capability is set with setcap.
   apt-get update -qq && apt-get install -y -qq systemd util-linux strace logrotate libseccomp-dev \
-    libcap2-bin >/dev/null
+    libcap2-bin curl >/dev/null
 else
   echo "all present"
+fi
+
+# promtool checks the metrics exposition and the example alert rules (tests/suites/metrics.rs,
+# tests/suites/systemd.rs). Debian ships it in the `prometheus` package, whose postinst would add a
+# user and start a server: the package is only unpacked here, never installed.
+phase "unpacking promtool (Debian package prometheus) into $tools/prometheus"
+if [ -x "$tools/prometheus/usr/bin/promtool" ]; then
+  echo "promtool: $("$tools/prometheus/usr/bin/promtool" --version 2>&1 | head -1)"
+else
+  rm -rf "$tools/prometheus.download" && mkdir -p "$tools/prometheus.download"
+  (cd "$tools/prometheus.download" && { apt-get download prometheus 2>/dev/null \
+    || { apt-get update -qq && apt-get download prometheus; }; })
+  dpkg-deb -x "$tools"/prometheus.download/prometheus_*.deb "$tools/prometheus"
+  rm -rf "$tools/prometheus.download"
+  echo "promtool: unpacked $("$tools/prometheus/usr/bin/promtool" --version 2>&1 | head -1)"
 fi
 
 phase "cargo fmt --check"

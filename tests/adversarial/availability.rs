@@ -9,55 +9,11 @@
 
 use permission_broker_tests as common;
 
-use common::{Asker, BROKER, Daemon};
+use common::{Asker, BROKER, Daemon, StalledMount};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A FUSE file system that never answers: every lookup under `dir` blocks until `Drop`, which
-/// kills the process holding `/dev/fuse` (the kernel then fails the blocked calls) and detaches
-/// the mount.
-struct StalledMount {
-    dir: PathBuf,
-    holder: Child,
-}
-
-impl StalledMount {
-    fn new(dir: &Path) -> StalledMount {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut holder = Command::new("bash")
-            .arg("-c")
-            .arg(r#"exec 3<>/dev/fuse && mount -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0,allow_other stalled "$0" && echo mounted && exec sleep 600"#)
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(holder.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "mounted", "could not mount a FUSE file system");
-        StalledMount {
-            dir: dir.to_path_buf(),
-            holder,
-        }
-    }
-}
-
-impl StalledMount {
-    /// A stalled mount in a directory of its own that every user may enter.
-    fn open_to_everyone() -> (tempfile::TempDir, StalledMount) {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(
-            root.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let mount = StalledMount::new(&root.path().join("stalled"));
-        (root, mount)
-    }
-}
 
 /// A bystander (root, on a connection of its own) reads `/etc/hostname` again and again for
 /// `period`: every read is allowed, each in under a second. Returns how many were answered.
@@ -89,14 +45,6 @@ fn decision_ids(log: &Path) -> Vec<u64> {
         .filter(|r| r["kind"] == "decision")
         .map(|r| r["id"].as_u64().unwrap())
         .collect()
-}
-
-impl Drop for StalledMount {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
 }
 
 fn nobody() -> String {

@@ -562,3 +562,135 @@ pub fn start_time_of(pid: u32) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// A FUSE file system that never answers: every lookup under `dir` blocks until `Drop`, which
+/// kills the process holding `/dev/fuse` (the kernel then fails the blocked calls) and detaches
+/// the mount.
+pub struct StalledMount {
+    pub dir: PathBuf,
+    holder: Child,
+}
+
+impl StalledMount {
+    pub fn new(dir: &Path) -> StalledMount {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut holder = Command::new("bash")
+            .arg("-c")
+            .arg(r#"exec 3<>/dev/fuse && mount -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0,allow_other stalled "$0" && echo mounted && exec sleep 600"#)
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "mounted", "could not mount a FUSE file system");
+        StalledMount {
+            dir: dir.to_path_buf(),
+            holder,
+        }
+    }
+}
+
+impl StalledMount {
+    /// A stalled mount in a directory of its own that every user may enter.
+    pub fn open_to_everyone() -> (tempfile::TempDir, StalledMount) {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            root.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mount = StalledMount::new(&root.path().join("stalled"));
+        (root, mount)
+    }
+}
+
+impl Drop for StalledMount {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// An HTTP response, as curl received it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// `GET http://addr/path` with curl (a real client; the tests hand-write no HTTP), with an
+/// `Accept` header if given.
+pub fn http_get(addr: std::net::SocketAddr, path: &str, accept: Option<&str>) -> HttpResponse {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code} %{content_type}",
+    ]);
+    if let Some(accept) = accept {
+        cmd.arg("-H").arg(format!("Accept: {accept}"));
+    }
+    let output = cmd
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl (Debian package curl) is needed");
+    assert!(
+        output.status.success(),
+        "curl http://{addr}{path}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (body, trailer) = text.rsplit_once('\n').unwrap();
+    let (status, content_type) = trailer.split_once(' ').unwrap();
+    HttpResponse {
+        status: status.parse().unwrap(),
+        content_type: content_type.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Where a daemon serves metrics, from its log line.
+pub fn metrics_addr(daemon: &Daemon) -> std::net::SocketAddr {
+    let line = daemon.wait_for_log(&["serving metrics on http://"]);
+    metrics_addr_in(&line)
+}
+
+/// The address in a "serving metrics on http://ADDR/metrics" line.
+pub fn metrics_addr_in(line: &str) -> std::net::SocketAddr {
+    let rest = &line[line.find("http://").unwrap() + "http://".len()..];
+    rest[..rest.find("/metrics").unwrap()].parse().unwrap()
+}
+
+/// Each sample of a Prometheus text exposition, keyed as written (`name{labels}`).
+pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').unwrap();
+            (key.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The `promtool` that scripts/test.sh unpacks from Debian's `prometheus` package.
+pub fn promtool() -> PathBuf {
+    // As scripts/test.sh sees it: relative to the workspace root (an absolute one stays).
+    let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()));
+    let unpacked = target.join("tools/prometheus/usr/bin/promtool");
+    if unpacked.is_file() {
+        return unpacked;
+    }
+    // One on PATH (an operator's own install).
+    PathBuf::from("promtool")
+}

@@ -15,7 +15,11 @@ fn units() -> std::path::PathBuf {
 
 /// The units with `ExecStart` pointing at the binary under test (verify checks that it exists).
 fn units_for_test(dir: &Path) {
-    for name in ["permission-broker.service", "permission-broker.socket"] {
+    for name in [
+        "permission-broker.service",
+        "permission-broker.socket",
+        "permission-broker-metrics.socket",
+    ] {
         let text = std::fs::read_to_string(units().join(name)).unwrap();
         std::fs::write(
             dir.join(name),
@@ -26,12 +30,13 @@ fn units_for_test(dir: &Path) {
 }
 
 #[test]
-fn both_units_pass_systemd_analyze_verify() {
+fn every_unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     units_for_test(dir.path());
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .arg(dir.path().join("permission-broker.socket"))
+        .arg(dir.path().join("permission-broker-metrics.socket"))
         .arg(dir.path().join("permission-broker.service"))
         .output()
         .expect("systemd-analyze (Debian package systemd) is needed");

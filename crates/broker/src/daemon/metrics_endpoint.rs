@@ -53,8 +53,11 @@ pub fn open(
     let listener = match (passed, listen) {
         (Some(listener), listen) => {
             let addr = listener.local_addr().ok();
+            // Port 0 asks for any port: the passed socket is one (an upgrade in place passes
+            // the one bound at start).
             if let Some(listen) = listen
                 && Some(listen) != addr
+                && listen.port() != 0
             {
                 tracing::warn!(
                     metrics_listen = %listen,
