@@ -11,7 +11,7 @@ use permission_broker_tests as common;
 
 use common::{Asker, BROKER, Daemon, StalledMount};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
