@@ -12,6 +12,7 @@
 //!   loadgen --deno PATH        real Deno: 20,000 Deno.statSync calls, no broker / floor / daemon
 //!   loadgen --scale            memory (idle, 10,000 idle connections, 10 million requests), start time
 //!   loadgen --reload           reload time for 100,000 rules, and latency under a reload every 100 ms
+//!   loadgen --metrics          the daemon with metrics on (scraped every second) beside it off
 //!
 //! Traffic goes only to Unix sockets in a temporary directory; every run is bounded in time or count.
 
@@ -687,6 +688,115 @@ async fn throughput(
     }
 }
 
+/// Scrapes `GET /metrics` from `port` once a second until `stop`; returns how many it read and
+/// their total bytes. (A bench tool's few lines of HTTP/1.0, not the product's.)
+fn scraper(
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    use std::io::Read as _;
+    std::thread::spawn(move || {
+        let (mut scrapes, mut bytes) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+                .unwrap();
+            let mut body = Vec::new();
+            stream.read_to_end(&mut body).unwrap();
+            assert!(body.starts_with(b"HTTP/1.0 200") || body.starts_with(b"HTTP/1.1 200"));
+            scrapes += 1;
+            bytes += body.len() as u64;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        (scrapes, bytes)
+    })
+}
+
+/// `--metrics`: the same daemon with metrics off and on (and scraped every second, far more
+/// often than Prometheus's 15 s), beside the floor, in alternating rounds of one run.
+async fn metrics_cost(dir: &Path, connections: &[usize], seconds: f64, rounds: usize) {
+    let policy = write_policy(dir, 1000, 0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let targets = [
+        (
+            "floor (blocking, thread per connection)",
+            floor_process(&dir.join("floor.sock"), "--floor"),
+            dir.join("floor.sock"),
+        ),
+        (
+            "daemon, metrics off",
+            daemon(&dir.join("off.sock"), &policy, &[], "warn"),
+            dir.join("off.sock"),
+        ),
+        (
+            "daemon, metrics on, scraped every 1 s",
+            daemon(
+                &dir.join("on.sock"),
+                &policy,
+                &["--metrics-listen", &listen],
+                "warn",
+            ),
+            dir.join("on.sock"),
+        ),
+    ];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraping = scraper(port, stop.clone());
+    println!(
+        "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
+    );
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut ratios = Vec::new();
+    for &n in connections {
+        let mut results: Vec<Vec<Measured>> = targets.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (t, (_, process, socket)) in targets.iter().enumerate() {
+                results[t].push(measure(socket, process.pid(), n, seconds, u64::MAX).await);
+            }
+        }
+        let mut medians = Vec::new();
+        for ((name, _, _), mut runs) in targets.iter().zip(results) {
+            runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+            let median = runs.swap_remove(runs.len() / 2);
+            row(name, &median);
+            medians.push(median);
+        }
+        let (f, off, on) = (&medians[0], &medians[1], &medians[2]);
+        for (name, x, base) in [
+            ("off/floor", off, f),
+            ("on/floor", on, f),
+            ("on/off", on, off),
+        ] {
+            println!(
+                "| {n} | {name} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x | |",
+                x.rate() / base.rate(),
+                f64::from(x.p50) / f64::from(base.p50),
+                f64::from(x.p99) / f64::from(base.p99),
+                f64::from(x.p999) / f64::from(base.p999),
+                x.cpu_us / base.cpu_us
+            );
+        }
+        ratios.push((n, on.rate() / off.rate(), on.cpu_us / off.cpu_us));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (scrapes, bytes) = scraping.join().unwrap();
+    println!(
+        "\n{scrapes} scrapes of {} bytes on average during the run",
+        bytes / scrapes.max(1)
+    );
+    println!(
+        "\n| connections | throughput, metrics on / off | CPU per request, on / off |\n| ---: | ---: | ---: |"
+    );
+    for (n, rate, cpu) in ratios {
+        println!("| {n} | {rate:.3}x | {cpu:.3}x |");
+    }
+}
+
 /// Latency percentiles against connection count, log-log, floor dashed and daemon solid.
 fn plot(results: &[Vec<Measured>]) -> String {
     let (w, h, left, right, top, bottom) = (760.0, 460.0, 70.0, 210.0, 40.0, 50.0);
@@ -1205,6 +1315,8 @@ fn main() {
             scale(&dir, idle, total).await;
         } else if let Some(i) = args.iter().position(|a| a == "--replay") {
             replay(&dir, args[i + 1].parse().unwrap());
+        } else if flag("--metrics") {
+            metrics_cost(&dir, &connections, seconds, rounds).await;
         } else if flag("--reload") {
             let rules = value("--rules", "100000").parse().unwrap();
             reload(&dir, rules, seconds).await;

@@ -879,7 +879,7 @@ where
             answered,
             policy.mode(),
             slot,
-            started.elapsed(),
+            started,
         );
         tracing::debug!(
             conn = self.id,

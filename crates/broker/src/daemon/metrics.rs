@@ -25,7 +25,7 @@ use prometheus_client::registry::Unit;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
 /// Rule ids given a label of their own over the daemon's life; later ones count as `other`.
 pub const MAX_RULE_LABELS: usize = 256;
@@ -225,19 +225,21 @@ thread_local! {
 }
 
 /// Counts one answered decision: its permission and outcome, what decided it, and how long it
-/// took from its frame read to its answer written.
+/// took from its frame read to its answer written. Never inlined: a profile shows its cost on
+/// its own (BENCHMARKS.md, "What metrics cost").
+#[inline(never)]
 pub fn decided(
     permission: Permission,
     decision: Effect,
     answered: Effect,
     mode: Mode,
     rule: RuleSlot,
-    took: Duration,
+    started: Instant,
 ) {
     if !enabled() {
         return;
     }
-    let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let bucket = BUCKET_NANOS
         .iter()
         .position(|bound| nanos <= *bound)
@@ -917,7 +919,7 @@ mod tests {
         let slot = rule_slots(&policy)[0];
         enable();
         let before = totals().rules[usize::from(slot.0)];
-        let record = move |n: usize, took: Duration| {
+        let record = move |n: usize, started: Instant| {
             for _ in 0..n {
                 decided(
                     Permission::Env,
@@ -925,18 +927,21 @@ mod tests {
                     Effect::Allow,
                     Mode::Enforce,
                     slot,
-                    took,
+                    started,
                 );
             }
         };
         // Two threads that end, and this one that goes on.
         let ended: Vec<_> = (0..2)
-            .map(|_| std::thread::spawn(move || record(5, Duration::from_micros(7))))
+            .map(|_| std::thread::spawn(move || record(5, Instant::now())))
             .collect();
         for thread in ended {
             thread.join().unwrap();
         }
-        record(3, Duration::from_secs(60));
+        let long_ago = Instant::now()
+            .checked_sub(std::time::Duration::from_secs(60))
+            .unwrap();
+        record(3, long_ago);
         let after = totals();
         assert_eq!(after.rules[usize::from(slot.0)] - before, 13);
         // The same rule id keeps its label in the next policy; the slow ones are in +Inf.
