@@ -742,3 +742,112 @@ fn refused_connections_are_counted_by_reason() {
     );
     assert_eq!(value(&samples, "permission_broker_connections_open"), 1.0);
 }
+
+#[test]
+fn a_full_log_disk_and_a_stalled_mount_show_in_their_counters() {
+    // A decision log on a file system that is full: the answer waits decision_log_max_wait for
+    // its record, then the connection is closed unanswered.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::Tmpfs::new(&dir.path().join("full"), "64k");
+    let log = fs.0.join("decisions.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let filler = fs.0.join("filler");
+    {
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let (_root, mount) = common::StalledMount::open_to_everyone();
+    let daemon = Daemon::start(
+        POLICY,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--decision-log",
+            log.to_str().unwrap(),
+            "--decision-log-max-wait",
+            "0.5",
+            "--request-deadline",
+            "0.5",
+        ],
+    );
+    let addr = common::metrics_addr(&daemon);
+    let mut conn = RawConn::open(&daemon);
+    conn.send(read_frame(1, None, "/srv/app/x").as_bytes());
+    conn.assert_closed_unanswered("a record that cannot be written");
+    let (full, _) = scrape_until(addr, |s| {
+        s.get("permission_broker_decision_log_overloaded_total") == Some(&1.0)
+    });
+    assert_eq!(
+        value(&full, "permission_broker_decision_log_overloaded_total"),
+        1.0
+    );
+    assert!(value(&full, "permission_broker_decision_log_write_errors_total") >= 1.0);
+    assert_eq!(
+        value(
+            &full,
+            "permission_broker_decision_log_records_written_total"
+        ),
+        0.0
+    );
+    assert_eq!(value(&full, &fault("log_overloaded")), 1.0);
+    // Unanswered, so not counted as decided.
+    assert_eq!(
+        value(&full, "permission_broker_decision_duration_seconds_count"),
+        0.0
+    );
+    // Space again: what waited is written, and the next decision is answered and on record.
+    std::fs::remove_file(&filler).unwrap();
+    let mut conn = RawConn::open(&daemon);
+    conn.send(read_frame(1, None, "/srv/app/x").as_bytes());
+    assert!(conn.answer().contains("\"allow\""));
+    // A read on a mount that never answers: denied at the deadline, its lookup abandoned.
+    let stalled = format!("{}/file", mount.dir.display());
+    conn.send(read_frame(2, None, &stalled).as_bytes());
+    let answer = conn.answer();
+    assert!(
+        answer.contains("\"deny\"") && answer.contains("deadline"),
+        "{answer}"
+    );
+    let (stuck, text) = scrape_until(addr, |s| {
+        s.get("permission_broker_decision_duration_seconds_count") == Some(&2.0)
+    });
+    assert_promtool_passes(&text);
+    assert_eq!(
+        value(&stuck, "permission_broker_deadline_denials_total"),
+        1.0
+    );
+    assert_eq!(value(&stuck, "permission_broker_blocking_abandoned"), 1.0);
+    assert_eq!(value(&stuck, &rule("unresolvable")), 1.0);
+    assert_eq!(value(&stuck, &decisions("read", "deny", "deny")), 1.0);
+    // The deadline's answer is in the slowest buckets, the allow is not.
+    assert_eq!(
+        value(
+            &stuck,
+            r#"permission_broker_decision_duration_seconds_bucket{le="0.25"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &stuck,
+            r#"permission_broker_decision_duration_seconds_bucket{le="1"}"#
+        ),
+        2.0
+    );
+    let written = value(
+        &stuck,
+        "permission_broker_decision_log_records_written_total",
+    );
+    // The mount goes away: the abandoned lookup ends.
+    drop(mount);
+    let (after, _) = scrape_until(addr, |s| {
+        s.get("permission_broker_blocking_abandoned") == Some(&0.0)
+    });
+    assert_eq!(value(&after, "permission_broker_blocking_abandoned"), 0.0);
+    let records = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(r#""kind":"decision""#) || l.contains(r#""kind":"fault""#))
+        .count();
+    assert_eq!(records as f64, written, "every record written is counted");
+}

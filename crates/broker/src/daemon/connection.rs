@@ -570,7 +570,7 @@ where
                 last_id: self.ids.last(),
                 fault: fault.to_string(),
             });
-            if log.record(record).await.is_err() {
+            if log.record_closing(record).await.is_err() {
                 tracing::error!(
                     conn = self.id,
                     "decision log overloaded: fault not recorded"

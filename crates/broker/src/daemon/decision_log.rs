@@ -299,8 +299,23 @@ impl DecisionLog {
     }
 
     /// Has the writer write `record`, and returns once it is in the file; within `max_wait` or
-    /// not at all.
+    /// not at all (its connection is then closed unanswered: counted as `overloaded`).
     pub async fn record(&self, record: Record) -> Result<(), Overloaded> {
+        self.write(record, true).await
+    }
+
+    /// [`DecisionLog::record`] for a record of a connection closed anyway (a fault): not written
+    /// in time, it closes no connection, so it is not counted as `overloaded` (it is still one
+    /// received and not written).
+    pub async fn record_closing(&self, record: Record) -> Result<(), Overloaded> {
+        self.write(record, false).await
+    }
+
+    async fn write(&self, record: Record, answer_waits: bool) -> Result<(), Overloaded> {
+        let overloaded = || match answer_waits {
+            true => self.overloaded(),
+            false => Overloaded(self.max_wait),
+        };
         let (ack, written) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + self.max_wait;
         let message = Message::Record(record, ack);
@@ -310,7 +325,7 @@ impl DecisionLog {
                 self.stats.waited.fetch_add(1, Ordering::Relaxed);
                 match tokio::time::timeout_at(deadline, self.tx.send(message)).await {
                     Ok(Ok(())) => {}
-                    _ => return Err(self.overloaded()),
+                    _ => return Err(overloaded()),
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Overloaded(Duration::ZERO)),
@@ -318,7 +333,7 @@ impl DecisionLog {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout_at(deadline, written).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err(self.overloaded()),
+            _ => Err(overloaded()),
         }
     }
 
