@@ -851,3 +851,98 @@ fn a_full_log_disk_and_a_stalled_mount_show_in_their_counters() {
         .count();
     assert_eq!(records as f64, written, "every record written is counted");
 }
+
+/// Runs `curl URL` and parses its JSON (Prometheus's API).
+fn get_json(url: &str) -> serde_json::Value {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", url])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// The real consumer: Prometheus itself (the server from the same Debian package, run in a
+/// temporary directory) scrapes the daemon with the shipped scrape configuration and rules.
+#[test]
+fn prometheus_scrapes_the_daemon_with_the_shipped_configuration() {
+    let daemon = Daemon::start(POLICY, &["--metrics-listen", "127.0.0.1:0"]);
+    let addr = common::metrics_addr(&daemon);
+    let mut conn = RawConn::open(&daemon);
+    for id in 1..=3 {
+        conn.send(read_frame(id, None, "/srv/app/secrets/k").as_bytes());
+        assert!(conn.answer().contains("\"deny\""));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/prometheus");
+    let config = std::fs::read_to_string(shipped.join("prometheus.yml"))
+        .unwrap()
+        .replace("127.0.0.1:9464", &addr.to_string())
+        .replace("scrape_interval: 15s", "scrape_interval: 1s");
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    std::fs::copy(
+        shipped.join("permission-broker.rules.yml"),
+        dir.path().join("permission-broker.rules.yml"),
+    )
+    .unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let server = common::promtool().with_file_name("prometheus");
+    let mut prometheus = Command::new(&server)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the prometheus server is unpacked beside promtool by scripts/test.sh");
+    let query = |q: &str| get_json(&format!("http://{web}/api/v1/query?query={q}"));
+    let start = Instant::now();
+    let scraped = loop {
+        let result = query("sum(permission_broker_decisions_total%7Bdecision=%22deny%22%7D)");
+        let value = result["data"]["result"][0]["value"][1]
+            .as_str()
+            .map(str::to_owned);
+        if value.is_some() || start.elapsed() > Duration::from_secs(30) {
+            break value;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        scraped.as_deref(),
+        Some("3"),
+        "Prometheus read the three denies"
+    );
+    let up = query("up%7Bjob=%22permission-broker%22%7D");
+    assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
+    // Typed as the daemon says, and named as OpenMetrics names a counter's family (without
+    // `_total`): Prometheus asked for OpenMetrics and got it.
+    let metadata = get_json(&format!(
+        "http://{web}/api/v1/metadata?metric=permission_broker_decisions"
+    ));
+    assert_eq!(
+        metadata["data"]["permission_broker_decisions"][0]["type"], "counter",
+        "{metadata}"
+    );
+    let rules = get_json(&format!("http://{web}/api/v1/rules"));
+    let names: Vec<&str> = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "PermissionBrokerDenyRateSpike",
+            "PermissionBrokerReloadFailing",
+            "PermissionBrokerDecisionLogOverloaded"
+        ]
+    );
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}
