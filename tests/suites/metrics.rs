@@ -538,11 +538,30 @@ fn an_upgrade_in_place_keeps_serving_metrics_on_the_same_socket() {
     let mut conn = RawConn::open(&daemon);
     conn.send(read_frame(1, None, "/srv/app/x").as_bytes());
     assert!(conn.answer().contains("\"allow\""));
-    // A scraper connected during the upgrade waits in the queue, never refused.
+    // Health checked all through the upgrade: never refused, and never "starting" (the new
+    // image serves the socket once its policy loaded; scrapes wait in the queue meanwhile).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(http_get(addr, "/healthz", None).status);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
     common::signal(&daemon, Signal::SIGUSR2);
     daemon.wait_for_log(&["took over from the previous process"]);
     let lines = daemon.wait_for_logs(&["serving metrics on http://"], 2);
     assert_eq!(common::metrics_addr_in(&lines), addr, "the same socket");
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(seen.len() > 5, "{seen:?}");
+    assert!(seen.iter().all(|s| *s == 200), "{seen:?}");
     let (samples, text) = scrape(addr);
     assert_promtool_passes(&text);
     // A new process: its counters start again (Prometheus reads that as a counter reset), and
@@ -588,20 +607,23 @@ fn a_metrics_address_that_cannot_be_bound_costs_the_metrics_not_the_decisions() 
     );
 }
 
-/// Attack: a local user holds every place the endpoint has (connections that never finish
-/// their request), then floods it with connections. Expected: decisions are answered as fast as
-/// ever meanwhile (they never share a thread with the endpoint), and the endpoint serves again
-/// once the stalled scrapes time out.
+/// Attack: a local user opens hundreds of connections to the endpoint that send nothing or
+/// half a request (any user can), and keeps them open. Before, each held one of 16 places until
+/// its header timeout, and every scrape behind them timed out. Expected: decisions are answered
+/// meanwhile (they never share a thread with the endpoint), a scraper is answered at once (the
+/// oldest connection without a request gives up its place), and the idle ones are closed.
 #[test]
 fn a_scraper_that_stalls_the_endpoint_costs_only_the_metrics() {
     let daemon = Daemon::start(POLICY, &["--metrics-listen", "127.0.0.1:0"]);
     let addr = common::metrics_addr(&daemon);
-    // Every place held by a half-sent request, and more waiting behind them.
-    let stalled: Vec<TcpStream> = (0..40)
-        .map(|_| {
+    // Silent connections, and half-sent requests.
+    let stalled: Vec<TcpStream> = (0..200)
+        .map(|i| {
             let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-                .unwrap();
+            if i % 2 == 0 {
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+            }
             s
         })
         .collect();
@@ -616,17 +638,20 @@ fn a_scraper_that_stalls_the_endpoint_costs_only_the_metrics() {
         took < Duration::from_secs(5),
         "200 decisions took {took:?} while the endpoint was stalled"
     );
-    // The stalled scrapes are dropped after their header timeout; the endpoint serves again.
-    let start = Instant::now();
-    let health = http_get(addr, "/healthz", None);
-    assert_eq!(health.status, 200);
-    assert!(
-        start.elapsed() < Duration::from_secs(25),
-        "{:?}",
-        start.elapsed()
-    );
-    // The stalled ones were closed by the daemon, not left open.
-    for mut s in stalled.into_iter().take(16) {
+    // A scraper gets through while they are all still open, well before any header timeout
+    // (2 s) could have freed a place: three in a row.
+    for _ in 0..3 {
+        let start = Instant::now();
+        let health = http_get(addr, "/healthz", None);
+        assert_eq!(health.status, 200);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "a scrape behind 200 idle connections took {:?}",
+            start.elapsed()
+        );
+    }
+    // The idle ones were closed by the daemon, not left open.
+    for mut s in stalled {
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut rest = Vec::new();
         let read = s.read_to_end(&mut rest);
@@ -819,20 +844,14 @@ fn a_full_log_disk_and_a_stalled_mount_show_in_their_counters() {
     assert_eq!(value(&stuck, "permission_broker_blocking_abandoned"), 1.0);
     assert_eq!(value(&stuck, &rule("unresolvable")), 1.0);
     assert_eq!(value(&stuck, &decisions("read", "deny", "deny")), 1.0);
-    // The deadline's answer is in the slowest buckets, the allow is not.
-    assert_eq!(
+    // The deadline's answer took the deadline (0.5 s) at least: above the 0.25 s bucket (the
+    // allow before it may have waited for the log's retry too).
+    assert!(value(&stuck, "permission_broker_decision_duration_seconds_sum") >= 0.5);
+    assert!(
         value(
             &stuck,
             r#"permission_broker_decision_duration_seconds_bucket{le="0.25"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &stuck,
-            r#"permission_broker_decision_duration_seconds_bucket{le="1"}"#
-        ),
-        2.0
+        ) <= 1.0
     );
     let written = value(
         &stuck,

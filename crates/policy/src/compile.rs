@@ -1043,9 +1043,10 @@ pub(crate) fn parse_entry(kind: MatcherKind, text: &str) -> Result<Entry, String
     }
 }
 
-/// Words the decision log and `explain` use for what decided a request: a rule may not be
-/// called that, or a log line could not be told from the broker's own verdict.
-pub const RESERVED_RULE_IDS: &[&str] = &["default", "unresolvable", "broker-files"];
+/// Words the decision log and `explain` use for what decided a request, and the metrics' label
+/// for rules past their label limit: a rule may not be called that, or a log line or a metric
+/// could not be told from the broker's own.
+pub const RESERVED_RULE_IDS: &[&str] = &["default", "unresolvable", "broker-files", "other"];
 
 /// The longest rule id, in bytes.
 const MAX_RULE_ID_BYTES: usize = 128;
@@ -1073,9 +1074,11 @@ fn check_rule_id(id: &str) -> Result<(), String> {
         ));
     }
     if RESERVED_RULE_IDS.contains(&id) {
-        return Err(format!(
-            "rule id `{id}` is reserved: the decision log uses it for what no rule decided"
-        ));
+        let why = match id {
+            "other" => "the metrics count the rules past their label limit under it",
+            _ => "the decision log uses it for what no rule decided",
+        };
+        return Err(format!("rule id `{id}` is reserved: {why}"));
     }
     Ok(())
 }

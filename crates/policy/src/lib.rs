@@ -25,7 +25,7 @@ mod path;
 mod subject;
 
 pub use cases::{CaseOutcome, CaseReport, run_cases};
-pub use compile::{Mode, Policy, Rule, RuleIndex, Symlinks};
+pub use compile::{Mode, Policy, RESERVED_RULE_IDS, Rule, RuleIndex, Symlinks};
 pub use decide::{DecidedBy, Decision, Explanation, Resolved, Resolver, lexical_only, needs_cwd};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, Source};
 pub use host::{HostPattern, HostPort, NetTarget, Ports, parse_host, parse_host_pattern};

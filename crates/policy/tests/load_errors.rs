@@ -127,6 +127,13 @@ fn catalogue() -> Vec<(String, &'static str, &'static str)> {
             "is reserved",
         ),
         (
+            // The metrics' label for rules past their limit: a rule of that name would be a
+            // second series with the same labels, and Prometheus would keep one.
+            rule("id = \"other\"\neffect = \"allow\"\npermissions = [\"env\"]"),
+            "p.toml:3:6: rule id `other` is reserved: the metrics count the rules past their label limit under it",
+            "is reserved",
+        ),
+        (
             rule_with("permissions = [\"reed\"]"),
             "p.toml:5:16: unknown permission `reed`",
             "unknown permission",

@@ -493,6 +493,12 @@ impl Passed {
         }
     }
 
+    /// Whether a previous process of this daemon handed its state over (an upgrade in place, or
+    /// a restart through the descriptor store): it was serving until a moment ago.
+    pub fn is_takeover(&self) -> bool {
+        self.names.iter().any(|n| n == fd_store::STATE_NAME)
+    }
+
     /// The first descriptor passed as `metrics`, if it is a listening TCP socket (closed with
     /// the reason if it is not); the rest stay for [`take_passed`].
     pub fn take_metrics(&mut self) -> Option<Result<std::net::TcpListener, String>> {

@@ -950,6 +950,17 @@ mod tests {
     }
 
     #[test]
+    fn no_rule_can_be_called_like_a_label_of_the_brokers_own() {
+        // Else its counter and the broker's would be two series with the same labels.
+        for label in BROKER_RULES {
+            assert!(
+                permission_broker_policy::RESERVED_RULE_IDS.contains(&label),
+                "{label}"
+            );
+        }
+    }
+
+    #[test]
     fn rule_ids_past_the_cap_are_counted_as_other() {
         let rules: String = (0..MAX_RULE_LABELS + 10)
             .map(|i| {

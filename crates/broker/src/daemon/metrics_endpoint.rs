@@ -4,28 +4,59 @@
 //! `PrivateNetwork=yes`). Never on the broker's socket.
 //!
 //! It runs on a thread and an event loop of its own, so nothing a scraper does reaches a
-//! decision: a scraper that stalls holds one of [`MAX_SCRAPES`] places for at most
-//! [`SCRAPE_TIMEOUT`], and no more are accepted meanwhile (they wait in the kernel's queue). It
-//! starts before the policy is loaded: `/healthz` says 503 until one serves. A socket that cannot
-//! be had is an error in the log, never a reason not to serve decisions: Prometheus sees the
-//! target down.
+//! decision. It holds at most [`MAX_SCRAPES`] connections, each for at most [`SCRAPE_TIMEOUT`];
+//! every connection is accepted at once, and when all places are taken the oldest one that has
+//! not sent its request yet is closed for it: connections that send nothing (any local user can
+//! open hundreds) cannot keep a scraper out, since a scraper sends its request as it connects. It
+//! starts before the policy is loaded, so `/healthz` says 503 until one serves (but for a takeover
+//! from a serving process, see `daemon::serve`). A socket that cannot be had is an error in the
+//! log, never a reason not to serve decisions: Prometheus sees the target down.
 
 use super::metrics::{Exporter, Format, Health};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Scrapes served at once; more wait in the kernel's accept queue.
+/// Connections held at once.
 pub const MAX_SCRAPES: usize = 16;
 /// How long one HTTP connection may take in all (its request and our answer).
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request's header may take to arrive.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection held: whether it has sent its request, and how to close it for a newer one.
+struct Held {
+    requested: Arc<AtomicBool>,
+    close: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Makes room for one more connection: forgets the ones that ended, then closes the oldest that
+/// has sent no request. `false` if every place is answering a request (the new one is closed).
+fn make_room(held: &mut VecDeque<Held>) -> bool {
+    held.retain(|h| !h.close.is_closed());
+    if held.len() < MAX_SCRAPES {
+        return true;
+    }
+    match held
+        .iter()
+        .position(|h| !h.requested.load(Ordering::Relaxed))
+    {
+        Some(oldest) => {
+            if let Some(h) = held.remove(oldest) {
+                let _ = h.close.send(());
+            }
+            true
+        }
+        None => false,
+    }
+}
 
 /// The socket metrics are served on.
 #[derive(Debug)]
@@ -145,11 +176,8 @@ fn run(listener: TcpListener, exporter: Arc<Exporter>) {
                 return;
             }
         };
-        let places = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+        let mut held: VecDeque<Held> = VecDeque::with_capacity(MAX_SCRAPES + 1);
         loop {
-            let Ok(place) = places.clone().acquire_owned().await else {
-                return;
-            };
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -159,9 +187,19 @@ fn run(listener: TcpListener, exporter: Arc<Exporter>) {
                     continue;
                 }
             };
+            if !make_room(&mut held) {
+                // Sixteen requests being answered this very moment: a flood; this one goes.
+                drop(stream);
+                continue;
+            }
+            let requested = Arc::new(AtomicBool::new(false));
+            let (close, closed) = tokio::sync::oneshot::channel();
+            held.push_back(Held {
+                requested: requested.clone(),
+                close,
+            });
             let exporter = exporter.clone();
             tokio::spawn(async move {
-                let _place = place;
                 let mut http = hyper::server::conn::http1::Builder::new();
                 http.timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
@@ -170,12 +208,17 @@ fn run(listener: TcpListener, exporter: Arc<Exporter>) {
                 let served = http.serve_connection(
                     hyper_util::rt::TokioIo::new(stream),
                     hyper::service::service_fn(move |request| {
+                        requested.store(true, Ordering::Relaxed);
                         let exporter = exporter.clone();
                         async move { Ok::<_, Infallible>(answer(&request, &exporter)) }
                     }),
                 );
-                // A peer that takes longer is dropped: its place goes to the next scrape.
-                let _ = tokio::time::timeout(SCRAPE_TIMEOUT, served).await;
+                // A peer that takes longer is dropped, and so is one that has sent nothing when
+                // a newer connection needs its place.
+                tokio::select! {
+                    _ = tokio::time::timeout(SCRAPE_TIMEOUT, served) => {}
+                    _ = closed => {}
+                }
             });
         }
     });

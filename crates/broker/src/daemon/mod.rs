@@ -61,16 +61,29 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     // What the service manager or the previous process passed, read once; the metrics socket
-    // among it is served now (never by a preflight, which binds nothing).
+    // among it is served now, so that `/healthz` says 503 while the policy loads (never by a
+    // preflight, which binds nothing). Taking over from a process that was serving a moment ago,
+    // it is served once the policy loaded: scrapes wait in its queue for those milliseconds
+    // rather than see the host's broker "starting" at every upgrade.
     #[cfg(unix)]
     let mut passed = handover::Passed::from_env();
+    #[cfg(unix)]
+    let takeover = passed.is_takeover();
+    #[cfg(not(unix))]
+    let takeover = false;
     let exporter = Arc::new(metrics::Exporter::default());
+    let mut metrics_later = None;
     if !preflight {
         #[cfg(unix)]
         let metrics_socket = passed.take_metrics();
         #[cfg(not(unix))]
         let metrics_socket = None;
-        serve_metrics(&settings, metrics_socket, &exporter);
+        let endpoint = open_metrics(&settings, metrics_socket);
+        match (endpoint, takeover) {
+            (Some(endpoint), true) => metrics_later = Some(endpoint),
+            (Some(endpoint), false) => metrics_endpoint::start(endpoint, exporter.clone()),
+            (None, _) => {}
+        }
     }
     let loaded = match policy_files::load_strict(&settings.policy, settings.strict_modes) {
         Ok(loaded) => loaded,
@@ -225,6 +238,9 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             ),
         });
         exporter.serving(&shared);
+        if let Some(endpoint) = metrics_later {
+            metrics_endpoint::start(endpoint, exporter.clone());
+        }
         if writer.is_none() {
             signals::ignore_reopen_without_a_log();
         }
@@ -273,15 +289,12 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     code
 }
 
-/// Serves metrics on the socket the service manager passed, or at `metrics_listen`.
-fn serve_metrics(
+/// The metrics socket: the one the service manager passed, or one bound at `metrics_listen`.
+fn open_metrics(
     settings: &Settings,
     passed: Option<Result<std::net::TcpListener, String>>,
-    exporter: &Arc<metrics::Exporter>,
-) {
-    let Some(endpoint) = metrics_endpoint::open(settings.metrics_listen, passed) else {
-        return;
-    };
+) -> Option<metrics_endpoint::Endpoint> {
+    let endpoint = metrics_endpoint::open(settings.metrics_listen, passed)?;
     if let Some(addr) = endpoint.addr()
         && !addr.ip().is_loopback()
     {
@@ -289,7 +302,7 @@ fn serve_metrics(
             "metrics are served on {addr}, beyond this host's loopback: anyone who can reach it reads them without authentication (rule ids, the policy revision, rates); restrict it with a firewall or the socket unit's IPAddressAllow="
         );
     }
-    metrics_endpoint::start(endpoint, exporter.clone());
+    Some(endpoint)
 }
 
 /// How long the exit waits for the decision log to write what is queued.
