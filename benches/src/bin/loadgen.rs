@@ -502,6 +502,54 @@ fn row(name: &str, r: &Measured) {
     println!("| {} | {name} | {} |", r.connections, cells(r));
 }
 
+fn table_header() {
+    println!(
+        "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
+    );
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+}
+
+/// `x` over `base` in every column, as a table row.
+fn ratio_row(n: usize, name: &str, x: &Measured, base: &Measured) {
+    println!(
+        "| {n} | {name} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x | |",
+        x.rate() / base.rate(),
+        f64::from(x.p50) / f64::from(base.p50),
+        f64::from(x.p99) / f64::from(base.p99),
+        f64::from(x.p999) / f64::from(base.p999),
+        x.cpu_us / base.cpu_us
+    );
+}
+
+/// A target measured: its name, its process, its socket.
+type Target = (&'static str, Daemon, PathBuf);
+
+/// Measures every target at `n` connections in `rounds` alternating rounds (`after_round` between
+/// them), prints the round with the median throughput of each, and returns those.
+async fn median_rounds(
+    targets: &[Target],
+    n: usize,
+    seconds: f64,
+    rounds: usize,
+    after_round: &dyn Fn(),
+) -> Vec<Measured> {
+    let mut results: Vec<Vec<Measured>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (t, (_, process, socket)) in targets.iter().enumerate() {
+            results[t].push(measure(socket, process.pid(), n, seconds, u64::MAX).await);
+        }
+        after_round();
+    }
+    let mut medians = Vec::new();
+    for ((name, _, _), mut runs) in targets.iter().zip(results) {
+        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let median = runs.swap_remove(runs.len() / 2);
+        row(name, &median);
+        medians.push(median);
+    }
+    medians
+}
+
 /// The default mode: floor, daemon and daemon with a decision log, at each connection count,
 /// in alternating rounds; the round with the median throughput is reported for each.
 async fn throughput(
@@ -571,29 +619,16 @@ async fn throughput(
         .iter()
         .position(|(name, _, _)| name.contains("lexical"))
         .expect("the lexical daemon is measured");
-    println!(
-        "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
-    );
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    table_header();
     let mut plotted = Vec::new();
     for &n in connections {
-        let mut results: Vec<Vec<Measured>> = targets.iter().map(|_| Vec::new()).collect();
-        for _ in 0..rounds {
-            for (t, (_, process, socket)) in targets.iter().enumerate() {
-                results[t].push(measure(socket, process.pid(), n, seconds, u64::MAX).await);
-            }
+        let medians = median_rounds(&targets, n, seconds, rounds, &|| {
             // The log grows by every decision; keep the disk out of it. Removed, not truncated:
             // the daemon opens the path again at once (a truncation is reported as an error).
             let _ = std::fs::remove_file(dir.join("decisions.jsonl"));
             let _ = std::fs::remove_file(dir.join("synced.jsonl"));
-        }
-        let mut medians = Vec::new();
-        for ((name, _, _), mut runs) in targets.iter().zip(results) {
-            runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-            let median = runs.swap_remove(runs.len() / 2);
-            row(name, &median);
-            medians.push(median);
-        }
+        })
+        .await;
         let (f, d, l) = (&medians[0], &medians[1], &medians[2]);
         let lexical = &medians[lexical_at];
         for (name, x, base) in [
@@ -602,14 +637,7 @@ async fn throughput(
             ("logged/daemon", l, d),
             ("lexical/floor", lexical, f),
         ] {
-            println!(
-                "| {n} | {name} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x | |",
-                x.rate() / base.rate(),
-                f64::from(x.p50) / f64::from(base.p50),
-                f64::from(x.p99) / f64::from(base.p99),
-                f64::from(x.p999) / f64::from(base.p999),
-                x.cpu_us / base.cpu_us
-            );
+            ratio_row(n, name, x, base);
         }
         plotted.push(medians);
     }
@@ -747,39 +775,17 @@ async fn metrics_cost(dir: &Path, connections: &[usize], seconds: f64, rounds: u
     ];
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scraping = scraper(port, stop.clone());
-    println!(
-        "| connections | target | requests/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/request | failures |"
-    );
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    table_header();
     let mut ratios = Vec::new();
     for &n in connections {
-        let mut results: Vec<Vec<Measured>> = targets.iter().map(|_| Vec::new()).collect();
-        for _ in 0..rounds {
-            for (t, (_, process, socket)) in targets.iter().enumerate() {
-                results[t].push(measure(socket, process.pid(), n, seconds, u64::MAX).await);
-            }
-        }
-        let mut medians = Vec::new();
-        for ((name, _, _), mut runs) in targets.iter().zip(results) {
-            runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-            let median = runs.swap_remove(runs.len() / 2);
-            row(name, &median);
-            medians.push(median);
-        }
+        let medians = median_rounds(&targets, n, seconds, rounds, &|| {}).await;
         let (f, off, on) = (&medians[0], &medians[1], &medians[2]);
         for (name, x, base) in [
             ("off/floor", off, f),
             ("on/floor", on, f),
             ("on/off", on, off),
         ] {
-            println!(
-                "| {n} | {name} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | | {:.2}x | |",
-                x.rate() / base.rate(),
-                f64::from(x.p50) / f64::from(base.p50),
-                f64::from(x.p99) / f64::from(base.p99),
-                f64::from(x.p999) / f64::from(base.p999),
-                x.cpu_us / base.cpu_us
-            );
+            ratio_row(n, name, x, base);
         }
         ratios.push((n, on.rate() / off.rate(), on.cpu_us / off.cpu_us));
     }
