@@ -82,6 +82,20 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Windows (Deno's named pipe): the daemon, the client and the libraries are linted and built for
+# x86_64-pc-windows-gnu with Debian's mingw-w64 linker, so that the Windows code paths compile
+# clean. The test crates are Linux-only (they load seccomp filters, play systemd).
+phase "Windows: rustup target x86_64-pc-windows-gnu and mingw-w64, then clippy and a build"
+if ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
+  rustup target add x86_64-pc-windows-gnu
+fi
+if ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq gcc-mingw-w64-x86-64 >/dev/null
+fi
+windows_crates=(-p permission-broker -p permission-broker-client -p permission-broker-policy -p permission-broker-protocol)
+cargo clippy --target x86_64-pc-windows-gnu "${windows_crates[@]}" --all-targets --locked -- -D warnings
+cargo build --target x86_64-pc-windows-gnu -p permission-broker -p permission-broker-client --locked
+
 phase "cargo test (unit, integration, end-to-end with real Deno)"
 cargo test --workspace --locked
 

@@ -38,7 +38,10 @@ pub const MAX_FRAME_BYTES: std::ops::RangeInclusive<usize> = 256..=16 * 1024 * 1
 pub struct Settings {
     pub socket: PathBuf,
     pub policy: PathBuf,
+    /// The socket file's mode and group (a named pipe has neither).
+    #[cfg_attr(not(unix), expect(dead_code, reason = "a socket file's, Unix-only"))]
     pub socket_mode: u32,
+    #[cfg_attr(not(unix), expect(dead_code, reason = "a socket file's, Unix-only"))]
     pub socket_group: Option<(String, u32)>,
     pub decision_log: Option<String>,
     pub decision_log_max_wait: f64,

@@ -168,6 +168,13 @@ pub enum Stop {
     /// Close it (a stop without a successor).
     Close,
     /// Keep it open and give it back with its state, for the next process to go on serving it.
+    #[cfg_attr(
+        not(unix),
+        expect(
+            dead_code,
+            reason = "handovers (upgrades, the descriptor store) are Unix-only"
+        )
+    )]
     Park,
 }
 

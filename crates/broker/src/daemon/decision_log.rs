@@ -33,6 +33,7 @@ pub enum Target {
 impl Target {
     /// Whether this log can be opened as `serve` opens it, changing nothing in it (an upgrade's
     /// preflight: the running daemon is writing it).
+    #[cfg(unix)]
     pub fn check_openable(&self) -> std::io::Result<()> {
         if let Target::File(path) = self {
             open_log_file(path)?;
@@ -219,6 +220,8 @@ enum Message {
     Record(Record, oneshot::Sender<()>),
     /// A record no answer waits on (a reload): not counted with the answers' records.
     Detached(Record),
+    /// SIGUSR1 (log rotation).
+    #[cfg_attr(not(unix), expect(dead_code, reason = "SIGUSR1 is Unix-only"))]
     Reopen,
     /// Once a second while a reopen is owed: try it even when no record comes.
     Tick,

@@ -14,6 +14,7 @@ pub fn run() -> &'static str {
 }
 
 /// Goes on with the run a previous process handed over (before the first record is written).
+#[cfg(unix)]
 pub fn adopt_run(run: Option<String>) {
     if let Some(run) = run.filter(|r| !r.is_empty() && r.len() <= 64)
         && RUN.set(run.clone()).is_err()

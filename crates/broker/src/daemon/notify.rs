@@ -41,10 +41,11 @@ mod imp {
     pub fn reloading() {}
     pub fn ready_again() {}
     pub fn status(_: &str) {}
-    pub fn stopping() {}
 }
 
-pub use imp::{reloading, stopping};
+pub use imp::reloading;
+#[cfg(unix)]
+pub use imp::stopping;
 
 /// The status line last set, and a problem of the decision log's that is appended to it until
 /// it is over: `STATUS=` shows both, whichever changed last.

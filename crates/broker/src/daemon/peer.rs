@@ -354,6 +354,7 @@ fn runs_the_file_at(dir: &std::os::fd::OwnedFd, path: &str) -> bool {
 /// is the unified hierarchy's (`0::`); where that names no unit (a hybrid host, whose `0::` line
 /// is `0::/`), systemd's v1 `name=systemd` hierarchy. A path outside the daemon's cgroup
 /// namespace (`/../…`) cannot be told.
+#[cfg(unix)]
 pub fn systemd_unit(cgroup: &str) -> Option<String> {
     let unified = cgroup.lines().find_map(|line| line.strip_prefix("0::"));
     let legacy = cgroup
@@ -368,6 +369,7 @@ pub fn systemd_unit(cgroup: &str) -> Option<String> {
 
 /// The outermost `.service` or `.scope` of a cgroup path, below its slices (`Some("")`: the
 /// path is in no unit).
+#[cfg(unix)]
 fn outermost_unit(path: &str) -> Option<String> {
     if !path.starts_with('/') {
         return None;

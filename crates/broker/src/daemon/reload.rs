@@ -365,6 +365,7 @@ pub fn remove_status_file(path: &Path) {
 /// Why the status file's directory cannot be trusted, if it cannot: someone other than root or
 /// `uid` could replace the file (or squat its temporary name) there. The daemon refuses such a
 /// directory at start; `reload` refuses a status file in one.
+#[cfg(unix)]
 pub fn untrusted_status_dir(path: &Path, uid: u32) -> Option<String> {
     #[cfg(unix)]
     {

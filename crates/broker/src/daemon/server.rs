@@ -364,6 +364,10 @@ pub struct Resumed<R, W> {
 /// What a stop leaves: the connections parked for a handover (none when closing), and the
 /// number the next connection gets.
 #[derive(Debug)]
+#[cfg_attr(
+    not(unix),
+    expect(dead_code, reason = "read by the handovers, which are Unix-only")
+)]
 pub struct Stopped<R, W> {
     pub parked: Vec<(Box<Carried>, R, W)>,
     /// Connections that were still busy when the stop could wait no longer, and were closed.
@@ -784,9 +788,7 @@ pub mod unix {
 pub mod windows {
     use super::Accept;
     use crate::daemon::peer::Peer;
-    use interprocess::os::windows::named_pipe::tokio::{
-        DuplexPipeStream, PipeListener, PipeListenerOptionsExt,
-    };
+    use interprocess::os::windows::named_pipe::tokio::{DuplexPipeStream, PipeListener};
     use interprocess::os::windows::named_pipe::{PipeListenerOptions, PipeMode, pipe_mode};
     use tokio::io::{ReadHalf, WriteHalf};
 

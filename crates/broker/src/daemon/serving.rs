@@ -26,10 +26,12 @@ use std::time::Duration;
 /// How long a connection thread waits for the next frame before it gives the connection back
 /// to the event loop: longer than the gaps inside a burst of checks (a module graph being
 /// loaded), short enough that a stop or a handover waiting for an idle connection is not held.
+#[cfg(unix)]
 pub const LINGER: Duration = Duration::from_millis(50);
 
 /// The linger for a frame timeout: never longer than the timeout (a frame started on a
 /// connection thread must still time out on time).
+#[cfg(unix)]
 pub fn linger(frame_timeout: Duration) -> Duration {
     LINGER.min(frame_timeout).max(Duration::from_millis(1))
 }
@@ -58,6 +60,7 @@ pub fn side() -> Side {
 /// Asks the driver to move the connection to the other side once this poll returns `Pending`.
 /// Only a reader that returns `Pending` right after may call it: the driver polls again on the
 /// other side at once, so no wake-up is owed.
+#[cfg(unix)]
 pub fn request_move() {
     MOVE.with(|m| m.set(true));
 }

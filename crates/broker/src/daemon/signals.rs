@@ -54,11 +54,9 @@ pub fn stop_signal() -> impl Future<Output = ()> {
 
 /// Windows (compile-gated; only Linux runs here): resolves on Ctrl-C.
 #[cfg(windows)]
-pub fn stop_signal() -> impl Future<Output = ()> {
-    async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+pub async fn stop_signal() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
