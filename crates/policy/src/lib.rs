@@ -23,6 +23,7 @@ mod model;
 mod name;
 mod path;
 mod subject;
+pub mod windows_path;
 
 pub use cases::{CaseOutcome, CaseReport, run_cases};
 pub use compile::{Mode, Policy, RESERVED_RULE_IDS, Rule, RuleIndex, Symlinks};
