@@ -5,9 +5,10 @@
 //!
 //! It runs on a thread and an event loop of its own, so nothing a scraper does reaches a
 //! decision. It holds at most [`MAX_SCRAPES`] connections, each for at most [`SCRAPE_TIMEOUT`];
-//! every connection is accepted at once, and when all places are taken the oldest one that has
-//! not sent its request yet is closed for it: connections that send nothing (any local user can
-//! open hundreds) cannot keep a scraper out, since a scraper sends its request as it connects. It
+//! every connection is accepted at once, and when all places are taken the oldest idle one (no
+//! request read, no bytes waiting to be read) is closed for it: connections that send nothing
+//! (any local user can open hundreds) cannot keep a scraper out, since a scraper's request is in
+//! its socket as it is accepted. It
 //! starts before the policy is loaded, so `/healthz` says 503 until one serves (but for a takeover
 //! from a serving process, see `daemon::serve`). A socket that cannot be had is an error in the
 //! log, never a reason not to serve decisions: Prometheus sees the target down.
@@ -31,23 +32,44 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request's header may take to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A connection held: whether it has sent its request, and how to close it for a newer one.
+/// A connection held: whether its request was read, a copy of its socket to see whether bytes
+/// wait on it, and how to close it for a newer one.
 struct Held {
     requested: Arc<AtomicBool>,
+    probe: Option<Arc<std::net::TcpStream>>,
     close: tokio::sync::oneshot::Sender<()>,
 }
 
+impl Held {
+    /// Sent nothing that is waiting to be read, and no request read: a place held for nothing.
+    /// (A scraper's request is in the socket as it is accepted, before its task has read it:
+    /// a burst of connections accepted meanwhile must not make it the one to go.)
+    fn idle(&self) -> bool {
+        if self.requested.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        !matches!(self.probe.as_ref().map(|p| p.peek(&mut byte)), Some(Ok(n)) if n > 0)
+    }
+}
+
+/// A second handle on a connection's socket, to peek at it (non-blocking, as the first).
+fn probe_of(stream: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    #[cfg(unix)]
+    let copy = std::os::fd::AsFd::as_fd(stream).try_clone_to_owned();
+    #[cfg(windows)]
+    let copy = std::os::windows::io::AsSocket::as_socket(stream).try_clone_to_owned();
+    copy.ok().map(std::net::TcpStream::from)
+}
+
 /// Makes room for one more connection: forgets the ones that ended, then closes the oldest that
-/// has sent no request. `false` if every place is answering a request (the new one is closed).
+/// is idle. `false` if every place is busy with a request (the new one is closed).
 fn make_room(held: &mut VecDeque<Held>) -> bool {
     held.retain(|h| !h.close.is_closed());
     if held.len() < MAX_SCRAPES {
         return true;
     }
-    match held
-        .iter()
-        .position(|h| !h.requested.load(Ordering::Relaxed))
-    {
+    match held.iter().position(Held::idle) {
         Some(oldest) => {
             if let Some(h) = held.remove(oldest) {
                 let _ = h.close.send(());
@@ -194,8 +216,10 @@ fn run(listener: TcpListener, exporter: Arc<Exporter>) {
             }
             let requested = Arc::new(AtomicBool::new(false));
             let (close, closed) = tokio::sync::oneshot::channel();
+            let probe = probe_of(&stream).map(Arc::new);
             held.push_back(Held {
                 requested: requested.clone(),
+                probe: probe.clone(),
                 close,
             });
             let exporter = exporter.clone();
@@ -219,7 +243,14 @@ fn run(listener: TcpListener, exporter: Arc<Exporter>) {
                     _ = tokio::time::timeout(SCRAPE_TIMEOUT, served) => {}
                     _ = closed => {}
                 }
+                // Ended: closed for the peer now, although the probe keeps the descriptor until
+                // the next accept forgets it.
+                if let Some(probe) = probe {
+                    let _ = probe.shutdown(std::net::Shutdown::Both);
+                }
             });
+            // The new connection's task reads what it has sent before the next accept.
+            tokio::task::yield_now().await;
         }
     });
 }
