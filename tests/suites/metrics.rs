@@ -407,6 +407,20 @@ fn only_two_paths_are_served_and_never_on_the_brokers_socket() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&post.stdout), "405");
+    // HEAD is served, without a body.
+    let head = Command::new("curl")
+        .args([
+            "-sS",
+            "-I",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+        ])
+        .arg(format!("http://{addr}/metrics"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout), "200 0");
     // HTTP on the broker's socket is a protocol fault like any other bytes that are not a frame.
     let mut conn = RawConn::open(&daemon);
     conn.send_hostile(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
