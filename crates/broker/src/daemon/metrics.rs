@@ -522,20 +522,65 @@ where
     Ok(())
 }
 
-fn one<M: EncodeMetric>(value: M) -> [([(&'static str, &'static str); 0], M); 1] {
-    [([], value)]
+/// A counter without labels.
+fn count(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        name,
+        help,
+        None,
+        MetricType::Counter,
+        [([("", ""); 0], ConstCounter::new(v))],
+    )
 }
 
-fn counter(v: u64) -> ConstCounter<u64> {
-    ConstCounter::new(v)
+/// A gauge without labels.
+fn level(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: usize,
+) -> Result<(), std::fmt::Error> {
+    let v = i64::try_from(v).unwrap_or(i64::MAX);
+    family(
+        e,
+        name,
+        help,
+        None,
+        MetricType::Gauge,
+        [([("", ""); 0], ConstGauge::new(v))],
+    )
 }
 
-fn gauge(v: i64) -> ConstGauge<i64> {
-    ConstGauge::new(v)
+/// A counter with one label, a sample for each of its values.
+fn counts_by(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (&'static str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let samples = values
+        .into_iter()
+        .map(|(value, n)| ([(label, value)], ConstCounter::new(n)));
+    family(e, name, help, None, MetricType::Counter, samples)
 }
 
-fn gauge_of(v: usize) -> ConstGauge<i64> {
-    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+/// A gauge of 1 that carries what it describes in its labels.
+fn info<const N: usize>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: [(&str, &str); N],
+) -> Result<(), std::fmt::Error> {
+    family(
+        e,
+        name,
+        help,
+        None,
+        MetricType::Gauge,
+        [(labels, ConstGauge::new(1_i64))],
+    )
 }
 
 fn seconds_since_epoch(time: SystemTime) -> f64 {
@@ -543,17 +588,18 @@ fn seconds_since_epoch(time: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+fn read(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
 impl Collector for Exporter {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge, Histogram};
         let e = &mut encoder;
-        family(
+        info(
             e,
             "build_info",
             "The broker's version (always 1)",
-            None,
-            Gauge,
-            [([("version", env!("CARGO_PKG_VERSION"))], gauge(1))],
+            [("version", env!("CARGO_PKG_VERSION"))],
         )?;
         let totals = totals();
         let decisions = Permission::ALL.iter().flat_map(|p| {
@@ -565,7 +611,7 @@ impl Collector for Exporter {
                         ("answered", answered.as_str()),
                         ("mode", mode.as_str()),
                     ],
-                    counter(totals.decisions(*p, *decision, *answered, *mode)),
+                    ConstCounter::new(totals.decisions(*p, *decision, *answered, *mode)),
                 )
             })
         });
@@ -574,12 +620,12 @@ impl Collector for Exporter {
             "decisions",
             "Requests answered, by permission, the policy's verdict (decision), what was answered and the mode (audit answers would-be denies with allow)",
             None,
-            Counter,
+            MetricType::Counter,
             decisions,
         )?;
         let rules: Vec<_> = rule_labels()
             .into_iter()
-            .map(|(label, slot)| ([("rule", label)], counter(totals.rules[slot])))
+            .map(|(label, slot)| ([("rule", label)], ConstCounter::new(totals.rules[slot])))
             .collect();
         family(
             e,
@@ -588,14 +634,14 @@ impl Collector for Exporter {
                 "Requests answered, by what decided them: a rule id, or default, unresolvable, broker-files; the first {MAX_RULE_LABELS} rule ids served get a label, later ones count as other"
             ),
             None,
-            Counter,
+            MetricType::Counter,
             rules,
         )?;
         let mut histogram = e.encode_descriptor(
             "decision_duration",
             "Time from a request's frame read to its answer written",
             Some(&Unit::Seconds),
-            Histogram,
+            MetricType::Histogram,
         )?;
         let buckets: Vec<(f64, u64)> = DURATION_BUCKETS
             .iter()
@@ -609,57 +655,41 @@ impl Collector for Exporter {
             &buckets,
             None,
         )?;
-        let faults = FaultKind::ALL.iter().map(|kind| {
-            (
-                [("kind", kind.as_str())],
-                counter(EVENTS.faults[*kind as usize].load(Ordering::Relaxed)),
-            )
-        });
-        family(
+        counts_by(
             e,
             "protocol_faults",
             "Connections closed without an answer for a protocol fault, by kind (the peer, a Deno, exits 87)",
-            None,
-            Counter,
-            faults,
+            "kind",
+            FaultKind::ALL
+                .iter()
+                .map(|kind| (kind.as_str(), read(&EVENTS.faults[*kind as usize]))),
         )?;
-        family(
+        level(
             e,
             "connections_open",
             "Connections being served",
-            None,
-            Gauge,
-            one(gauge(EVENTS.open.load(Ordering::Relaxed))),
+            usize::try_from(EVENTS.open.load(Ordering::Relaxed)).unwrap_or(0),
         )?;
-        family(
+        count(
             e,
             "connections_accepted",
             "Connections taken from the listening socket",
-            None,
-            Counter,
-            one(counter(EVENTS.accepted.load(Ordering::Relaxed))),
+            read(&EVENTS.accepted),
         )?;
-        family(
+        count(
             e,
             "connections_adopted",
             "Connections taken over from the previous process (an upgrade in place or a restart)",
-            None,
-            Counter,
-            one(counter(EVENTS.adopted.load(Ordering::Relaxed))),
+            read(&EVENTS.adopted),
         )?;
-        let refused = Refusal::ALL.iter().map(|why| {
-            (
-                [("reason", why.as_str())],
-                counter(EVENTS.refused[*why as usize].load(Ordering::Relaxed)),
-            )
-        });
-        family(
+        counts_by(
             e,
             "connections_refused",
             "Connections closed at accept, by reason: limit (max_connections, for handed-over connections), per_uid_share (max_connections_per_uid), allowed_uids",
-            None,
-            Counter,
-            refused,
+            "reason",
+            Refusal::ALL
+                .iter()
+                .map(|why| (why.as_str(), read(&EVENTS.refused[*why as usize]))),
         )?;
         let Some(shared) = self.shared() else {
             return Ok(());
@@ -675,160 +705,132 @@ impl Exporter {
         e: &mut DescriptorEncoder,
         shared: &Shared,
     ) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge};
         let status = shared.store.status();
         let rules = status.rules.to_string();
         let mode = if status.audit { "audit" } else { "enforce" };
-        family(
+        info(
             e,
             "policy_info",
             "The policy serving: its revision, rule count and mode (always 1)",
-            None,
-            Gauge,
-            [(
-                [
-                    ("revision", status.revision.as_str()),
-                    ("rules", rules.as_str()),
-                    ("mode", mode),
-                ],
-                gauge(1),
-            )],
+            [
+                ("revision", status.revision.as_str()),
+                ("rules", rules.as_str()),
+                ("mode", mode),
+            ],
         )?;
-        let outcomes = [
-            ("swapped", status.outcomes.swapped),
-            ("unchanged", status.outcomes.unchanged),
-            ("failed", status.outcomes.failed),
-        ]
-        .map(|(outcome, n)| ([("outcome", outcome)], counter(n)));
-        family(
+        counts_by(
             e,
             "reloads",
             "Policy reloads, by outcome: swapped (a new revision serves), unchanged, failed (the last good policy still serves)",
-            None,
-            Counter,
-            outcomes,
+            "outcome",
+            [
+                ("swapped", status.outcomes.swapped),
+                ("unchanged", status.outcomes.unchanged),
+                ("failed", status.outcomes.failed),
+            ],
         )?;
-        family(
+        level(
             e,
             "reload_failing",
             "1 while the last reload failed: the files on disk do not load, and an older revision serves",
-            None,
-            Gauge,
-            one(gauge(i64::from(status.last_error.is_some()))),
+            usize::from(status.last_error.is_some()),
         )?;
         family(
             e,
             "last_good_load_timestamp",
             "When a policy last loaded (at start, or a reload that swapped or found it unchanged), in seconds since the epoch",
             Some(&Unit::Seconds),
-            Gauge,
-            one(ConstGauge::new(seconds_since_epoch(status.last_good))),
+            MetricType::Gauge,
+            [(
+                [("", ""); 0],
+                ConstGauge::new(seconds_since_epoch(status.last_good)),
+            )],
         )?;
         if let Some(log) = &shared.log {
             let stats = &log.stats;
-            let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            for (name, help, value) in [
-                (
-                    "decision_log_records_written",
-                    "Records written to the decision log",
-                    read(&stats.written),
-                ),
-                (
-                    "decision_log_waits",
-                    "Records that found the decision log's queue full and waited for room",
-                    read(&stats.waited),
-                ),
-                (
-                    "decision_log_overloaded",
-                    "Connections closed unanswered because their record was not written within decision_log_max_wait (fail closed)",
-                    read(&stats.overloaded),
-                ),
-                (
-                    "decision_log_write_errors",
-                    "Failed writes to the decision log (each retried; nothing is lost or torn)",
-                    read(&stats.write_errors),
-                ),
-            ] {
-                family(e, name, help, None, Counter, one(counter(value)))?;
-            }
-            family(
+            count(
+                e,
+                "decision_log_records_written",
+                "Records written to the decision log",
+                read(&stats.written),
+            )?;
+            count(
+                e,
+                "decision_log_waits",
+                "Records that found the decision log's queue full and waited for room",
+                read(&stats.waited),
+            )?;
+            count(
+                e,
+                "decision_log_overloaded",
+                "Connections closed unanswered because their record was not written within decision_log_max_wait (fail closed)",
+                read(&stats.overloaded),
+            )?;
+            count(
+                e,
+                "decision_log_write_errors",
+                "Failed writes to the decision log (each retried; nothing is lost or torn)",
+                read(&stats.write_errors),
+            )?;
+            level(
                 e,
                 "decision_log_queue_depth",
                 "Records queued for the decision log's writer",
-                None,
-                Gauge,
-                one(gauge_of(log.queued())),
+                log.queued(),
             )?;
-            family(
+            level(
                 e,
                 "decision_log_queue_capacity",
                 "Records the decision log's queue holds before decisions wait",
-                None,
-                Gauge,
-                one(gauge_of(log.capacity())),
+                log.capacity(),
             )?;
         }
         let pool = &shared.blocking;
-        family(
+        level(
             e,
             "blocking_workers",
             "Slots for decisions that may wait on a file system or account database (blocking_threads)",
-            None,
-            Gauge,
-            one(gauge_of(pool.size)),
+            pool.size,
         )?;
-        family(
+        level(
             e,
             "blocking_busy",
             "Lookups running on a file system or account database, abandoned ones included",
-            None,
-            Gauge,
-            one(gauge_of(pool.busy())),
+            pool.busy(),
         )?;
-        family(
+        level(
             e,
             "blocking_abandoned",
             "Lookups abandoned at the request deadline and still stuck (a mount that does not answer)",
-            None,
-            Gauge,
-            one(gauge_of(pool.abandoned())),
+            pool.abandoned(),
         )?;
-        family(
+        count(
             e,
             "deadline_denials",
             "Requests denied because their decision outlived request_deadline",
-            None,
-            Counter,
-            one(counter(pool.deadline_denials.load(Ordering::Relaxed))),
+            read(&pool.deadline_denials),
         )?;
-        let no_slot = [
-            ("share", pool.no_slot_denials[0].load(Ordering::Relaxed)),
-            ("exhausted", pool.no_slot_denials[1].load(Ordering::Relaxed)),
-        ]
-        .map(|(reason, n)| ([("reason", reason)], counter(n)));
-        family(
+        counts_by(
             e,
             "blocking_denials",
             "Requests denied without a lookup slot: share (the uid's abandoned lookups hold its quarter), exhausted (every slot busy past the deadline)",
-            None,
-            Counter,
-            no_slot,
+            "reason",
+            [
+                ("share", read(&pool.no_slot_denials[0])),
+                ("exhausted", read(&pool.no_slot_denials[1])),
+            ],
         )?;
-        family(
+        level(
             e,
             "connection_threads",
             "Threads that may serve busy connections",
-            None,
-            Gauge,
-            one(gauge_of(shared.threads.size())),
+            shared.threads.size(),
         )?;
-        family(
+        level(
             e,
             "connection_threads_busy",
             "Connections being served by a thread of their own now",
-            None,
-            Gauge,
-            one(gauge_of(shared.threads.busy())),
+            shared.threads.busy(),
         )?;
         Ok(())
     }
