@@ -1059,3 +1059,46 @@ fn bursts_of_silent_connections_never_close_a_scrapers_connection() {
         "scrapes failed during the bursts: {failed:?}"
     );
 }
+
+/// Whether the daemon has closed `stream` (EOF or reset) within `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => panic!("the daemon wrote to a connection that sent nothing"),
+    }
+}
+
+/// The endpoint's limits as the README states them: a connection that sends nothing is closed
+/// at the 2 s header timeout, not before; sixteen are held at once, and a seventeenth closes the
+/// oldest idle one at once.
+#[test]
+fn sixteen_places_and_a_two_second_header_timeout() {
+    let daemon = Daemon::start(POLICY, &["--metrics-listen", "127.0.0.1:0"]);
+    let addr = common::metrics_addr(&daemon);
+    let mut lone = TcpStream::connect(addr).unwrap();
+    let start = Instant::now();
+    assert!(closed_within(&mut lone, Duration::from_secs(10)));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "a silent connection was closed after {took:?}"
+    );
+    let mut held: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !closed_within(&mut held[0], Duration::from_millis(100)),
+        "sixteen fit"
+    );
+    let _seventeenth = TcpStream::connect(addr).unwrap();
+    assert!(
+        closed_within(&mut held[0], Duration::from_millis(1000)),
+        "the seventeenth closes the oldest, before its header timeout"
+    );
+    assert!(
+        !closed_within(&mut held[1], Duration::from_millis(100)),
+        "and only the oldest"
+    );
+}
